@@ -1,0 +1,138 @@
+// pybind11 bindings of the native backends. They translate arguments only:
+// raw pointers (as integers), sizes, dtype codes and a CUDA stream handle.
+// Shapes, dtypes, devices and contiguity are validated in Python before the call.
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <string>
+
+#include "cpu/cpu_kernels.h"
+#include "noiseforge/ldp_noise.h"
+#if defined(NF_WITH_CUDA)
+#include "cuda/cuda_kernels.h"
+#endif
+
+namespace py = pybind11;
+using noiseforge::DType;
+using noiseforge::LdpNoiseArgs;
+using noiseforge::Mechanism;
+
+namespace {
+
+template <typename T>
+T* ptr(std::uintptr_t p) {
+  return reinterpret_cast<T*>(p);
+}
+
+LdpNoiseArgs make_args(std::uintptr_t x, std::uintptr_t out, int64_t n, int64_t d, int64_t copies,
+                       int in_dtype, int out_dtype, std::uintptr_t lower, std::uintptr_t upper,
+                       std::uintptr_t scale, std::uintptr_t table, int table_len,
+                       int table_bits, int mechanism, bool clamp, uint64_t seed,
+                       uint64_t offset) {
+  return LdpNoiseArgs{ptr<const void>(x),          ptr<void>(out),
+                      n,                           d,
+                      copies,                      static_cast<DType>(in_dtype),
+                      static_cast<DType>(out_dtype), ptr<const float>(lower),
+                      ptr<const float>(upper),     ptr<const float>(scale),
+                      ptr<const uint64_t>(table),  table_len,
+                      table_bits,                  static_cast<Mechanism>(mechanism),
+                      clamp,                       seed,
+                      offset};
+}
+
+#define NF_STR2(x) #x
+#define NF_STR(x) NF_STR2(x)
+
+py::dict build_info() {
+  py::dict info;
+#if defined(__clang__)
+  info["compiler"] = std::string("clang ") + __clang_version__;
+#elif defined(__GNUC__)
+  info["compiler"] = std::string("gcc ") + __VERSION__;
+#else
+  info["compiler"] = "unknown";
+#endif
+  info["cxx_standard"] = static_cast<long>(__cplusplus);
+#if defined(_OPENMP)
+  info["openmp"] = static_cast<long>(_OPENMP);
+#else
+  info["openmp"] = py::none();
+#endif
+  info["cpu_isa"] = noiseforge::cpu::active_isa();
+#if defined(NF_WITH_CUDA)
+  info["cuda"] = true;
+  info["cuda_runtime"] = noiseforge::cuda::runtime_version();
+  info["cuda_architectures"] = NF_STR(NF_CUDA_ARCHITECTURES);
+#else
+  info["cuda"] = false;
+#endif
+  return info;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "noiseforge native backends (C++ with OpenMP, and CUDA when built with nvcc)";
+  m.def("build_info", &build_info, "Facts about this build: compiler, OpenMP, CUDA, CPU ISA.");
+
+  m.def(
+      "ldp_noise_cpu",
+      [](std::uintptr_t x, std::uintptr_t out, int64_t n, int64_t d, int64_t copies,
+         int in_dtype, int out_dtype, std::uintptr_t lower, std::uintptr_t upper,
+         std::uintptr_t scale, std::uintptr_t table, int table_len, int table_bits,
+         int mechanism, bool clamp, uint64_t seed, uint64_t offset, int num_threads) {
+        const LdpNoiseArgs a = make_args(x, out, n, d, copies, in_dtype, out_dtype, lower, upper,
+                                         scale, table, table_len, table_bits, mechanism, clamp,
+                                         seed, offset);
+        py::gil_scoped_release release;
+        noiseforge::cpu::ldp_noise(a, num_threads);
+      },
+      py::arg("x"), py::arg("out"), py::arg("n"), py::arg("d"), py::arg("copies"),
+      py::arg("in_dtype"), py::arg("out_dtype"), py::arg("lower"), py::arg("upper"),
+      py::arg("scale"), py::arg("table"), py::arg("table_len"), py::arg("table_bits"),
+      py::arg("mechanism"), py::arg("clamp"), py::arg("seed"), py::arg("offset"),
+      py::arg("num_threads"));
+
+  m.def(
+      "philox_words_cpu",
+      [](std::uintptr_t out, int64_t count, uint64_t seed, uint64_t offset, int num_threads) {
+        py::gil_scoped_release release;
+        noiseforge::cpu::philox_words(ptr<uint32_t>(out), count, seed, offset, num_threads);
+      },
+      py::arg("out"), py::arg("count"), py::arg("seed"), py::arg("offset"),
+      py::arg("num_threads"));
+
+#if defined(NF_WITH_CUDA)
+  m.def(
+      "ldp_noise_cuda",
+      [](std::uintptr_t x, std::uintptr_t out, int64_t n, int64_t d, int64_t copies,
+         int in_dtype, int out_dtype, std::uintptr_t lower, std::uintptr_t upper,
+         std::uintptr_t scale, std::uintptr_t table, int table_len, int table_bits,
+         int mechanism, bool clamp, uint64_t seed, uint64_t offset, std::uintptr_t stream) {
+        const LdpNoiseArgs a = make_args(x, out, n, d, copies, in_dtype, out_dtype, lower, upper,
+                                         scale, table, table_len, table_bits, mechanism, clamp,
+                                         seed, offset);
+        py::gil_scoped_release release;
+        noiseforge::cuda::ldp_noise(a, ptr<void>(stream));
+      },
+      py::arg("x"), py::arg("out"), py::arg("n"), py::arg("d"), py::arg("copies"),
+      py::arg("in_dtype"), py::arg("out_dtype"), py::arg("lower"), py::arg("upper"),
+      py::arg("scale"), py::arg("table"), py::arg("table_len"), py::arg("table_bits"),
+      py::arg("mechanism"), py::arg("clamp"), py::arg("seed"), py::arg("offset"),
+      py::arg("stream"));
+  m.def(
+      "philox_words_cuda",
+      [](std::uintptr_t out, int64_t count, uint64_t seed, uint64_t offset,
+         std::uintptr_t stream) {
+        py::gil_scoped_release release;
+        noiseforge::cuda::philox_words(ptr<uint32_t>(out), count, seed, offset,
+                                       ptr<void>(stream));
+      },
+      py::arg("out"), py::arg("count"), py::arg("seed"), py::arg("offset"), py::arg("stream"));
+  m.def("cuda_device_count", []() {
+    const char* msg = "";
+    const int n = noiseforge::cuda::device_count(&msg);
+    return py::make_tuple(n, std::string(msg));
+  });
+#endif
+}

@@ -1,0 +1,26 @@
+// Entry points of the C++ backend. Each kernel source is compiled once per
+// instruction set (base x86-64, AVX2, AVX-512) into its own namespace;
+// dispatch.cpp picks the widest one the running CPU supports.
+#pragma once
+
+#include <cstdint>
+
+#include "noiseforge/ldp_noise.h"
+
+#define NF_DECLARE_CPU_KERNELS(ns)                                                      \
+  namespace noiseforge::ns {                                                            \
+  void ldp_noise(const LdpNoiseArgs& args, int num_threads);                            \
+  void philox_words(uint32_t* out, int64_t count, uint64_t seed, uint64_t offset,       \
+                    int num_threads);                                                   \
+  }
+
+NF_DECLARE_CPU_KERNELS(cpu_base)
+NF_DECLARE_CPU_KERNELS(cpu_avx2)
+NF_DECLARE_CPU_KERNELS(cpu_avx512)
+
+namespace noiseforge::cpu {
+// Name of the instruction set the dispatcher uses on this CPU ("avx512", "avx2", "base").
+const char* active_isa();
+void ldp_noise(const LdpNoiseArgs& args, int num_threads);
+void philox_words(uint32_t* out, int64_t count, uint64_t seed, uint64_t offset, int num_threads);
+}  // namespace noiseforge::cpu

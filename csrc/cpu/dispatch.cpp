@@ -1,0 +1,56 @@
+// Run-time choice of the widest compiled instruction set the CPU supports, so
+// that one portable wheel is still fast on AVX2 and AVX-512 machines.
+#include "cpu_kernels.h"
+
+namespace noiseforge::cpu {
+namespace {
+
+enum class Isa { kBase, kAvx2, kAvx512 };
+
+Isa detect() {
+#if defined(NF_HAVE_X86_VARIANTS)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
+    return Isa::kAvx512;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::kAvx2;
+#endif
+  return Isa::kBase;
+}
+
+Isa isa() {
+  static const Isa chosen = detect();
+  return chosen;
+}
+
+}  // namespace
+
+const char* active_isa() {
+  switch (isa()) {
+    case Isa::kAvx512: return "avx512";
+    case Isa::kAvx2: return "avx2";
+    default: return "base";
+  }
+}
+
+void ldp_noise(const LdpNoiseArgs& args, int num_threads) {
+  switch (isa()) {
+#if defined(NF_HAVE_X86_VARIANTS)
+    case Isa::kAvx512: return cpu_avx512::ldp_noise(args, num_threads);
+    case Isa::kAvx2: return cpu_avx2::ldp_noise(args, num_threads);
+#endif
+    default: return cpu_base::ldp_noise(args, num_threads);
+  }
+}
+
+void philox_words(uint32_t* out, int64_t count, uint64_t seed, uint64_t offset, int num_threads) {
+  switch (isa()) {
+#if defined(NF_HAVE_X86_VARIANTS)
+    case Isa::kAvx512: return cpu_avx512::philox_words(out, count, seed, offset, num_threads);
+    case Isa::kAvx2: return cpu_avx2::philox_words(out, count, seed, offset, num_threads);
+#endif
+    default: return cpu_base::philox_words(out, count, seed, offset, num_threads);
+  }
+}
+
+}  // namespace noiseforge::cpu

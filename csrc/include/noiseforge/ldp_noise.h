@@ -1,0 +1,109 @@
+// The fused LDP noise op: the contract for one output element.
+//
+// Output element e of the (N, K, D) result (row r = n * K + k, feature d,
+// e = r * D + d) uses counter `offset + e` of the Philox stream `seed`:
+//   xc = clip(x[n, d], lower[d], upper[d])
+//   laplace          y = xc + laplace_unit(w0, w1) * scale[d]
+//   gaussian         y = xc + gaussian_unit(w0) * scale[d]
+//   (both)           y = clip(y, lower[d], upper[d]) when clamp is set
+//   discrete_laplace q = floor((xc - lower[d]) / scale[d] + 1/2) on the grid
+//                    {0 .. levels - 1} (scale[d] is the grid step),
+//                    z = +-geometric_magnitude(w0, w1) with the sign from w2,
+//                    y = lower[d] + clip(q + z, 0, levels - 1) * scale[d]
+// and y is rounded to the output dtype (round to nearest even).
+#pragma once
+
+#include <cstdint>
+
+#include "noiseforge/float_bits.h"
+#include "noiseforge/noise_math.h"
+#include "noiseforge/philox.h"
+
+namespace noiseforge {
+
+enum class Mechanism : int { kLaplace = 0, kGaussian = 1, kDiscreteLaplace = 2 };
+enum class DType : int { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2, kUInt8 = 3 };
+
+struct LdpNoiseArgs {
+  const void* x;        // (N, D) contiguous, dtype in_dtype
+  void* out;            // (N, K, D) contiguous, dtype out_dtype
+  int64_t n;            // number of inputs N
+  int64_t d;            // features per input D
+  int64_t copies;       // K
+  DType in_dtype;
+  DType out_dtype;
+  const float* lower;   // (D,)
+  const float* upper;   // (D,)
+  const float* scale;   // (D,): noise scale, or the grid step for discrete_laplace
+  const uint64_t* table;  // (table_len,) thresholds for discrete_laplace, else null
+  int table_len;        // levels - 1
+  int table_bits;       // bit length of table_len
+  Mechanism mechanism;
+  bool clamp;
+  uint64_t seed;
+  uint64_t offset;
+};
+
+template <typename T>
+struct DTypeIO;
+
+template <>
+struct DTypeIO<float> {
+  NF_HD static float load(float v) { return v; }
+  NF_HD static float store(float v) { return v; }
+};
+template <>
+struct DTypeIO<uint8_t> {
+  NF_HD static float load(uint8_t v) { return static_cast<float>(v); }
+  // Only discrete_laplace writes uint8, and its values are exact integers.
+  NF_HD static uint8_t store(float v) { return static_cast<uint8_t>(v); }
+};
+
+// Half and bfloat16 travel as raw 16-bit patterns, tagged by these types.
+struct Half16 {
+  uint16_t bits;
+};
+struct BFloat16 {
+  uint16_t bits;
+};
+template <>
+struct DTypeIO<Half16> {
+  NF_HD static float load(Half16 v) { return half_bits_to_float(v.bits); }
+  NF_HD static Half16 store(float v) { return Half16{float_to_half_bits(v)}; }
+};
+template <>
+struct DTypeIO<BFloat16> {
+  NF_HD static float load(BFloat16 v) { return bfloat16_bits_to_float(v.bits); }
+  NF_HD static BFloat16 store(float v) { return BFloat16{float_to_bfloat16_bits(v)}; }
+};
+
+NF_HD float clip_f32(float v, float lo, float hi) {
+  v = v < lo ? lo : v;
+  return v > hi ? hi : v;
+}
+
+// One output element of the op, in float32, before rounding to the output dtype.
+// kClamp is a template parameter so that loops stay branch-free and vectorize.
+template <Mechanism M, bool kClamp>
+NF_HD float ldp_noise_element(float x, float lo, float hi, float scale, uint64_t counter,
+                              uint64_t seed, const uint64_t* table, int table_len,
+                              int table_bits) {
+  const PhiloxWords w = philox4x32_10(counter, seed);
+  const float xc = clip_f32(x, lo, hi);
+  if constexpr (M == Mechanism::kDiscreteLaplace) {
+    const float v = (xc - lo) / scale + 0.5f;
+    int q = static_cast<int>(v);  // v >= 0, so truncation is floor
+    q = q > table_len ? table_len : q;
+    const int mag = geometric_magnitude(w.w0, w.w1, table, table_len, table_bits);
+    int y = (w.w2 & 1u) ? q - mag : q + mag;
+    y = y < 0 ? 0 : (y > table_len ? table_len : y);
+    return lo + static_cast<float>(y) * scale;
+  } else {
+    const float unit = M == Mechanism::kLaplace ? laplace_unit(w.w0, w.w1) : gaussian_unit(w.w0);
+    const float y = xc + unit * scale;
+    if constexpr (kClamp) return clip_f32(y, lo, hi);
+    return y;
+  }
+}
+
+}  // namespace noiseforge

@@ -1,0 +1,3 @@
+from noiseforge.cli import main
+
+raise SystemExit(main())

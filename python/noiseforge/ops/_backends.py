@@ -1,0 +1,72 @@
+"""Availability checks shared by the ops' backend records."""
+
+from __future__ import annotations
+
+import functools
+import os
+from types import ModuleType
+
+import torch
+
+from noiseforge import _native
+
+
+def native_reasons() -> list[str]:
+    return [] if _native.native() is not None else [_native.native_error()]
+
+
+def cuda_reasons() -> list[str]:
+    why = _native.cuda_runtime_reason()
+    if why:
+        return [why]
+    if not torch.cuda.is_available():
+        return ["torch sees no CUDA device (a CPU build of torch, or no GPU)"]
+    return []
+
+
+def triton_interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+@functools.cache
+def _import_triton() -> tuple[ModuleType | None, str]:
+    try:
+        import triton  # noqa: F401
+
+        from noiseforge import kernels  # noqa: F401
+    except Exception as exc:  # ImportError, or a broken install raising anything
+        return None, f"triton is not importable ({exc}); pip install 'noiseforge[triton]'"
+    return triton, ""
+
+
+def triton_reasons() -> list[str]:
+    mod, why = _import_triton()
+    return [] if mod is not None else [why]
+
+
+def triton_version() -> str | None:
+    mod, _ = _import_triton()
+    return getattr(mod, "__version__", None) if mod is not None else None
+
+
+def triton_device_reasons(device: torch.device) -> list[str]:
+    if device.type == "cuda":
+        return [] if torch.cuda.is_available() else ["torch sees no CUDA device"]
+    if device.type == "cpu":
+        if triton_interpreting():
+            return []
+        return [
+            "Triton runs CPU tensors only under its interpreter: set TRITON_INTERPRET=1 "
+            "before triton is imported"
+        ]
+    return [f"Triton does not run on {device.type} tensors"]
+
+
+def triton_launch_options() -> dict[str, bool]:
+    # Compiled kernels must not contract a*b+c into FMAs (the numerical contract);
+    # the interpreter has no such option and never fuses.
+    return {} if triton_interpreting() else {"enable_fp_fusion": False}
+
+
+def cuda_stream(device: torch.device) -> int:
+    return torch.cuda.current_stream(device).cuda_stream

@@ -1,0 +1,500 @@
+"""The fused batched LDP noise op: clip, add calibrated noise, K copies, clamp."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from noiseforge import _native
+from noiseforge.ops import _backends as B
+from noiseforge.ops import registry
+from noiseforge.ops.calibration import (
+    MAX_LEVELS,
+    NoiseCalibration,
+    analytic_gaussian_sigma,
+    geometric_alpha,
+    geometric_table,
+    realized_epsilon,
+)
+from noiseforge.random import PhiloxGenerator, check_seed, default_generator, seeded_generator
+from noiseforge.reference.ldp_noise import ldp_noise_reference
+
+OP = "ldp_noise"
+MECHANISMS = {"laplace": 0, "gaussian": 1, "discrete_laplace": 2}
+UNITS = ("feature", "record")
+_DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2, torch.uint8: 3}
+
+Bound = float | int | torch.Tensor | np.ndarray
+
+
+@dataclass
+class _Plan:
+    """A validated call: everything a backend needs besides the random key."""
+
+    x: torch.Tensor  # (N, D), any strides
+    n: int
+    d: int
+    feature_shape: tuple[int, ...]
+    copies: int
+    mechanism: str
+    clamp: bool
+    lower: torch.Tensor  # (D,) float32 on x.device
+    upper: torch.Tensor
+    scale: torch.Tensor
+    table: torch.Tensor | None  # (levels-1,) int64 view of uint64 thresholds
+    out_dtype: torch.dtype
+    calibration: NoiseCalibration
+
+    @property
+    def device(self) -> torch.device:
+        return self.x.device
+
+    @property
+    def numel(self) -> int:
+        return self.n * self.copies * self.d
+
+    @property
+    def table_len(self) -> int:
+        return 0 if self.table is None else self.table.numel()
+
+    @property
+    def table_bits(self) -> int:
+        return int(self.table_len).bit_length()
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _check_number(name: str, value: Any, *, positive: bool = True) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value) or (positive and value <= 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value}")
+    return value
+
+
+def _feature_vector(name: str, value: Bound, feature_shape: tuple[int, ...], d: int) -> np.ndarray:
+    arr = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+    if arr.dtype.kind not in "fiu":
+        raise TypeError(f"{name} must be a number or a numeric array, got dtype {arr.dtype}")
+    try:
+        arr = np.broadcast_to(arr.astype(np.float32), feature_shape)
+    except ValueError:
+        raise ValueError(
+            f"{name} has shape {arr.shape}, which does not broadcast to the feature shape "
+            f"{feature_shape} of x; give a scalar or an array of that shape"
+        ) from None
+    flat = np.ascontiguousarray(arr.reshape(d))
+    bad = np.flatnonzero(~np.isfinite(flat))
+    if bad.size:
+        raise ValueError(f"{name} must be finite; feature {bad[0]} is {flat[bad[0]]}")
+    return flat
+
+
+def _check_x(x: torch.Tensor) -> None:
+    if x.dtype not in _DTYPE_CODES:
+        raise TypeError(
+            f"x has dtype {x.dtype}; ldp_noise takes float32, float16, bfloat16 or uint8 "
+            "(convert with x.float())"
+        )
+    if x.dim() < 2:
+        raise ValueError(
+            f"x must be (N, ...) with a batch dimension, got shape {tuple(x.shape)}; "
+            "reshape a single input with x.unsqueeze(0)"
+        )
+    if x.is_floating_point() and x.numel() and not bool(torch.isfinite(x).all()):
+        first = int(torch.nonzero(~torch.isfinite(x.reshape(-1)))[0])
+        raise ValueError(
+            f"x contains NaN or inf (first at flat index {first}); clean or impute the data "
+            "before adding noise: the clipping that bounds sensitivity is undefined for them"
+        )
+
+
+def _output_dtype(x: torch.Tensor, mechanism: str, lower: np.ndarray, upper: np.ndarray,
+                  levels: int | None) -> torch.dtype:
+    if x.dtype != torch.uint8:
+        return x.dtype
+    if mechanism != "discrete_laplace":
+        return torch.float32
+    integral = (
+        np.all(lower == np.round(lower))
+        and np.all(lower >= 0)
+        and np.all(upper <= 255)
+        and np.all(upper - lower == levels - 1)
+    )
+    return torch.uint8 if integral else torch.float32
+
+
+def calibrate_noise(
+    *,
+    mechanism: str,
+    epsilon: float,
+    delta: float | None,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    unit: str = "feature",
+    levels: int | None = None,
+) -> NoiseCalibration:
+    """Per-feature noise scales and the guarantee for float32 (D,) domain bounds.
+
+    See :mod:`noiseforge.ops.calibration` for the formulas. Raises ValueError on
+    an unknown mechanism or unit, a bad epsilon/delta/levels, or lower >= upper.
+    """
+    if mechanism not in MECHANISMS:
+        raise ValueError(f"mechanism must be one of {sorted(MECHANISMS)}, got {mechanism!r}")
+    if unit not in UNITS:
+        raise ValueError(f"unit must be 'feature' or 'record', got {unit!r}")
+    epsilon = _check_number("epsilon", epsilon)
+    if mechanism == "gaussian":
+        if delta is None:
+            raise ValueError("the Gaussian mechanism needs delta in (0, 1), e.g. delta=1e-5")
+        delta = _check_number("delta", delta)
+        if not delta < 1:
+            raise ValueError(f"delta must be in (0, 1), got {delta}")
+    elif delta not in (None, 0, 0.0):
+        raise ValueError(f"delta applies to mechanism='gaussian' only; {mechanism} is pure eps-LDP")
+    bad = np.flatnonzero(~(lower < upper))
+    if bad.size:
+        j = int(bad[0])
+        raise ValueError(
+            f"lower must be < upper for every feature; feature {j} has lower={lower[j]} "
+            f">= upper={upper[j]}"
+        )
+    d = lower.size
+    width = upper.astype(np.float64) - lower.astype(np.float64)
+    if d and not np.isfinite(np.float32(width.sum() / epsilon * 20)):
+        raise ValueError(
+            f"the domain width / epsilon is too large for float32 noise (sum of widths "
+            f"{width.sum():.3g}, epsilon {epsilon}); rescale the data to a smaller domain"
+        )
+    if mechanism == "laplace":
+        if unit == "feature":
+            scale = width / epsilon
+        else:
+            scale = np.full(d, width.sum() / epsilon)
+        eps_f = epsilon if unit == "feature" else math.nan
+        eps_r = epsilon * d if unit == "feature" else epsilon
+        return NoiseCalibration(mechanism, unit, epsilon, 0.0, d, scale.astype(np.float32),
+                                eps_f, eps_r, 0.0)
+    if mechanism == "gaussian":
+        assert delta is not None
+        unit_sigma = analytic_gaussian_sigma(epsilon, delta, 1.0)  # sigma scales with Delta
+        if unit == "feature":
+            scale = width * unit_sigma
+            eps_f, eps_r, delta_r = epsilon, epsilon * d, min(1.0, delta * d)
+        else:
+            scale = np.full(d, math.sqrt(float(np.sum(width**2))) * unit_sigma)
+            eps_f, eps_r, delta_r = math.nan, epsilon, delta
+        return NoiseCalibration(mechanism, unit, epsilon, delta, d, scale.astype(np.float32),
+                                eps_f, eps_r, delta_r)
+    # discrete_laplace
+    if levels is None:
+        levels = 256
+    if isinstance(levels, bool) or not isinstance(levels, int) or not 2 <= levels <= MAX_LEVELS:
+        raise ValueError(f"levels must be an int in [2, {MAX_LEVELS}], got {levels!r}")
+    grid_sensitivity = (levels - 1) * (1 if unit == "feature" else d)
+    alpha = geometric_alpha(epsilon, grid_sensitivity)
+    per_feature = realized_epsilon(alpha, levels)
+    if not math.isfinite(per_feature):
+        raise ValueError(
+            f"epsilon={epsilon} is too large for discrete_laplace with {levels} levels: the "
+            "64-bit sampling tables cannot reach every output; lower epsilon or the levels"
+        )
+    step = (width / (levels - 1)).astype(np.float32)
+    eps_f = per_feature if unit == "feature" else math.nan
+    return NoiseCalibration(mechanism, unit, epsilon, 0.0, d, step, eps_f, per_feature * d, 0.0,
+                            levels=levels, alpha=alpha)
+
+
+def _plan(x: torch.Tensor, *, mechanism: str, epsilon: float, delta: float | None,
+          lower: Bound, upper: Bound, copies: int, unit: str, levels: int | None,
+          clamp: bool) -> _Plan:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor or numpy array, got {type(x).__name__}")
+    _check_x(x)
+    if isinstance(copies, bool) or not isinstance(copies, int) or copies < 1:
+        raise ValueError(f"copies must be an int >= 1, got {copies!r}")
+    n = x.shape[0]
+    feature_shape = tuple(x.shape[1:])
+    d = math.prod(feature_shape)
+    lo = _feature_vector("lower", lower, feature_shape, d)
+    hi = _feature_vector("upper", upper, feature_shape, d)
+    if mechanism == "discrete_laplace":
+        if not clamp:
+            raise ValueError(
+                "discrete_laplace always clamps to the grid (the truncated geometric "
+                "mechanism); call it with clamp=True"
+            )
+        if levels is None and x.dtype == torch.uint8 and d:
+            widths = np.unique(hi - lo)
+            if widths.size != 1 or widths[0] != np.round(widths[0]):
+                raise ValueError(
+                    "uint8 input with per-feature domains of different integer widths: "
+                    "give levels= explicitly"
+                )
+            levels = int(widths[0]) + 1
+    elif levels is not None:
+        raise ValueError("levels applies to mechanism='discrete_laplace' only")
+    cal = calibrate_noise(mechanism=mechanism, epsilon=epsilon, delta=delta, lower=lo,
+                          upper=hi, unit=unit, levels=levels)
+    table = None
+    if mechanism == "discrete_laplace":
+        assert cal.alpha is not None and cal.levels is not None
+        table = torch.from_numpy(geometric_table(cal.alpha, cal.levels).view(np.int64).copy())
+        table = table.to(x.device)
+    out_dtype = _output_dtype(x, mechanism, lo, hi, cal.levels)
+    dev = x.device
+    return _Plan(
+        x=x.reshape(n, d), n=n, d=d, feature_shape=feature_shape, copies=copies,
+        mechanism=mechanism, clamp=clamp,
+        lower=torch.from_numpy(lo).to(dev), upper=torch.from_numpy(hi).to(dev),
+        scale=torch.from_numpy(cal.scale).to(dev), table=table, out_dtype=out_dtype,
+        calibration=cal,
+    )
+
+
+# --------------------------------------------------------------------------- backends
+
+
+def _run_torch(p: _Plan, out: torch.Tensor, seed: int, offset: int) -> None:
+    out.copy_(ldp_noise_reference(
+        p.x, mechanism=p.mechanism, lower=p.lower, upper=p.upper, scale=p.scale,
+        copies=p.copies, clamp=p.clamp, seed=seed, offset=offset, out_dtype=p.out_dtype,
+        table=p.table,
+    ))
+
+
+def _native_args(p: _Plan, out: torch.Tensor, seed: int, offset: int) -> tuple:
+    x = p.x.contiguous()
+    table = p.table if p.table is not None else p.scale  # any valid pointer when unused
+    return (
+        x.data_ptr(), out.data_ptr(), p.n, p.d, p.copies, _DTYPE_CODES[x.dtype],
+        _DTYPE_CODES[p.out_dtype], p.lower.data_ptr(), p.upper.data_ptr(), p.scale.data_ptr(),
+        table.data_ptr(), p.table_len, p.table_bits, MECHANISMS[p.mechanism], p.clamp, seed,
+        offset,
+    ), x
+
+
+def _run_cpu(p: _Plan, out: torch.Tensor, seed: int, offset: int) -> None:
+    args, _keep = _native_args(p, out, seed, offset)
+    _native.native().ldp_noise_cpu(*args, torch.get_num_threads())
+
+
+def _run_cuda(p: _Plan, out: torch.Tensor, seed: int, offset: int) -> None:
+    args, _keep = _native_args(p, out, seed, offset)
+    _native.native().ldp_noise_cuda(*args, B.cuda_stream(p.device))
+
+
+def _run_triton(p: _Plan, out: torch.Tensor, seed: int, offset: int) -> None:
+    from noiseforge.kernels.ldp_noise import ldp_noise_kernel
+
+    x = p.x.contiguous()
+    table = p.table if p.table is not None else torch.zeros(1, dtype=torch.int64, device=x.device)
+    block = 1024
+    grid = (triton_cdiv(p.numel, block),)
+    bf16 = p.out_dtype == torch.bfloat16
+    ldp_noise_kernel[grid](
+        x, out.view(torch.int16) if bf16 else out, p.lower, p.upper, p.scale, table, p.numel, p.d, p.copies, p.table_len, seed,
+        offset, MECHANISM=MECHANISMS[p.mechanism], CLAMP=p.clamp, TABLE_BITS=p.table_bits,
+        OUT_BF16=bf16, BLOCK=block, **B.triton_launch_options(),
+    )
+
+
+def triton_cdiv(a: int, b: int) -> int:
+    return (a + b - 1) // b
+
+
+def _on(kind: str):
+    def supports(p: _Plan) -> list[str]:
+        return [] if p.device.type == kind else [f"needs {kind} tensors, x is on {p.device.type}"]
+    return supports
+
+
+_EXACT = {torch.float32: (0.0, 0.0), torch.float16: (0.0, 0.0), torch.bfloat16: (0.0, 0.0)}
+# Compiled GPU code is meant to be exact too (no FMA contraction, IEEE div/sqrt); the
+# stated tolerance leaves room for a device conversion we have not yet measured.
+_GPU = {torch.float32: (1e-6, 1e-6), torch.float16: (1e-3, 1e-3), torch.bfloat16: (1e-2, 1e-2)}
+
+registry.register(registry.BackendRecord(OP, "cuda", 0, ("cuda",), B.cuda_reasons, _on("cuda"), _run_cuda, _GPU))
+registry.register(registry.BackendRecord(OP, "triton", 1, ("cuda",), B.triton_reasons, lambda p: B.triton_device_reasons(p.device), _run_triton, _EXACT))
+registry.register(registry.BackendRecord(OP, "cpu", 2, ("cpu",), B.native_reasons, _on("cpu"), _run_cpu, _EXACT))
+registry.register(registry.BackendRecord(OP, "torch", 3, ("cpu", "cuda"), list, lambda p: [], _run_torch, _EXACT))
+
+
+# --------------------------------------------------------------------------- public op
+
+
+def _check_out(out: torch.Tensor, shape: tuple[int, ...], p: _Plan) -> None:
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"out must be a torch.Tensor, got {type(out).__name__}")
+    problems = []
+    if tuple(out.shape) != shape:
+        problems.append(f"shape {tuple(out.shape)} (expected {shape})")
+    if out.dtype != p.out_dtype:
+        problems.append(f"dtype {out.dtype} (expected {p.out_dtype})")
+    if out.device != p.device:
+        problems.append(f"device {out.device} (expected {p.device})")
+    if not out.is_contiguous():
+        problems.append("non-contiguous storage (expected contiguous)")
+    if problems:
+        raise ValueError("out has " + ", ".join(problems))
+    if out.numel() and p.x.numel():
+        o0, o1 = out.data_ptr(), out.data_ptr() + out.numel() * out.element_size()
+        x0 = p.x.data_ptr()
+        x1 = x0 + p.x.numel() * p.x.element_size()
+        if o0 < x1 and x0 < o1:
+            raise ValueError("out overlaps x; the op never overwrites its input: pass a new buffer")
+
+
+def ldp_noise(
+    x: torch.Tensor | np.ndarray,
+    *,
+    epsilon: float,
+    lower: Bound,
+    upper: Bound,
+    mechanism: str = "laplace",
+    delta: float | None = None,
+    copies: int = 1,
+    unit: str = "feature",
+    levels: int | None = None,
+    clamp: bool = True,
+    seed: int | None = None,
+    generator: PhiloxGenerator | None = None,
+    offset: int | None = None,
+    out: torch.Tensor | None = None,
+    backend: str | None = None,
+) -> torch.Tensor | np.ndarray:
+    r"""Clip each input to its domain and release ``copies`` noisy copies, in one pass.
+
+    For input ``n``, copy ``k`` and feature ``j``:
+
+    .. math::
+        y_{n,k,j} = \mathrm{clip}\big(\mathrm{clip}(x_{n,j}, l_j, u_j) + s_j\,\xi_{n,k,j},\ l_j, u_j\big)
+
+    with ``xi`` standard Laplace or standard normal, drawn from the Philox4x32-10
+    stream at counter ``offset + (n * K + k) * D + j``; the outer clip is
+    ``clamp`` (post-processing, free of privacy cost). ``discrete_laplace``
+    quantises ``clip(x)`` to ``levels`` grid points and adds two-sided geometric
+    integer noise, clamped to the grid.
+
+    Parameters
+    ----------
+    x:
+        (N, ...) float32, float16, bfloat16 or uint8 tensor (or numpy array), any
+        strides, on CPU or CUDA. Feature shape ``x.shape[1:]`` has D elements.
+    epsilon:
+        Privacy parameter, > 0: per feature (``unit="feature"``) or per record.
+    lower, upper:
+        The domain, scalars or arrays broadcastable to the feature shape, with
+        ``lower < upper``. Clipping to it is what bounds the sensitivity.
+    mechanism:
+        ``"laplace"`` (scale ``(u - l) / eps``), ``"gaussian"`` (analytic Gaussian
+        calibration for ``(eps, delta)``), or ``"discrete_laplace"`` (hardened).
+    delta:
+        Gaussian only, in (0, 1).
+    copies:
+        K >= 1 independent noisy copies of every input.
+    unit:
+        ``"feature"``: each feature is an eps-LDP release; a record of D features is
+        then ``D * eps``-LDP (basic composition). ``"record"``: the record is one
+        eps-LDP release (noise calibrated to the L1 / L2 sensitivity of all features).
+    levels:
+        discrete_laplace only: grid points per feature (default 256, or
+        ``upper - lower + 1`` for uint8 input).
+    clamp:
+        Clamp the noisy value back to the domain (always on for discrete_laplace).
+    seed, generator, offset:
+        Randomness. By default a **secret** OS-seeded stream that advances with
+        every call (no stream is reused). ``seed=int`` uses a reproducible stream
+        that also advances per call: **not private**, for experiments and tests.
+        ``offset`` (with ``seed``) replays counters exactly and does not advance;
+        replaying noise on the same data voids the privacy guarantee.
+    out:
+        Optional contiguous output buffer of the result's shape and dtype.
+    backend:
+        ``"auto"`` (default, or ``$NOISEFORGE_BACKEND``), ``"torch"``, ``"cpu"``,
+        ``"cuda"`` or ``"triton"``.
+
+    Returns
+    -------
+    (N, K, ...) tensor (numpy array for numpy input). Its dtype is x's for float
+    inputs; float32 for uint8 input, except discrete_laplace on an integer
+    domain with unit steps, which stays uint8.
+
+    Guarantees
+    ----------
+    ``laplace``: eps-LDP per feature (or record) for the ideal real-valued
+    mechanism; float32 sampling is open to the floating-point attack of Mironov
+    (CCS 2012). ``gaussian``: (eps, delta)-LDP likewise. ``discrete_laplace``:
+    every output is a grid value and the sampler uses integer comparisons only,
+    so the attack does not apply; :func:`calibrate_noise` reports the exact
+    realized epsilon of the sampled distribution (within 1e-9 of eps for
+    moderate eps). The guarantee covers one release of each record: releasing
+    the same record again composes (see the LDPKiT privacy ledger).
+
+    Raises
+    ------
+    TypeError, ValueError
+        Bad dtype or shape, NaN/inf in x, lower >= upper, eps <= 0, delta outside
+        (0, 1), unknown mechanism, a mismatched ``out``; the message says what to do.
+    BackendUnavailableError
+        An explicit backend cannot run this input (the message lists why).
+    """
+    as_numpy = isinstance(x, np.ndarray)
+    if as_numpy:
+        x = torch.from_numpy(x)
+    p = _plan(x, mechanism=mechanism, epsilon=epsilon, delta=delta, lower=lower, upper=upper,
+              copies=copies, unit=unit, levels=levels, clamp=clamp)
+    shape = (p.n, p.copies, *p.feature_shape)
+    if out is None:
+        out = torch.empty(shape, dtype=p.out_dtype, device=p.device)
+    else:
+        _check_out(out, shape, p)
+    rec = registry.select(OP, backend, p, p.device.type)
+    key, start = _draw_counters(p.numel, seed, generator, offset)
+    if p.numel:
+        rec.run(p, out.view(p.n, p.copies, p.d), key, start)
+    return out.numpy() if as_numpy else out
+
+
+def _draw_counters(count: int, seed: int | None, generator: PhiloxGenerator | None,
+                   offset: int | None) -> tuple[int, int]:
+    if generator is not None and (seed is not None or offset is not None):
+        raise ValueError("give either generator= or seed= (with an optional offset=), not both")
+    if offset is not None:
+        if seed is None:
+            raise ValueError("offset= replays a seeded stream: give seed= as well")
+        check_seed(seed)
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            raise ValueError(f"offset must be an int >= 0, got {offset!r}")
+        if offset + count > 1 << 63:
+            raise ValueError("offset + number of outputs exceeds the 2**63 counter space")
+        return seed, offset
+    if generator is None:
+        generator = default_generator() if seed is None else seeded_generator(seed)
+    return generator.reserve(count)
+
+
+def ldp_noise_calibration(
+    x: torch.Tensor | np.ndarray, **kwargs: Any
+) -> NoiseCalibration:
+    """The :class:`NoiseCalibration` that :func:`ldp_noise` would use for these
+    arguments (same validation), without drawing noise."""
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(x)
+    allowed = {"epsilon", "lower", "upper", "mechanism", "delta", "copies", "unit", "levels", "clamp"}
+    unknown = set(kwargs) - allowed
+    if unknown:
+        raise TypeError(f"unexpected arguments {sorted(unknown)}")
+    kwargs.setdefault("mechanism", "laplace")
+    kwargs.setdefault("delta", None)
+    kwargs.setdefault("copies", 1)
+    kwargs.setdefault("unit", "feature")
+    kwargs.setdefault("levels", None)
+    kwargs.setdefault("clamp", True)
+    return _plan(x, **kwargs).calibration

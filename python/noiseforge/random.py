@@ -1,0 +1,129 @@
+"""Philox4x32-10 streams: a 64-bit key and the next unused counter.
+
+Privacy rests on two rules implemented here:
+
+* the default stream's key is **secret**: drawn from the operating system
+  (:func:`secrets.randbits`) and never exposed; a child process created by
+  ``fork`` gets a fresh key, so parent and child never share noise;
+* a stream is **never reused**: every op call reserves a fresh block of
+  counters (one per output element) and advances the stream past it.
+
+A user seed (``seed=123``) gives reproducible noise for experiments and tests.
+Anyone who knows the seed can regenerate and subtract the noise, so a seeded
+stream provides **no privacy**; use it only for reproducibility.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+
+SEED_BITS = 63
+MAX_COUNTER = 1 << 63  # counters are carried as int64 by the Triton kernel
+
+
+def check_seed(seed: int) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    if not 0 <= seed < (1 << SEED_BITS):
+        raise ValueError(f"seed must be in [0, 2**{SEED_BITS}), got {seed}")
+    return seed
+
+
+class PhiloxGenerator:
+    """A Philox4x32-10 stream.
+
+    Parameters
+    ----------
+    seed:
+        ``None`` (default) draws a secret key from the OS; an int in
+        ``[0, 2**63)`` gives a reproducible, **non-private** stream.
+
+    Each call of an op reserves ``count`` consecutive counters with
+    :meth:`reserve`; counter ``c`` yields the four words of
+    ``Philox4x32-10(key=seed, counter=(c mod 2**32, c >> 32, 0, 0))``.
+    """
+
+    def __init__(self, seed: int | None = None) -> None:
+        self._secret = seed is None
+        self._seed = secrets.randbits(SEED_BITS) if seed is None else check_seed(seed)
+        self._offset = 0
+        self._lock = threading.Lock()
+
+    @property
+    def is_secret(self) -> bool:
+        return self._secret
+
+    @property
+    def seed(self) -> int:
+        """The key of a seeded stream; a secret stream refuses to reveal it."""
+        if self._secret:
+            raise PermissionError(
+                "the key of a secret generator is not exposed: knowing it would let anyone "
+                "remove the noise. Create PhiloxGenerator(seed=...) if you need a known key."
+            )
+        return self._seed
+
+    @property
+    def offset(self) -> int:
+        """The first counter the next call will use."""
+        return self._offset
+
+    def reserve(self, count: int) -> tuple[int, int]:
+        """Reserve ``count`` fresh counters; returns ``(key, first_counter)``."""
+        if count < 0:
+            raise ValueError(f"count must be >= 0, got {count}")
+        with self._lock:
+            start = self._offset
+            if start + count > MAX_COUNTER:
+                raise OverflowError(
+                    "this Philox stream is exhausted (2**63 counters used); create a new generator"
+                )
+            self._offset = start + count
+        return self._seed, start
+
+    def _reseed_after_fork(self) -> None:
+        self._seed = secrets.randbits(SEED_BITS)
+        self._offset = 0
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        key = "secret" if self._secret else str(self._seed)
+        return f"PhiloxGenerator(seed={key}, offset={self._offset})"
+
+
+_default: PhiloxGenerator | None = None
+_seeded: dict[int, PhiloxGenerator] = {}
+_lock = threading.Lock()
+
+
+def default_generator() -> PhiloxGenerator:
+    """The process-wide secret stream used when no seed or generator is given."""
+    global _default
+    with _lock:
+        if _default is None:
+            _default = PhiloxGenerator()
+        return _default
+
+
+def seeded_generator(seed: int) -> PhiloxGenerator:
+    """The process-wide stream of a user seed: successive calls with the same
+    seed continue it (reproducible across runs, never repeating within one)."""
+    check_seed(seed)
+    with _lock:
+        gen = _seeded.get(seed)
+        if gen is None:
+            gen = _seeded[seed] = PhiloxGenerator(seed)
+        return gen
+
+
+def _after_fork_in_child() -> None:
+    global _lock
+    _lock = threading.Lock()
+    if _default is not None:
+        _default._reseed_after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
