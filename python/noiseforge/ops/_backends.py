@@ -11,6 +11,25 @@ import torch
 from noiseforge import _native
 
 
+_forked_child = False
+
+
+def _mark_forked_child() -> None:
+    global _forked_child
+    _forked_child = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_mark_forked_child)
+
+
+def cpu_threads() -> int:
+    """Threads for the native CPU kernels: torch's setting, or 1 in a process
+    forked from one that may have started an OpenMP pool (GNU OpenMP's pool does
+    not survive fork, and using it there would hang)."""
+    return 1 if _forked_child else torch.get_num_threads()
+
+
 def native_reasons() -> list[str]:
     return [] if _native.native() is not None else [_native.native_error()]
 

@@ -89,7 +89,7 @@ def _feature_vector(name: str, value: Bound, feature_shape: tuple[int, ...], d: 
             f"{name} has shape {arr.shape}, which does not broadcast to the feature shape "
             f"{feature_shape} of x; give a scalar or an array of that shape"
         ) from None
-    flat = np.ascontiguousarray(arr.reshape(d))
+    flat = np.array(arr.reshape(d), dtype=np.float32, copy=True)
     bad = np.flatnonzero(~np.isfinite(flat))
     if bad.size:
         raise ValueError(f"{name} must be finite; feature {bad[0]} is {flat[bad[0]]}")
@@ -167,7 +167,7 @@ def calibrate_noise(
         )
     d = lower.size
     width = upper.astype(np.float64) - lower.astype(np.float64)
-    if d and not np.isfinite(np.float32(width.sum() / epsilon * 20)):
+    if d and not width.sum() / epsilon * 20 < np.finfo(np.float32).max:
         raise ValueError(
             f"the domain width / epsilon is too large for float32 noise (sum of widths "
             f"{width.sum():.3g}, epsilon {epsilon}); rescale the data to a smaller domain"
@@ -282,7 +282,7 @@ def _native_args(p: _Plan, out: torch.Tensor, seed: int, offset: int) -> tuple:
 
 def _run_cpu(p: _Plan, out: torch.Tensor, seed: int, offset: int) -> None:
     args, _keep = _native_args(p, out, seed, offset)
-    _native.native().ldp_noise_cpu(*args, torch.get_num_threads())
+    _native.native().ldp_noise_cpu(*args, B.cpu_threads())
 
 
 def _run_cuda(p: _Plan, out: torch.Tensor, seed: int, offset: int) -> None:

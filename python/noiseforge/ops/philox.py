@@ -28,7 +28,7 @@ def _run_cpu(count: int, seed: int, offset: int, device: torch.device) -> torch.
     raw = torch.empty((count, 4), dtype=torch.int32)
     if count:
         _native.native().philox_words_cpu(
-            raw.data_ptr(), count, seed, offset, torch.get_num_threads()
+            raw.data_ptr(), count, seed, offset, B.cpu_threads()
         )
     return _to_int64_words(raw)
 

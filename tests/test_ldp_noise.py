@@ -1,0 +1,293 @@
+"""The fused LDP noise op: every backend against the torch reference on the
+same random words, the random stream rules, and bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from noiseforge.ops import BackendUnavailableError, ldp_noise
+from noiseforge.ops.ldp_noise import _plan
+from noiseforge.random import PhiloxGenerator
+from tests.conftest import BACKEND_DEVICES, assert_close_report, require_backend, require_device
+
+MECHANISMS = [
+    pytest.param("laplace", {}, id="laplace"),
+    pytest.param("gaussian", {"delta": 1e-5}, id="gaussian"),
+    pytest.param("discrete_laplace", {}, id="discrete"),
+]
+SHAPES = [(5, 123), (1, 1), (3, 7, 5), (0, 4), (4, 0), (2, 1, 1, 3)]
+
+
+def _input(shape, dtype, device, gen):
+    if dtype == torch.uint8:
+        return torch.randint(0, 256, shape, generator=gen, dtype=torch.uint8).to(device)
+    # values beyond the domain [-1, 2) exercise the clipping
+    return (torch.rand(shape, generator=gen) * 4.0 - 1.5).to(dtype).to(device)
+
+
+def _bounds(dtype):
+    return (0, 255) if dtype == torch.uint8 else (-1.0, 2.0)
+
+
+def _run(x, backend, mechanism, kw, **extra):
+    lo, hi = _bounds(x.dtype)
+    args = dict(epsilon=1.5, lower=lo, upper=hi, mechanism=mechanism, copies=3, seed=11, offset=5)
+    args.update(kw)
+    args.update(extra)
+    return ldp_noise(x, backend=backend, **args)
+
+
+def _inputs_for_registry(x, mechanism, kw):
+    lo, hi = _bounds(x.dtype)
+    return _plan(x, mechanism=mechanism, epsilon=1.5, delta=kw.get("delta"), lower=lo, upper=hi,
+                 copies=3, unit="feature", levels=None, clamp=True)
+
+
+@pytest.mark.parametrize(("backend", "device"), BACKEND_DEVICES)
+@pytest.mark.parametrize(("mechanism", "kw"), MECHANISMS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.uint8])
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_matches_reference(backend, device, mechanism, kw, dtype, shape):
+    require_device(device)
+    gen = torch.Generator().manual_seed(hash((shape, str(dtype))) % 2**31)
+    x = _input(shape, dtype, device, gen)
+    rec = require_backend("ldp_noise", backend, _inputs_for_registry(x, mechanism, kw))
+    got = _run(x, backend, mechanism, kw)
+    want = _run(x, "torch", mechanism, kw)
+    assert got.shape == (shape[0], 3, *shape[1:])
+    if got.dtype.is_floating_point:
+        atol, rtol = rec.tolerance.get(got.dtype, (0.0, 0.0))
+    else:
+        atol, rtol = 0.0, 0.0  # integer outputs are exact on every backend
+    assert_close_report(got, want, atol, rtol)
+
+
+@pytest.mark.parametrize(("backend", "device"), BACKEND_DEVICES)
+@pytest.mark.parametrize(("mechanism", "kw"), MECHANISMS)
+def test_non_contiguous_and_per_feature_bounds(backend, device, mechanism, kw):
+    require_device(device)
+    base = torch.rand(9, 6, generator=torch.Generator().manual_seed(0)).to(device) * 3 - 1
+    x = base.t()[:, ::2]  # (6, 5) with strides (1, 12)
+    assert not x.is_contiguous()
+    lower = torch.linspace(-1.0, 0.0, 5)
+    upper = torch.linspace(0.5, 2.0, 5)
+    args = dict(epsilon=0.7, lower=lower, upper=upper, mechanism=mechanism, copies=2, seed=3, offset=0, **kw)
+    rec = require_backend("ldp_noise", backend, _plan(x, mechanism=mechanism, epsilon=0.7,
+                          delta=kw.get("delta"), lower=lower, upper=upper, copies=2,
+                          unit="feature", levels=None, clamp=True))
+    got = ldp_noise(x, backend=backend, **args)
+    want = ldp_noise(x.contiguous(), backend="torch", **args)
+    atol, rtol = rec.tolerance.get(torch.float32, (0.0, 0.0))
+    assert_close_report(got, want, atol, rtol)
+    lo = lower.to(device).view(1, 1, 5)
+    hi = upper.to(device).view(1, 1, 5)
+    assert bool(((got >= lo) & (got <= hi + 1e-6)).all()), "clamped output left its domain"
+
+
+@pytest.mark.parametrize("backend", ["torch", "cpu"])
+def test_no_clamp_keeps_unbounded_noise(backend):
+    x = torch.full((200, 4), 0.5)
+    y = ldp_noise(x, epsilon=0.5, lower=0.0, upper=1.0, clamp=False, seed=1, backend=backend)
+    assert float(y.min()) < 0.0 and float(y.max()) > 1.0
+
+
+def test_record_unit_scales_noise_by_the_l1_sensitivity():
+    x = torch.zeros(1, 10)
+    feat = ldp_noise(x, epsilon=1.0, lower=0.0, upper=1.0, clamp=False, seed=4, offset=0)
+    rec = ldp_noise(x, epsilon=1.0, lower=0.0, upper=1.0, clamp=False, seed=4, offset=0, unit="record")
+    # same words, scale 10x larger: 1 / eps vs sum of widths / eps
+    torch.testing.assert_close(rec, feat * 10.0, rtol=1e-6, atol=0)
+
+
+def test_auto_picks_native_cpu_and_matches_reference():
+    x = torch.rand(8, 33)
+    auto = ldp_noise(x, epsilon=2.0, lower=0.0, upper=1.0, seed=9, offset=0)
+    ref = ldp_noise(x, epsilon=2.0, lower=0.0, upper=1.0, seed=9, offset=0, backend="torch")
+    assert torch.equal(auto, ref)
+
+
+def test_env_var_sets_the_default_backend(monkeypatch):
+    monkeypatch.setenv("NOISEFORGE_BACKEND", "cuda")
+    with pytest.raises(BackendUnavailableError, match="cuda"):
+        ldp_noise(torch.rand(2, 3), epsilon=1.0, lower=0.0, upper=1.0)
+    monkeypatch.setenv("NOISEFORGE_BACKEND", "fpga")
+    with pytest.raises(ValueError, match="NOISEFORGE_BACKEND"):
+        ldp_noise(torch.rand(2, 3), epsilon=1.0, lower=0.0, upper=1.0)
+
+
+def test_numpy_in_numpy_out():
+    x = np.random.default_rng(0).random((4, 6), dtype=np.float32)
+    y = ldp_noise(x, epsilon=1.0, lower=0.0, upper=1.0, copies=2, seed=2, offset=0)
+    assert isinstance(y, np.ndarray) and y.shape == (4, 2, 6) and y.dtype == np.float32
+    assert np.array_equal(y, ldp_noise(torch.from_numpy(x), epsilon=1.0, lower=0.0, upper=1.0,
+                                       copies=2, seed=2, offset=0).numpy())
+
+
+def test_output_dtypes():
+    u8 = torch.randint(0, 256, (3, 5), dtype=torch.uint8)
+    assert ldp_noise(u8, epsilon=1.0, lower=0, upper=255).dtype == torch.float32
+    assert ldp_noise(u8, epsilon=1.0, lower=0, upper=255, mechanism="discrete_laplace").dtype == torch.uint8
+    # a non-unit grid on uint8 input cannot stay uint8
+    y = ldp_noise(u8, epsilon=1.0, lower=0, upper=255, mechanism="discrete_laplace", levels=16)
+    assert y.dtype == torch.float32
+    assert ldp_noise(torch.rand(2, 2).half(), epsilon=1.0, lower=0.0, upper=1.0).dtype == torch.float16
+
+
+def test_discrete_outputs_lie_on_the_grid():
+    x = torch.rand(50, 20) * 2 - 0.5
+    y = ldp_noise(x, epsilon=2.0, lower=-0.5, upper=1.5, mechanism="discrete_laplace", levels=9,
+                  copies=4, seed=1)
+    steps = (y - (-0.5)) / (2.0 / 8)
+    assert torch.allclose(steps, steps.round(), atol=1e-5)
+    assert float(y.min()) >= -0.5 and float(y.max()) <= 1.5 + 1e-6
+
+
+# ------------------------------------------------------------------ the random stream
+
+
+def test_calls_advance_the_stream():
+    x = torch.rand(3, 4)
+    gen = PhiloxGenerator(seed=77)
+    a = ldp_noise(x, epsilon=1.0, lower=0.0, upper=1.0, copies=2, generator=gen)
+    assert gen.offset == 3 * 2 * 4
+    b = ldp_noise(x, epsilon=1.0, lower=0.0, upper=1.0, copies=2, generator=gen)
+    assert gen.offset == 48
+    assert not torch.equal(a, b)
+    # the second call used counters 24..47: replay them
+    replay = ldp_noise(x, epsilon=1.0, lower=0.0, upper=1.0, copies=2, seed=77, offset=24)
+    assert torch.equal(b, replay)
+
+
+def test_seed_argument_is_reproducible_but_never_repeats_within_a_process():
+    x = torch.rand(2, 3)
+    a = ldp_noise(x, epsilon=1.0, lower=0.0, upper=1.0, seed=123456)
+    b = ldp_noise(x, epsilon=1.0, lower=0.0, upper=1.0, seed=123456)
+    assert not torch.equal(a, b)
+
+
+def test_default_stream_is_secret():
+    from noiseforge.random import default_generator
+
+    gen = default_generator()
+    assert gen.is_secret
+    with pytest.raises(PermissionError, match="secret"):
+        _ = gen.seed
+    assert "secret" in repr(gen)
+    x = torch.zeros(2, 3)
+    before = gen.offset
+    ldp_noise(x, epsilon=1.0, lower=0.0, upper=1.0, copies=5)
+    assert gen.offset == before + 30
+
+
+def test_forked_child_gets_a_fresh_secret_key():
+    """A forked child must not replay the parent's noise (same counters, new key),
+    and its native kernels must not hang on the parent's OpenMP pool."""
+    import os
+    import pickle
+
+    from noiseforge.random import default_generator
+
+    x = torch.zeros(1, 64)
+    ldp_noise(x, epsilon=1.0, lower=-100.0, upper=100.0)  # parent pool and stream in use
+    gen = default_generator()
+    offset = gen.offset
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        try:
+            y = ldp_noise(x, epsilon=1.0, lower=-100.0, upper=100.0, backend="cpu")
+            os.write(write_fd, pickle.dumps((default_generator().offset, y.numpy())))
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as f:
+        child_offset, child = pickle.loads(f.read())
+    os.waitpid(pid, 0)
+    parent = ldp_noise(x, epsilon=1.0, lower=-100.0, upper=100.0, backend="cpu").numpy()
+    assert child_offset == 64  # the child's stream restarted under a new key
+    assert gen.offset == offset + 64
+    assert not np.array_equal(child, parent)
+
+
+# ------------------------------------------------------------------ bad input
+
+
+def _ok(**over):
+    args = dict(epsilon=1.0, lower=0.0, upper=1.0)
+    args.update(over)
+    return args
+
+
+@pytest.mark.parametrize(
+    ("x", "kwargs", "err", "match"),
+    [
+        (torch.tensor([[0.1, float("nan")]]), _ok(), ValueError, "NaN or inf.*index 1"),
+        (torch.tensor([[float("inf"), 0.1]]), _ok(), ValueError, "NaN or inf.*index 0"),
+        (torch.rand(2, 3), _ok(lower=1.0, upper=1.0), ValueError, "feature 0 has lower"),
+        (torch.rand(2, 3), _ok(lower=[0.0, 2.0, 0.0]), ValueError, "feature 1 has lower"),
+        (torch.rand(2, 3), _ok(epsilon=0.0), ValueError, "epsilon must be a finite number > 0"),
+        (torch.rand(2, 3), _ok(epsilon=-1.0), ValueError, "epsilon"),
+        (torch.rand(2, 3), _ok(epsilon=float("inf")), ValueError, "epsilon"),
+        (torch.rand(2, 3), _ok(epsilon="1"), TypeError, "epsilon"),
+        (torch.rand(2, 3), _ok(mechanism="gaussian"), ValueError, "needs delta"),
+        (torch.rand(2, 3), _ok(mechanism="gaussian", delta=1.0), ValueError, "delta must be in"),
+        (torch.rand(2, 3), _ok(mechanism="gaussian", delta=-0.1), ValueError, "delta"),
+        (torch.rand(2, 3), _ok(delta=1e-5), ValueError, "delta applies to mechanism='gaussian'"),
+        (torch.rand(2, 3), _ok(mechanism="exponential"), ValueError, "mechanism must be one of"),
+        (torch.rand(2, 3), _ok(unit="pixel"), ValueError, "unit must be"),
+        (torch.rand(2, 3).double(), _ok(), TypeError, "float64.*x.float"),
+        (torch.arange(6).reshape(2, 3), _ok(), TypeError, "int64"),
+        (torch.rand(3), _ok(), ValueError, "batch dimension"),
+        (torch.rand(2, 3), _ok(lower=torch.zeros(4)), ValueError, "does not broadcast"),
+        (torch.rand(2, 3), _ok(upper=[1.0, float("nan"), 1.0]), ValueError, "upper must be finite; feature 1"),
+        (torch.rand(2, 3), _ok(copies=0), ValueError, "copies"),
+        (torch.rand(2, 3), _ok(mechanism="discrete_laplace", clamp=False), ValueError, "always clamps"),
+        (torch.rand(2, 3), _ok(mechanism="discrete_laplace", levels=1), ValueError, "levels"),
+        (torch.rand(2, 3), _ok(levels=10), ValueError, "levels applies"),
+        (torch.rand(2, 3), _ok(offset=3), ValueError, "give seed="),
+        (torch.rand(2, 3), _ok(seed=1, generator=PhiloxGenerator(1)), ValueError, "either generator"),
+        (torch.rand(2, 3), _ok(seed=-5), ValueError, "seed"),
+        (torch.rand(2, 3), _ok(backend="gpu"), ValueError, "backend= is 'gpu'"),
+        (torch.rand(2, 3), _ok(backend="cuda"), BackendUnavailableError, "backend 'cuda' cannot run"),
+        (torch.rand(2, 3), _ok(lower=0.0, upper=1e38, epsilon=1e-3), ValueError, "too large for float32"),
+        (torch.rand(2, 3), _ok(mechanism="discrete_laplace", epsilon=60.0), ValueError, "too large for discrete"),
+    ],
+)
+def test_bad_input_is_rejected_with_a_clear_error(x, kwargs, err, match):
+    with pytest.raises(err, match=match):
+        ldp_noise(x, **kwargs)
+
+
+def test_uint8_with_mixed_widths_needs_levels():
+    x = torch.zeros(2, 2, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="levels= explicitly"):
+        ldp_noise(x, epsilon=1.0, lower=0, upper=[255, 100], mechanism="discrete_laplace")
+
+
+def test_out_buffer_is_checked_and_used():
+    x = torch.rand(4, 5)
+    out = torch.empty(4, 2, 5)
+    y = ldp_noise(x, epsilon=1.0, lower=0.0, upper=1.0, copies=2, seed=1, offset=0, out=out)
+    assert y is out
+    assert torch.equal(out, ldp_noise(x, epsilon=1.0, lower=0.0, upper=1.0, copies=2, seed=1, offset=0))
+    with pytest.raises(ValueError, match=r"shape \(4, 5\) \(expected \(4, 2, 5\)\)"):
+        ldp_noise(x, epsilon=1.0, lower=0.0, upper=1.0, copies=2, out=torch.empty(4, 5))
+    with pytest.raises(ValueError, match="dtype torch.float16"):
+        ldp_noise(x, epsilon=1.0, lower=0.0, upper=1.0, copies=2, out=torch.empty(4, 2, 5).half())
+    with pytest.raises(ValueError, match="non-contiguous"):
+        ldp_noise(x, epsilon=1.0, lower=0.0, upper=1.0, copies=2, out=torch.empty(5, 2, 4).transpose(0, 2))
+    big = torch.rand(4, 1, 5)
+    with pytest.raises(ValueError, match="overlaps x"):
+        ldp_noise(big[:, 0], epsilon=1.0, lower=0.0, upper=1.0, copies=1, out=big)
+    before = x.clone()
+    ldp_noise(x, epsilon=1.0, lower=0.0, upper=1.0)
+    assert torch.equal(x, before), "the op must never modify its input"
+
+
+def test_wrong_device_out_is_rejected():
+    x = torch.rand(2, 3)
+    out = torch.empty(2, 1, 3, device="meta")
+    with pytest.raises(ValueError, match="device meta"):
+        ldp_noise(x, epsilon=1.0, lower=0.0, upper=1.0, out=out)

@@ -1,0 +1,161 @@
+"""Statistical checks of the noise: the draws follow the calibrated
+distributions, and the empirical privacy loss between the two most distant
+neighbouring inputs stays within e^eps up to sampling error. Every check also
+runs against a deliberately wrong setting, which it must reject, so that a
+check that cannot fail would be noticed."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from noiseforge.ops import calibrate_noise, ldp_noise
+from noiseforge.ops.calibration import (
+    _gaussian_delta,
+    analytic_gaussian_sigma,
+    geometric_alpha,
+    realized_epsilon,
+)
+
+BACKENDS = ["torch", "cpu"]
+
+
+def _noise(mechanism, epsilon, n, backend, seed, **kw):
+    x = torch.full((n // 100, 100), 0.5)
+    y = ldp_noise(x, epsilon=epsilon, lower=0.0, upper=1.0, mechanism=mechanism, clamp=False,
+                  seed=seed, offset=0, backend=backend, **kw)
+    return (y.double() - 0.5).reshape(-1).numpy()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_laplace_noise_has_the_calibrated_scale(backend):
+    eps = 0.8
+    b = 1.0 / eps
+    noise = _noise("laplace", eps, 200_000, backend, seed=101)
+    assert stats.kstest(noise, "laplace", args=(0.0, b)).pvalue > 1e-3
+    # the same test rejects a 5 % wrong scale
+    assert stats.kstest(noise, "laplace", args=(0.0, 1.05 * b)).pvalue < 1e-6
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_gaussian_noise_has_the_analytic_scale(backend):
+    eps, delta = 1.0, 1e-5
+    sigma = analytic_gaussian_sigma(eps, delta, 1.0)
+    noise = _noise("gaussian", eps, 200_000, backend, seed=202, delta=delta)
+    assert stats.kstest(noise, "norm", args=(0.0, sigma)).pvalue > 1e-3
+    assert stats.kstest(noise, "norm", args=(0.0, 1.05 * sigma)).pvalue < 1e-6
+    # tails: the erfinv transform reaches beyond 4 sigma at the right rate
+    frac = np.mean(np.abs(noise) > 4 * sigma)
+    assert abs(frac - 2 * stats.norm.sf(4)) < 5 * math.sqrt(2 * stats.norm.sf(4) / noise.size)
+
+
+def _geometric_pmf_clamped(alpha, levels, q):
+    z = np.arange(-(levels - 1), levels)
+    pz = (1 - alpha) / (1 + alpha) * alpha ** np.abs(z)
+    out = np.zeros(levels)
+    np.add.at(out, np.clip(q + z, 0, levels - 1), pz)
+    out[0] += (1 - pz.sum()) / 2  # tails beyond +-(levels-1) fold onto the ends
+    out[-1] += (1 - pz.sum()) / 2
+    return out
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_discrete_laplace_follows_the_clamped_geometric(backend):
+    eps, q = 5.0, 100
+    x = torch.full((2000, 100), q, dtype=torch.uint8)
+    y = ldp_noise(x, epsilon=eps, lower=0, upper=255, mechanism="discrete_laplace", seed=303,
+                  offset=0, backend=backend).reshape(-1).numpy()
+    counts = np.bincount(y, minlength=256)
+
+    def pvalue(alpha):
+        expected = _geometric_pmf_clamped(alpha, 256, q) * y.size
+        keep = expected > 20
+        obs, exp = counts[keep], expected[keep]
+        if expected[~keep].sum() >= 5:  # pool the sparse tails into one bin
+            obs = np.append(obs, counts[~keep].sum())
+            exp = np.append(exp, expected[~keep].sum())
+        else:
+            assert counts[~keep].sum() <= 10, "draws far outside the expected range"
+        return stats.chisquare(obs, exp * obs.sum() / exp.sum()).pvalue
+
+    alpha = geometric_alpha(eps, 255)
+    assert pvalue(alpha) > 1e-3
+    assert pvalue(geometric_alpha(1.1 * eps, 255)) < 1e-6
+
+
+def _max_excess(a, b, edges, eps):
+    """Largest (log(p_a / p_b) - eps) over bins, in standard errors of the log ratio."""
+    ca, _ = np.histogram(a, edges)
+    cb, _ = np.histogram(b, edges)
+    keep = (ca >= 200) & (cb >= 200)
+    assert keep.sum() >= 3, "too few populated bins for a privacy check"
+    ca, cb = ca[keep], cb[keep]
+    log_ratio = np.log(ca / a.size) - np.log(cb / b.size)
+    se = np.sqrt(1.0 / ca + 1.0 / cb)
+    return float(np.max((np.abs(log_ratio) - eps) / se))
+
+
+def _neighbours(mechanism, eps, n, seed, levels=None):
+    # the two most distant neighbouring inputs of one feature: the domain's ends
+    kw = {"levels": levels} if levels else {}
+    x = torch.tensor([[0.0], [1.0]])
+    y = ldp_noise(x, epsilon=eps, lower=0.0, upper=1.0, mechanism=mechanism, copies=n, seed=seed,
+                  offset=0, **kw)
+    return y[0].reshape(-1).double().numpy(), y[1].reshape(-1).double().numpy()
+
+
+def test_empirical_privacy_of_clamped_laplace():
+    eps = 1.0
+    a, b = _neighbours("laplace", eps, 400_000, seed=404)
+    # atoms at the clamped ends get their own bins
+    edges = np.concatenate([[-0.5, 1e-9], np.linspace(0.05, 0.95, 19), [1 - 1e-9, 1.5]])
+    assert _max_excess(a, b, edges, eps) < 4.0
+    # the loss is really used: the end bins reach a ratio close to e^eps
+    ca0, cb0 = np.mean(a <= 0), np.mean(b <= 0)
+    assert math.log(ca0 / cb0) > 0.9 * eps
+    # a mechanism with half the noise (2 eps) fails the same check
+    a2, b2 = _neighbours("laplace", 2 * eps, 400_000, seed=405)
+    assert _max_excess(a2, b2, edges, eps) > 4.0
+
+
+def test_empirical_privacy_of_discrete_laplace():
+    eps, levels = 1.0, 16
+    a, b = _neighbours("discrete_laplace", eps, 400_000, seed=505, levels=levels)
+    edges = np.linspace(-1 / 30, 1 + 1 / 30, levels + 1)  # one bin per grid point
+    assert _max_excess(a, b, edges, eps) < 4.0
+    a2, b2 = _neighbours("discrete_laplace", 2 * eps, 400_000, seed=506, levels=levels)
+    assert _max_excess(a2, b2, edges, eps) > 4.0
+
+
+# ------------------------------------------------------------------ calibration
+
+
+@pytest.mark.parametrize(("eps", "delta"), [(0.1, 1e-5), (1.0, 1e-5), (7.0, 1e-6), (15.0, 1e-9)])
+def test_analytic_gaussian_is_the_smallest_sigma_meeting_delta(eps, delta):
+    sigma = analytic_gaussian_sigma(eps, delta, 2.0)
+    assert _gaussian_delta(sigma, eps, 2.0) <= delta
+    assert _gaussian_delta(sigma * (1 - 1e-6), eps, 2.0) > delta
+    if eps < 1:  # never worse than the classical bound, which is valid for eps < 1
+        assert sigma < math.sqrt(2 * math.log(1.25 / delta)) * 2.0 / eps
+
+
+@pytest.mark.parametrize("eps", [0.1, 1.0, 7.0, 20.0])
+@pytest.mark.parametrize("levels", [2, 16, 256, 4097])
+def test_discrete_tables_realize_the_requested_epsilon(eps, levels):
+    got = realized_epsilon(geometric_alpha(eps, levels - 1), levels)
+    assert abs(got - eps) < 1e-6 * max(1.0, eps)
+
+
+def test_guarantee_text_states_per_record_composition():
+    lo, hi = np.zeros(784, np.float32), np.ones(784, np.float32)
+    cal = calibrate_noise(mechanism="laplace", epsilon=7.0, delta=None, lower=lo, upper=hi)
+    assert cal.epsilon_per_record == pytest.approx(7.0 * 784)
+    assert "5488-LDP per record" in cal.guarantee and "Mironov" in cal.guarantee
+    rec = calibrate_noise(mechanism="laplace", epsilon=7.0, delta=None, lower=lo, upper=hi, unit="record")
+    assert rec.epsilon_per_record == 7.0 and np.allclose(rec.scale, 784 / 7.0)
+    g = calibrate_noise(mechanism="gaussian", epsilon=1.0, delta=1e-5, lower=lo, upper=hi, unit="record")
+    assert np.allclose(g.scale, analytic_gaussian_sigma(1.0, 1e-5, 28.0), rtol=1e-6)
