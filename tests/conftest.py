@@ -10,10 +10,10 @@ import os
 
 os.environ.setdefault("TRITON_INTERPRET", "1")
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
-from noiseforge.ops import registry  # noqa: E402
+from noiseforge.ops import registry
 
 STRICT = os.environ.get("NOISEFORGE_STRICT", "0") == "1"
 
@@ -48,13 +48,19 @@ def skip_or_fail(reason: str) -> None:
     pytest.skip(reason)
 
 
-def assert_close_report(actual: torch.Tensor, expected: torch.Tensor, atol: float, rtol: float) -> None:
+def assert_close_report(
+    actual: torch.Tensor, expected: torch.Tensor, atol: float, rtol: float
+) -> None:
     """Equality within (atol, rtol), reporting the worst mismatches (NaN/inf included)."""
     assert actual.shape == expected.shape, (actual.shape, expected.shape)
     assert actual.dtype == expected.dtype, (actual.dtype, expected.dtype)
     if atol == 0 and rtol == 0:
         a, e = actual.cpu(), expected.cpu()
-        same = (a == e) | (torch.isnan(a.float()) & torch.isnan(e.float())) if a.is_floating_point() else a == e
+        same = (
+            (a == e) | (torch.isnan(a.float()) & torch.isnan(e.float()))
+            if a.is_floating_point()
+            else a == e
+        )
         bad = (~same).nonzero()
         assert bad.numel() == 0, (
             f"{bad.shape[0]} of {a.numel()} elements differ; first at {bad[0].tolist()}: "

@@ -41,8 +41,18 @@ def _run(x, backend, mechanism, kw, **extra):
 
 def _inputs_for_registry(x, mechanism, kw):
     lo, hi = _bounds(x.dtype)
-    return _plan(x, mechanism=mechanism, epsilon=1.5, delta=kw.get("delta"), lower=lo, upper=hi,
-                 copies=3, unit="feature", levels=None, clamp=True)
+    return _plan(
+        x,
+        mechanism=mechanism,
+        epsilon=1.5,
+        delta=kw.get("delta"),
+        lower=lo,
+        upper=hi,
+        copies=3,
+        unit="feature",
+        levels=None,
+        clamp=True,
+    )
 
 
 @pytest.mark.parametrize(("backend", "device"), BACKEND_DEVICES)
@@ -73,10 +83,25 @@ def test_non_contiguous_and_per_feature_bounds(backend, device, mechanism, kw):
     assert not x.is_contiguous()
     lower = torch.linspace(-1.0, 0.0, 5)
     upper = torch.linspace(0.5, 2.0, 5)
-    args = dict(epsilon=0.7, lower=lower, upper=upper, mechanism=mechanism, copies=2, seed=3, offset=0, **kw)
-    rec = require_backend("ldp_noise", backend, _plan(x, mechanism=mechanism, epsilon=0.7,
-                          delta=kw.get("delta"), lower=lower, upper=upper, copies=2,
-                          unit="feature", levels=None, clamp=True))
+    args = dict(
+        epsilon=0.7, lower=lower, upper=upper, mechanism=mechanism, copies=2, seed=3, offset=0, **kw
+    )
+    rec = require_backend(
+        "ldp_noise",
+        backend,
+        _plan(
+            x,
+            mechanism=mechanism,
+            epsilon=0.7,
+            delta=kw.get("delta"),
+            lower=lower,
+            upper=upper,
+            copies=2,
+            unit="feature",
+            levels=None,
+            clamp=True,
+        ),
+    )
     got = ldp_noise(x, backend=backend, **args)
     want = ldp_noise(x.contiguous(), backend="torch", **args)
     atol, rtol = rec.tolerance.get(torch.float32, (0.0, 0.0))
@@ -96,7 +121,9 @@ def test_no_clamp_keeps_unbounded_noise(backend):
 def test_record_unit_scales_noise_by_the_l1_sensitivity():
     x = torch.zeros(1, 10)
     feat = ldp_noise(x, epsilon=1.0, lower=0.0, upper=1.0, clamp=False, seed=4, offset=0)
-    rec = ldp_noise(x, epsilon=1.0, lower=0.0, upper=1.0, clamp=False, seed=4, offset=0, unit="record")
+    rec = ldp_noise(
+        x, epsilon=1.0, lower=0.0, upper=1.0, clamp=False, seed=4, offset=0, unit="record"
+    )
     # same words, scale 10x larger: 1 / eps vs sum of widths / eps
     torch.testing.assert_close(rec, feat * 10.0, rtol=1e-6, atol=0)
 
@@ -121,24 +148,41 @@ def test_numpy_in_numpy_out():
     x = np.random.default_rng(0).random((4, 6), dtype=np.float32)
     y = ldp_noise(x, epsilon=1.0, lower=0.0, upper=1.0, copies=2, seed=2, offset=0)
     assert isinstance(y, np.ndarray) and y.shape == (4, 2, 6) and y.dtype == np.float32
-    assert np.array_equal(y, ldp_noise(torch.from_numpy(x), epsilon=1.0, lower=0.0, upper=1.0,
-                                       copies=2, seed=2, offset=0).numpy())
+    assert np.array_equal(
+        y,
+        ldp_noise(
+            torch.from_numpy(x), epsilon=1.0, lower=0.0, upper=1.0, copies=2, seed=2, offset=0
+        ).numpy(),
+    )
 
 
 def test_output_dtypes():
     u8 = torch.randint(0, 256, (3, 5), dtype=torch.uint8)
     assert ldp_noise(u8, epsilon=1.0, lower=0, upper=255).dtype == torch.float32
-    assert ldp_noise(u8, epsilon=1.0, lower=0, upper=255, mechanism="discrete_laplace").dtype == torch.uint8
+    assert (
+        ldp_noise(u8, epsilon=1.0, lower=0, upper=255, mechanism="discrete_laplace").dtype
+        == torch.uint8
+    )
     # a non-unit grid on uint8 input cannot stay uint8
     y = ldp_noise(u8, epsilon=1.0, lower=0, upper=255, mechanism="discrete_laplace", levels=16)
     assert y.dtype == torch.float32
-    assert ldp_noise(torch.rand(2, 2).half(), epsilon=1.0, lower=0.0, upper=1.0).dtype == torch.float16
+    assert (
+        ldp_noise(torch.rand(2, 2).half(), epsilon=1.0, lower=0.0, upper=1.0).dtype == torch.float16
+    )
 
 
 def test_discrete_outputs_lie_on_the_grid():
     x = torch.rand(50, 20) * 2 - 0.5
-    y = ldp_noise(x, epsilon=2.0, lower=-0.5, upper=1.5, mechanism="discrete_laplace", levels=9,
-                  copies=4, seed=1)
+    y = ldp_noise(
+        x,
+        epsilon=2.0,
+        lower=-0.5,
+        upper=1.5,
+        mechanism="discrete_laplace",
+        levels=9,
+        copies=4,
+        seed=1,
+    )
     steps = (y - (-0.5)) / (2.0 / 8)
     assert torch.allclose(steps, steps.round(), atol=1e-5)
     assert float(y.min()) >= -0.5 and float(y.max()) <= 1.5 + 1e-6
@@ -241,18 +285,48 @@ def _ok(**over):
         (torch.arange(6).reshape(2, 3), _ok(), TypeError, "int64"),
         (torch.rand(3), _ok(), ValueError, "batch dimension"),
         (torch.rand(2, 3), _ok(lower=torch.zeros(4)), ValueError, "does not broadcast"),
-        (torch.rand(2, 3), _ok(upper=[1.0, float("nan"), 1.0]), ValueError, "upper must be finite; feature 1"),
+        (
+            torch.rand(2, 3),
+            _ok(upper=[1.0, float("nan"), 1.0]),
+            ValueError,
+            "upper must be finite; feature 1",
+        ),
         (torch.rand(2, 3), _ok(copies=0), ValueError, "copies"),
-        (torch.rand(2, 3), _ok(mechanism="discrete_laplace", clamp=False), ValueError, "always clamps"),
+        (
+            torch.rand(2, 3),
+            _ok(mechanism="discrete_laplace", clamp=False),
+            ValueError,
+            "always clamps",
+        ),
         (torch.rand(2, 3), _ok(mechanism="discrete_laplace", levels=1), ValueError, "levels"),
         (torch.rand(2, 3), _ok(levels=10), ValueError, "levels applies"),
         (torch.rand(2, 3), _ok(offset=3), ValueError, "give seed="),
-        (torch.rand(2, 3), _ok(seed=1, generator=PhiloxGenerator(1)), ValueError, "either generator"),
+        (
+            torch.rand(2, 3),
+            _ok(seed=1, generator=PhiloxGenerator(1)),
+            ValueError,
+            "either generator",
+        ),
         (torch.rand(2, 3), _ok(seed=-5), ValueError, "seed"),
         (torch.rand(2, 3), _ok(backend="gpu"), ValueError, "backend= is 'gpu'"),
-        (torch.rand(2, 3), _ok(backend="cuda"), BackendUnavailableError, "backend 'cuda' cannot run"),
-        (torch.rand(2, 3), _ok(lower=0.0, upper=1e38, epsilon=1e-3), ValueError, "too large for float32"),
-        (torch.rand(2, 3), _ok(mechanism="discrete_laplace", epsilon=60.0), ValueError, "too large for discrete"),
+        (
+            torch.rand(2, 3),
+            _ok(backend="cuda"),
+            BackendUnavailableError,
+            "backend 'cuda' cannot run",
+        ),
+        (
+            torch.rand(2, 3),
+            _ok(lower=0.0, upper=1e38, epsilon=1e-3),
+            ValueError,
+            "too large for float32",
+        ),
+        (
+            torch.rand(2, 3),
+            _ok(mechanism="discrete_laplace", epsilon=60.0),
+            ValueError,
+            "too large for discrete",
+        ),
     ],
 )
 def test_bad_input_is_rejected_with_a_clear_error(x, kwargs, err, match):
@@ -271,13 +345,17 @@ def test_out_buffer_is_checked_and_used():
     out = torch.empty(4, 2, 5)
     y = ldp_noise(x, epsilon=1.0, lower=0.0, upper=1.0, copies=2, seed=1, offset=0, out=out)
     assert y is out
-    assert torch.equal(out, ldp_noise(x, epsilon=1.0, lower=0.0, upper=1.0, copies=2, seed=1, offset=0))
+    assert torch.equal(
+        out, ldp_noise(x, epsilon=1.0, lower=0.0, upper=1.0, copies=2, seed=1, offset=0)
+    )
     with pytest.raises(ValueError, match=r"shape \(4, 5\) \(expected \(4, 2, 5\)\)"):
         ldp_noise(x, epsilon=1.0, lower=0.0, upper=1.0, copies=2, out=torch.empty(4, 5))
-    with pytest.raises(ValueError, match="dtype torch.float16"):
+    with pytest.raises(ValueError, match=r"dtype torch\.float16"):
         ldp_noise(x, epsilon=1.0, lower=0.0, upper=1.0, copies=2, out=torch.empty(4, 2, 5).half())
     with pytest.raises(ValueError, match="non-contiguous"):
-        ldp_noise(x, epsilon=1.0, lower=0.0, upper=1.0, copies=2, out=torch.empty(5, 2, 4).transpose(0, 2))
+        ldp_noise(
+            x, epsilon=1.0, lower=0.0, upper=1.0, copies=2, out=torch.empty(5, 2, 4).transpose(0, 2)
+        )
     big = torch.rand(4, 1, 5)
     with pytest.raises(ValueError, match="overlaps x"):
         ldp_noise(big[:, 0], epsilon=1.0, lower=0.0, upper=1.0, copies=1, out=big)

@@ -26,8 +26,18 @@ BACKENDS = ["torch", "cpu"]
 
 def _noise(mechanism, epsilon, n, backend, seed, **kw):
     x = torch.full((n // 100, 100), 0.5)
-    y = ldp_noise(x, epsilon=epsilon, lower=0.0, upper=1.0, mechanism=mechanism, clamp=False,
-                  seed=seed, offset=0, backend=backend, **kw)
+    y = ldp_noise(
+        x,
+        epsilon=epsilon,
+        lower=0.0,
+        upper=1.0,
+        mechanism=mechanism,
+        clamp=False,
+        seed=seed,
+        offset=0,
+        backend=backend,
+        **kw,
+    )
     return (y.double() - 0.5).reshape(-1).numpy()
 
 
@@ -67,8 +77,20 @@ def _geometric_pmf_clamped(alpha, levels, q):
 def test_discrete_laplace_follows_the_clamped_geometric(backend):
     eps, q = 5.0, 100
     x = torch.full((2000, 100), q, dtype=torch.uint8)
-    y = ldp_noise(x, epsilon=eps, lower=0, upper=255, mechanism="discrete_laplace", seed=303,
-                  offset=0, backend=backend).reshape(-1).numpy()
+    y = (
+        ldp_noise(
+            x,
+            epsilon=eps,
+            lower=0,
+            upper=255,
+            mechanism="discrete_laplace",
+            seed=303,
+            offset=0,
+            backend=backend,
+        )
+        .reshape(-1)
+        .numpy()
+    )
     counts = np.bincount(y, minlength=256)
 
     def pvalue(alpha):
@@ -103,8 +125,17 @@ def _neighbours(mechanism, eps, n, seed, levels=None):
     # the two most distant neighbouring inputs of one feature: the domain's ends
     kw = {"levels": levels} if levels else {}
     x = torch.tensor([[0.0], [1.0]])
-    y = ldp_noise(x, epsilon=eps, lower=0.0, upper=1.0, mechanism=mechanism, copies=n, seed=seed,
-                  offset=0, **kw)
+    y = ldp_noise(
+        x,
+        epsilon=eps,
+        lower=0.0,
+        upper=1.0,
+        mechanism=mechanism,
+        copies=n,
+        seed=seed,
+        offset=0,
+        **kw,
+    )
     return y[0].reshape(-1).double().numpy(), y[1].reshape(-1).double().numpy()
 
 
@@ -155,7 +186,11 @@ def test_guarantee_text_states_per_record_composition():
     cal = calibrate_noise(mechanism="laplace", epsilon=7.0, delta=None, lower=lo, upper=hi)
     assert cal.epsilon_per_record == pytest.approx(7.0 * 784)
     assert "5488-LDP per record" in cal.guarantee and "Mironov" in cal.guarantee
-    rec = calibrate_noise(mechanism="laplace", epsilon=7.0, delta=None, lower=lo, upper=hi, unit="record")
+    rec = calibrate_noise(
+        mechanism="laplace", epsilon=7.0, delta=None, lower=lo, upper=hi, unit="record"
+    )
     assert rec.epsilon_per_record == 7.0 and np.allclose(rec.scale, 784 / 7.0)
-    g = calibrate_noise(mechanism="gaussian", epsilon=1.0, delta=1e-5, lower=lo, upper=hi, unit="record")
+    g = calibrate_noise(
+        mechanism="gaussian", epsilon=1.0, delta=1e-5, lower=lo, upper=hi, unit="record"
+    )
     assert np.allclose(g.scale, analytic_gaussian_sigma(1.0, 1e-5, 28.0), rtol=1e-6)

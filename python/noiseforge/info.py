@@ -18,8 +18,18 @@ def _probe_inputs(op: str, device: torch.device):
         from noiseforge.ops.ldp_noise import _plan
 
         x = torch.zeros((2, 3), device=device)
-        return _plan(x, mechanism="laplace", epsilon=1.0, delta=None, lower=0.0, upper=1.0,
-                     copies=1, unit="feature", levels=None, clamp=True)
+        return _plan(
+            x,
+            mechanism="laplace",
+            epsilon=1.0,
+            delta=None,
+            lower=0.0,
+            upper=1.0,
+            copies=1,
+            unit="feature",
+            levels=None,
+            clamp=True,
+        )
     return device
 
 

@@ -10,7 +10,6 @@ import torch
 
 from noiseforge import _native
 
-
 _forked_child = False
 
 
@@ -50,7 +49,7 @@ def triton_interpreting() -> bool:
 @functools.cache
 def _import_triton() -> tuple[ModuleType | None, str]:
     try:
-        import triton  # noqa: F401
+        import triton
 
         from noiseforge import kernels  # noqa: F401
     except Exception as exc:  # ImportError, or a broken install raising anything

@@ -158,9 +158,7 @@ class NoiseCalibration:
     @property
     def guarantee(self) -> str:
         if self.mechanism == "gaussian":
-            head = (
-                f"({self.epsilon_per_record:.6g}, {self.delta_per_record:.3g})-LDP per record"
-            )
+            head = f"({self.epsilon_per_record:.6g}, {self.delta_per_record:.3g})-LDP per record"
         else:
             head = f"{self.epsilon_per_record:.6g}-LDP per record"
         per_feature = (

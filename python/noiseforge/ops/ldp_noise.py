@@ -115,8 +115,9 @@ def _check_x(x: torch.Tensor) -> None:
         )
 
 
-def _output_dtype(x: torch.Tensor, mechanism: str, lower: np.ndarray, upper: np.ndarray,
-                  levels: int | None) -> torch.dtype:
+def _output_dtype(
+    x: torch.Tensor, mechanism: str, lower: np.ndarray, upper: np.ndarray, levels: int | None
+) -> torch.dtype:
     if x.dtype != torch.uint8:
         return x.dtype
     if mechanism != "discrete_laplace":
@@ -179,8 +180,9 @@ def calibrate_noise(
             scale = np.full(d, width.sum() / epsilon)
         eps_f = epsilon if unit == "feature" else math.nan
         eps_r = epsilon * d if unit == "feature" else epsilon
-        return NoiseCalibration(mechanism, unit, epsilon, 0.0, d, scale.astype(np.float32),
-                                eps_f, eps_r, 0.0)
+        return NoiseCalibration(
+            mechanism, unit, epsilon, 0.0, d, scale.astype(np.float32), eps_f, eps_r, 0.0
+        )
     if mechanism == "gaussian":
         assert delta is not None
         unit_sigma = analytic_gaussian_sigma(epsilon, delta, 1.0)  # sigma scales with Delta
@@ -190,8 +192,9 @@ def calibrate_noise(
         else:
             scale = np.full(d, math.sqrt(float(np.sum(width**2))) * unit_sigma)
             eps_f, eps_r, delta_r = math.nan, epsilon, delta
-        return NoiseCalibration(mechanism, unit, epsilon, delta, d, scale.astype(np.float32),
-                                eps_f, eps_r, delta_r)
+        return NoiseCalibration(
+            mechanism, unit, epsilon, delta, d, scale.astype(np.float32), eps_f, eps_r, delta_r
+        )
     # discrete_laplace
     if levels is None:
         levels = 256
@@ -207,13 +210,34 @@ def calibrate_noise(
         )
     step = (width / (levels - 1)).astype(np.float32)
     eps_f = per_feature if unit == "feature" else math.nan
-    return NoiseCalibration(mechanism, unit, epsilon, 0.0, d, step, eps_f, per_feature * d, 0.0,
-                            levels=levels, alpha=alpha)
+    return NoiseCalibration(
+        mechanism,
+        unit,
+        epsilon,
+        0.0,
+        d,
+        step,
+        eps_f,
+        per_feature * d,
+        0.0,
+        levels=levels,
+        alpha=alpha,
+    )
 
 
-def _plan(x: torch.Tensor, *, mechanism: str, epsilon: float, delta: float | None,
-          lower: Bound, upper: Bound, copies: int, unit: str, levels: int | None,
-          clamp: bool) -> _Plan:
+def _plan(
+    x: torch.Tensor,
+    *,
+    mechanism: str,
+    epsilon: float,
+    delta: float | None,
+    lower: Bound,
+    upper: Bound,
+    copies: int,
+    unit: str,
+    levels: int | None,
+    clamp: bool,
+) -> _Plan:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor or numpy array, got {type(x).__name__}")
     _check_x(x)
@@ -240,8 +264,15 @@ def _plan(x: torch.Tensor, *, mechanism: str, epsilon: float, delta: float | Non
             levels = int(widths[0]) + 1
     elif levels is not None:
         raise ValueError("levels applies to mechanism='discrete_laplace' only")
-    cal = calibrate_noise(mechanism=mechanism, epsilon=epsilon, delta=delta, lower=lo,
-                          upper=hi, unit=unit, levels=levels)
+    cal = calibrate_noise(
+        mechanism=mechanism,
+        epsilon=epsilon,
+        delta=delta,
+        lower=lo,
+        upper=hi,
+        unit=unit,
+        levels=levels,
+    )
     table = None
     if mechanism == "discrete_laplace":
         assert cal.alpha is not None and cal.levels is not None
@@ -250,10 +281,18 @@ def _plan(x: torch.Tensor, *, mechanism: str, epsilon: float, delta: float | Non
     out_dtype = _output_dtype(x, mechanism, lo, hi, cal.levels)
     dev = x.device
     return _Plan(
-        x=x.reshape(n, d), n=n, d=d, feature_shape=feature_shape, copies=copies,
-        mechanism=mechanism, clamp=clamp,
-        lower=torch.from_numpy(lo).to(dev), upper=torch.from_numpy(hi).to(dev),
-        scale=torch.from_numpy(cal.scale).to(dev), table=table, out_dtype=out_dtype,
+        x=x.reshape(n, d),
+        n=n,
+        d=d,
+        feature_shape=feature_shape,
+        copies=copies,
+        mechanism=mechanism,
+        clamp=clamp,
+        lower=torch.from_numpy(lo).to(dev),
+        upper=torch.from_numpy(hi).to(dev),
+        scale=torch.from_numpy(cal.scale).to(dev),
+        table=table,
+        out_dtype=out_dtype,
         calibration=cal,
     )
 
@@ -262,20 +301,43 @@ def _plan(x: torch.Tensor, *, mechanism: str, epsilon: float, delta: float | Non
 
 
 def _run_torch(p: _Plan, out: torch.Tensor, seed: int, offset: int) -> None:
-    out.copy_(ldp_noise_reference(
-        p.x, mechanism=p.mechanism, lower=p.lower, upper=p.upper, scale=p.scale,
-        copies=p.copies, clamp=p.clamp, seed=seed, offset=offset, out_dtype=p.out_dtype,
-        table=p.table,
-    ))
+    out.copy_(
+        ldp_noise_reference(
+            p.x,
+            mechanism=p.mechanism,
+            lower=p.lower,
+            upper=p.upper,
+            scale=p.scale,
+            copies=p.copies,
+            clamp=p.clamp,
+            seed=seed,
+            offset=offset,
+            out_dtype=p.out_dtype,
+            table=p.table,
+        )
+    )
 
 
 def _native_args(p: _Plan, out: torch.Tensor, seed: int, offset: int) -> tuple:
     x = p.x.contiguous()
     table = p.table if p.table is not None else p.scale  # any valid pointer when unused
     return (
-        x.data_ptr(), out.data_ptr(), p.n, p.d, p.copies, _DTYPE_CODES[x.dtype],
-        _DTYPE_CODES[p.out_dtype], p.lower.data_ptr(), p.upper.data_ptr(), p.scale.data_ptr(),
-        table.data_ptr(), p.table_len, p.table_bits, MECHANISMS[p.mechanism], p.clamp, seed,
+        x.data_ptr(),
+        out.data_ptr(),
+        p.n,
+        p.d,
+        p.copies,
+        _DTYPE_CODES[x.dtype],
+        _DTYPE_CODES[p.out_dtype],
+        p.lower.data_ptr(),
+        p.upper.data_ptr(),
+        p.scale.data_ptr(),
+        table.data_ptr(),
+        p.table_len,
+        p.table_bits,
+        MECHANISMS[p.mechanism],
+        p.clamp,
+        seed,
         offset,
     ), x
 
@@ -299,9 +361,24 @@ def _run_triton(p: _Plan, out: torch.Tensor, seed: int, offset: int) -> None:
     grid = (triton_cdiv(p.numel, block),)
     bf16 = p.out_dtype == torch.bfloat16
     ldp_noise_kernel[grid](
-        x, out.view(torch.int16) if bf16 else out, p.lower, p.upper, p.scale, table, p.numel, p.d, p.copies, p.table_len, seed,
-        offset, MECHANISM=MECHANISMS[p.mechanism], CLAMP=p.clamp, TABLE_BITS=p.table_bits,
-        OUT_BF16=bf16, BLOCK=block, **B.triton_launch_options(),
+        x,
+        out.view(torch.int16) if bf16 else out,
+        p.lower,
+        p.upper,
+        p.scale,
+        table,
+        p.numel,
+        p.d,
+        p.copies,
+        p.table_len,
+        seed,
+        offset,
+        MECHANISM=MECHANISMS[p.mechanism],
+        CLAMP=p.clamp,
+        TABLE_BITS=p.table_bits,
+        OUT_BF16=bf16,
+        BLOCK=block,
+        **B.triton_launch_options(),
     )
 
 
@@ -312,6 +389,7 @@ def triton_cdiv(a: int, b: int) -> int:
 def _on(kind: str):
     def supports(p: _Plan) -> list[str]:
         return [] if p.device.type == kind else [f"needs {kind} tensors, x is on {p.device.type}"]
+
     return supports
 
 
@@ -320,10 +398,27 @@ _EXACT = {torch.float32: (0.0, 0.0), torch.float16: (0.0, 0.0), torch.bfloat16: 
 # stated tolerance leaves room for a device conversion we have not yet measured.
 _GPU = {torch.float32: (1e-6, 1e-6), torch.float16: (1e-3, 1e-3), torch.bfloat16: (1e-2, 1e-2)}
 
-registry.register(registry.BackendRecord(OP, "cuda", 0, ("cuda",), B.cuda_reasons, _on("cuda"), _run_cuda, _GPU))
-registry.register(registry.BackendRecord(OP, "triton", 1, ("cuda",), B.triton_reasons, lambda p: B.triton_device_reasons(p.device), _run_triton, _EXACT))
-registry.register(registry.BackendRecord(OP, "cpu", 2, ("cpu",), B.native_reasons, _on("cpu"), _run_cpu, _EXACT))
-registry.register(registry.BackendRecord(OP, "torch", 3, ("cpu", "cuda"), list, lambda p: [], _run_torch, _EXACT))
+registry.register(
+    registry.BackendRecord(OP, "cuda", 0, ("cuda",), B.cuda_reasons, _on("cuda"), _run_cuda, _GPU)
+)
+registry.register(
+    registry.BackendRecord(
+        OP,
+        "triton",
+        1,
+        ("cuda",),
+        B.triton_reasons,
+        lambda p: B.triton_device_reasons(p.device),
+        _run_triton,
+        _EXACT,
+    )
+)
+registry.register(
+    registry.BackendRecord(OP, "cpu", 2, ("cpu",), B.native_reasons, _on("cpu"), _run_cpu, _EXACT)
+)
+registry.register(
+    registry.BackendRecord(OP, "torch", 3, ("cpu", "cuda"), list, lambda p: [], _run_torch, _EXACT)
+)
 
 
 # --------------------------------------------------------------------------- public op
@@ -448,8 +543,18 @@ def ldp_noise(
     as_numpy = isinstance(x, np.ndarray)
     if as_numpy:
         x = torch.from_numpy(x)
-    p = _plan(x, mechanism=mechanism, epsilon=epsilon, delta=delta, lower=lower, upper=upper,
-              copies=copies, unit=unit, levels=levels, clamp=clamp)
+    p = _plan(
+        x,
+        mechanism=mechanism,
+        epsilon=epsilon,
+        delta=delta,
+        lower=lower,
+        upper=upper,
+        copies=copies,
+        unit=unit,
+        levels=levels,
+        clamp=clamp,
+    )
     shape = (p.n, p.copies, *p.feature_shape)
     if out is None:
         out = torch.empty(shape, dtype=p.out_dtype, device=p.device)
@@ -462,8 +567,9 @@ def ldp_noise(
     return out.numpy() if as_numpy else out
 
 
-def _draw_counters(count: int, seed: int | None, generator: PhiloxGenerator | None,
-                   offset: int | None) -> tuple[int, int]:
+def _draw_counters(
+    count: int, seed: int | None, generator: PhiloxGenerator | None, offset: int | None
+) -> tuple[int, int]:
     if generator is not None and (seed is not None or offset is not None):
         raise ValueError("give either generator= or seed= (with an optional offset=), not both")
     if offset is not None:
@@ -480,14 +586,22 @@ def _draw_counters(count: int, seed: int | None, generator: PhiloxGenerator | No
     return generator.reserve(count)
 
 
-def ldp_noise_calibration(
-    x: torch.Tensor | np.ndarray, **kwargs: Any
-) -> NoiseCalibration:
+def ldp_noise_calibration(x: torch.Tensor | np.ndarray, **kwargs: Any) -> NoiseCalibration:
     """The :class:`NoiseCalibration` that :func:`ldp_noise` would use for these
     arguments (same validation), without drawing noise."""
     if isinstance(x, np.ndarray):
         x = torch.from_numpy(x)
-    allowed = {"epsilon", "lower", "upper", "mechanism", "delta", "copies", "unit", "levels", "clamp"}
+    allowed = {
+        "epsilon",
+        "lower",
+        "upper",
+        "mechanism",
+        "delta",
+        "copies",
+        "unit",
+        "levels",
+        "clamp",
+    }
     unknown = set(kwargs) - allowed
     if unknown:
         raise TypeError(f"unexpected arguments {sorted(unknown)}")

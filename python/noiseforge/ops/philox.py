@@ -27,16 +27,16 @@ def _run_torch(count: int, seed: int, offset: int, device: torch.device) -> torc
 def _run_cpu(count: int, seed: int, offset: int, device: torch.device) -> torch.Tensor:
     raw = torch.empty((count, 4), dtype=torch.int32)
     if count:
-        _native.native().philox_words_cpu(
-            raw.data_ptr(), count, seed, offset, B.cpu_threads()
-        )
+        _native.native().philox_words_cpu(raw.data_ptr(), count, seed, offset, B.cpu_threads())
     return _to_int64_words(raw)
 
 
 def _run_cuda(count: int, seed: int, offset: int, device: torch.device) -> torch.Tensor:
     raw = torch.empty((count, 4), dtype=torch.int32, device=device)
     if count:
-        _native.native().philox_words_cuda(raw.data_ptr(), count, seed, offset, B.cuda_stream(device))
+        _native.native().philox_words_cuda(
+            raw.data_ptr(), count, seed, offset, B.cuda_stream(device)
+        )
     return _to_int64_words(raw)
 
 
@@ -51,13 +51,25 @@ def _run_triton(count: int, seed: int, offset: int, device: torch.device) -> tor
 
 
 def _device_is(kind: str):
-    return lambda device: [] if device.type == kind else [f"needs a {kind} tensor, got {device.type}"]
+    return lambda device: (
+        [] if device.type == kind else [f"needs a {kind} tensor, got {device.type}"]
+    )
 
 
-registry.register(registry.BackendRecord(OP, "cuda", 0, ("cuda",), B.cuda_reasons, _device_is("cuda"), _run_cuda))
-registry.register(registry.BackendRecord(OP, "cpu", 1, ("cpu",), B.native_reasons, _device_is("cpu"), _run_cpu))
-registry.register(registry.BackendRecord(OP, "triton", 2, ("cuda",), B.triton_reasons, B.triton_device_reasons, _run_triton))
-registry.register(registry.BackendRecord(OP, "torch", 3, ("cpu", "cuda"), list, lambda device: [], _run_torch))
+registry.register(
+    registry.BackendRecord(OP, "cuda", 0, ("cuda",), B.cuda_reasons, _device_is("cuda"), _run_cuda)
+)
+registry.register(
+    registry.BackendRecord(OP, "cpu", 1, ("cpu",), B.native_reasons, _device_is("cpu"), _run_cpu)
+)
+registry.register(
+    registry.BackendRecord(
+        OP, "triton", 2, ("cuda",), B.triton_reasons, B.triton_device_reasons, _run_triton
+    )
+)
+registry.register(
+    registry.BackendRecord(OP, "torch", 3, ("cpu", "cuda"), list, lambda device: [], _run_torch)
+)
 
 
 def philox_words(

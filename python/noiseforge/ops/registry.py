@@ -101,9 +101,7 @@ def requested_backend(backend: str | None) -> str:
     name = name.strip().lower()
     if name != "auto" and name not in BACKENDS:
         source = f"${BACKEND_ENV}" if backend is None else "backend="
-        raise ValueError(
-            f"{source} is {name!r}; expected 'auto' or one of {', '.join(BACKENDS)}"
-        )
+        raise ValueError(f"{source} is {name!r}; expected 'auto' or one of {', '.join(BACKENDS)}")
     return name
 
 

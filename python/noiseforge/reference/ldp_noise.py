@@ -144,9 +144,10 @@ def ldp_noise_reference(
     upper = upper.to(device=device, dtype=_F32)
     scale = scale.to(device=device, dtype=_F32)
     xf = x.to(_F32).unsqueeze(1).expand(n, copies, d)
-    counters = torch.arange(n * copies * d, dtype=torch.int64, device=device).reshape(
-        n, copies, d
-    ) + offset
+    counters = (
+        torch.arange(n * copies * d, dtype=torch.int64, device=device).reshape(n, copies, d)
+        + offset
+    )
     w0, w1, w2, _ = philox4x32_10(counters, seed)
     xc = torch.minimum(torch.maximum(xf, lower), upper)
     if mechanism == "discrete_laplace":

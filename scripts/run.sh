@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# One entry point for a fresh machine: sets everything up, then runs a job.
+#   bash scripts/run.sh demo [args]   the main job on embedded default data
+#   bash scripts/run.sh test [args]   the test suite (pytest args pass through)
+#   bash scripts/run.sh bench [args]  the CPU benchmarks (pytest-benchmark)
+#   bash scripts/run.sh lint          ruff
+# Set-up is idempotent: Debian packages (as root, or through sudo), a virtual
+# environment in .venv, the CPU build of torch, and noiseforge built from source.
+# NOISEFORGE_CUDA=AUTO|ON|OFF chooses whether the CUDA backend is compiled.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+job="${1:-test}"
+shift || true
+
+PY="${PYTHON:-python3}"
+VENV="${NOISEFORGE_VENV:-.venv}"
+TORCH_SPEC="${NOISEFORGE_TORCH:-torch==2.13.0}"
+TRITON_SPEC="${NOISEFORGE_TRITON:-triton==3.9.0}"
+
+apt_install() {
+  local missing=()
+  [ -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ] || missing+=(dataset-fashion-mnist)
+  [ ${#missing[@]} -eq 0 ] && return 0
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "== installing Debian packages: ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+setup() {
+  apt_install
+  if [ ! -x "$VENV/bin/python" ]; then
+    echo "== creating $VENV"
+    "$PY" -m venv "$VENV"
+  fi
+  local pip="$VENV/bin/python -m pip"
+  $pip install -q --upgrade pip
+  # torch first and pinned: an unpinned torch would pull a multi-GB CUDA build.
+  $VENV/bin/python -c "import torch" 2>/dev/null || { echo "== installing $TORCH_SPEC"; $pip install -q "$TORCH_SPEC"; }
+  echo "== building and installing noiseforge (NOISEFORGE_CUDA=${NOISEFORGE_CUDA:-AUTO})"
+  $pip install -q "$TRITON_SPEC" ".[test,dev]"
+}
+
+case "$job" in
+  demo)
+    setup
+    exec "$VENV/bin/noiseforge" demo "$@"
+    ;;
+  test)
+    setup
+    exec "$VENV/bin/python" -m pytest tests -q "$@"
+    ;;
+  bench)
+    setup
+    exec "$VENV/bin/python" -m pytest benchmarks --benchmark-enable --benchmark-json=bench.json -q "$@"
+    ;;
+  lint)
+    setup
+    exec "$VENV/bin/ruff" check python kernels tests benchmarks
+    ;;
+  *)
+    echo "usage: bash scripts/run.sh demo|test|bench|lint [args]" >&2
+    exit 2
+    ;;
+esac
