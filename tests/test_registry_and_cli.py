@@ -1,0 +1,156 @@
+"""Backend registry, `noiseforge info`, the demo and the Fashion-MNIST loader."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from noiseforge import _native
+from noiseforge.cli import main
+from noiseforge.data import DatasetNotFoundError, load_fashion_mnist
+from noiseforge.ops import registry
+from noiseforge.ops.ldp_noise import _plan
+
+
+def _probe(device="cpu"):
+    return _plan(
+        torch.zeros(2, 3, device=device),
+        mechanism="laplace",
+        epsilon=1.0,
+        delta=None,
+        lower=0.0,
+        upper=1.0,
+        copies=1,
+        unit="feature",
+        levels=None,
+        clamp=True,
+    )
+
+
+def test_every_op_has_all_four_backends():
+    for op in ("ldp_noise", "philox_words"):
+        assert {r.name for r in registry.records(op)} == {"torch", "cpu", "cuda", "triton"}
+
+
+def test_auto_prefers_native_cpu_for_cpu_tensors():
+    assert _native.native() is not None, _native.native_error()
+    assert registry.select("ldp_noise", "auto", _probe(), "cpu").name == "cpu"
+
+
+def test_auto_error_lists_every_backend(monkeypatch):
+    # make every backend refuse: the error must name each one with its reason
+    for rec in registry.records("ldp_noise"):
+        monkeypatch.setitem(
+            registry._REGISTRY["ldp_noise"],
+            rec.name,
+            registry.BackendRecord(
+                rec.op,
+                rec.name,
+                rec.priority,
+                rec.auto_devices,
+                lambda: ["switched off for the test"],
+                rec.supports,
+                rec.run,
+            ),
+        )
+    with pytest.raises(registry.BackendUnavailableError) as err:
+        registry.select("ldp_noise", "auto", _probe(), "cpu")
+    text = str(err.value)
+    for name in ("torch", "cpu", "cuda", "triton"):
+        assert name in text
+    assert "switched off for the test" in text
+
+
+def test_triton_on_cpu_needs_the_interpreter(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    why = registry.why_not("ldp_noise", "triton", _probe())
+    assert any("TRITON_INTERPRET=1" in w for w in why)
+
+
+def test_cuda_reason_on_a_cpu_machine():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    why = registry.why_not("ldp_noise", "cuda", _probe())
+    assert why and all(isinstance(w, str) and w for w in why)
+
+
+def test_info_prints_build_and_table(capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "native module: built with" in out and "OpenMP" in out and "CUDA:" in out
+    assert "triton:" in out
+    assert "ldp_noise" in out and "philox_words" in out and "usable (auto)" in out
+
+
+def test_console_script_runs_as_module():
+    done = subprocess.run(
+        [sys.executable, "-m", "noiseforge", "info"], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "backend" in done.stdout
+
+
+def _write_idx(path, magic, array):
+    with gzip.open(path, "wb") as f:
+        f.write(struct.pack(">I", magic))
+        f.write(struct.pack(f">{array.ndim}I", *array.shape))
+        f.write(array.astype(np.uint8).tobytes())
+
+
+@pytest.fixture
+def tiny_fashion(tmp_path):
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 40), ("t10k", 12)):
+        _write_idx(
+            tmp_path / f"{split}-images-idx3-ubyte.gz", 2051, rng.integers(0, 256, (n, 28, 28))
+        )
+        _write_idx(tmp_path / f"{split}-labels-idx1-ubyte.gz", 2049, np.arange(n) % 10)
+    return tmp_path
+
+
+def test_loader_reads_idx_files(tiny_fashion):
+    x, y = load_fashion_mnist("test", root=tiny_fashion)
+    assert x.shape == (12, 28, 28) and x.dtype == np.uint8 and x.flags.writeable
+    assert y.tolist() == [i % 10 for i in range(12)]
+    x, y = load_fashion_mnist("train", root=tiny_fashion, limit=5)
+    assert len(x) == len(y) == 5
+
+
+def test_loader_errors(tiny_fashion, tmp_path):
+    with pytest.raises(DatasetNotFoundError, match="apt-get install dataset-fashion-mnist"):
+        load_fashion_mnist("test", root=tmp_path / "nowhere")
+    with pytest.raises(ValueError, match="split"):
+        load_fashion_mnist("valid", root=tiny_fashion)
+    bad = tiny_fashion / "t10k-images-idx3-ubyte.gz"
+    data = gzip.open(bad).read()
+    with gzip.open(bad, "wb") as f:
+        f.write(data[:-100])
+    with pytest.raises(ValueError, match="truncated"):
+        load_fashion_mnist("test", root=tiny_fashion)
+
+
+@pytest.mark.parametrize("mechanism", ["laplace", "discrete_laplace", "gaussian"])
+def test_demo_runs_end_to_end(tiny_fashion, monkeypatch, capsys, mechanism):
+    monkeypatch.setenv("NOISEFORGE_FASHION_MNIST", str(tiny_fashion))
+    assert (
+        main(["demo", "--limit", "10", "--copies", "2", "--mechanism", mechanism, "--seed", "5"])
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "backends agree" in out and "bit-identical" in out
+    assert "LDP per record" in out and "accuracy noisy" in out
+
+
+def test_demo_reports_bad_arguments(tiny_fashion, monkeypatch, capsys):
+    monkeypatch.setenv("NOISEFORGE_FASHION_MNIST", str(tiny_fashion))
+    assert main(["demo", "--epsilon", "0"]) == 2
+    assert "epsilon must be a finite number > 0" in capsys.readouterr().err
+    monkeypatch.setenv("NOISEFORGE_FASHION_MNIST", str(tiny_fashion / "missing"))
+    assert main(["demo"]) == 2
+    assert "apt-get install" in capsys.readouterr().err
