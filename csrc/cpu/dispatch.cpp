@@ -1,5 +1,8 @@
 // Run-time choice of the widest compiled instruction set the CPU supports, so
 // that one portable wheel is still fast on AVX2 and AVX-512 machines.
+#include <cstdlib>
+#include <cstring>
+
 #include "cpu_kernels.h"
 
 namespace noiseforge::cpu {
@@ -18,8 +21,19 @@ Isa detect() {
   return Isa::kBase;
 }
 
+// $NOISEFORGE_CPU_ISA=base|avx2|avx512 caps the choice (tests use it to run every
+// compiled variant on one machine); it never selects an ISA the CPU lacks.
+Isa capped(Isa best) {
+  const char* cap = std::getenv("NOISEFORGE_CPU_ISA");
+  if (cap == nullptr) return best;
+  Isa want = best;
+  if (std::strcmp(cap, "base") == 0) want = Isa::kBase;
+  if (std::strcmp(cap, "avx2") == 0) want = Isa::kAvx2;
+  return static_cast<int>(want) < static_cast<int>(best) ? want : best;
+}
+
 Isa isa() {
-  static const Isa chosen = detect();
+  static const Isa chosen = capped(detect());
   return chosen;
 }
 

@@ -1,8 +1,9 @@
 // C++ backend of the LDP noise op and of the raw Philox words, compiled once per
-// instruction set (NF_ISA_NAMESPACE is set by CMake). The loops are plain C++
-// over the shared per-element math; `omp simd` lets the compiler vectorize the
-// Philox rounds and the polynomial transforms for the target ISA. Files are
-// compiled with -ffp-contract=off so no FMA changes the float results.
+// instruction set (NF_ISA_NAMESPACE is set by CMake). The Philox words come
+// from the hand-vectorized generator in philox_simd.h (AVX-512 / AVX2 / SSE2),
+// a block at a time; the float transforms are plain C++
+// over the shared per-element math, vectorized by the compiler (`omp simd`).
+// Files are compiled with -ffp-contract=off so no FMA changes the float results.
 #include <algorithm>
 #include <cstdint>
 #include <stdexcept>
@@ -10,6 +11,7 @@
 #include "cpu_kernels.h"
 #include "noiseforge/ldp_noise.h"
 #include "noiseforge/philox.h"
+#include "noiseforge/philox_simd.h"
 
 #ifndef NF_ISA_NAMESPACE
 #error "NF_ISA_NAMESPACE must be defined by the build"
@@ -21,6 +23,18 @@ namespace {
 // Elements per parallel work item: large enough to amortise scheduling, small
 // enough to balance 2-64 threads on the benchmark shapes.
 constexpr int64_t kChunk = 8192;
+
+// Elements per block: the Philox words of a block are generated first, into
+// small stack arrays that stay in L1, and the transform loop then reads them.
+// Generating the words separately lets them use the integer-friendly layout of
+// philox_simd.h, which the compiler's vectorization of the fused loop cannot.
+constexpr int kBlock = 256;
+static_assert(kBlock % kPhiloxBatch == 0, "philox_words_split fills whole batches");
+
+// Philox words each mechanism reads: Laplace (w0, w1), Gaussian (w0), discrete
+// Laplace (w0, w1, w2). Words that are not needed are not generated.
+template <Mechanism M>
+constexpr int kWordsUsed = M == Mechanism::kDiscreteLaplace ? 3 : (M == Mechanism::kLaplace ? 2 : 1);
 
 template <Mechanism M, bool kClamp, typename TIn, typename TOut>
 void ldp_noise_typed(const LdpNoiseArgs& a, int num_threads) {
@@ -36,34 +50,42 @@ void ldp_noise_typed(const LdpNoiseArgs& a, int num_threads) {
   const uint64_t* table = a.table;
   const int table_len = a.table_len;
   const int table_bits = a.table_bits;
-  const uint64_t seed = a.seed;
+  const PhiloxKeySchedule keys(a.seed);
   const uint64_t offset = a.offset;
+  constexpr int kWords = kWordsUsed<M>;
 
 #pragma omp parallel for schedule(static) num_threads(num_threads)
   for (int64_t c = 0; c < chunks; ++c) {
+    alignas(64) uint32_t w0[kBlock];
+    alignas(64) uint32_t w1[kBlock];
+    alignas(64) uint32_t w2[kBlock];
     int64_t e = c * kChunk;
     const int64_t end = std::min(total, e + kChunk);
     int64_t row = e / D;
     int64_t d0 = e - row * D;
     while (e < end) {
+      // Outputs e .. e + len - 1 are features d0 .. d0 + len - 1 of one row.
       const int64_t len = std::min(D - d0, end - e);
-      const TIn* xr = x + (row / K) * D + d0;
-      TOut* orow = out + e;
-      const float* lo = lower + d0;
-      const float* hi = upper + d0;
-      const float* sc = scale + d0;
-      const uint64_t base = offset + static_cast<uint64_t>(e);
+      for (int64_t b = 0; b < len; b += kBlock) {
+        const int n = static_cast<int>(std::min<int64_t>(kBlock, len - b));
+        const TIn* xr = x + (row / K) * D + d0 + b;
+        TOut* orow = out + e + b;
+        const float* lo = lower + d0 + b;
+        const float* hi = upper + d0 + b;
+        const float* sc = scale + d0 + b;
+        philox_words_split<kWords>(offset + static_cast<uint64_t>(e + b), n, keys, w0, w1, w2);
 #pragma omp simd
-      for (int64_t i = 0; i < len; ++i) {
-        // All loads happen unconditionally before the math, which keeps the loop
-        // free of conditional memory access and lets GCC vectorize it.
-        const float xv = DTypeIO<TIn>::load(xr[i]);
-        const float l = lo[i];
-        const float h = hi[i];
-        const float s = sc[i];
-        const float y = ldp_noise_element<M, kClamp>(xv, l, h, s, base + static_cast<uint64_t>(i),
-                                                     seed, table, table_len, table_bits);
-        orow[i] = DTypeIO<TOut>::store(y);
+        for (int i = 0; i < n; ++i) {
+          // All loads happen unconditionally before the math, which keeps the
+          // loop free of conditional memory access and lets GCC vectorize it.
+          // Words that were not generated are passed as 0 (and not read).
+          const float xv = DTypeIO<TIn>::load(xr[i]);
+          const uint32_t v1 = kWords >= 2 ? w1[i] : 0u;
+          const uint32_t v2 = kWords >= 3 ? w2[i] : 0u;
+          const float y = ldp_noise_from_words<M, kClamp>(xv, lo[i], hi[i], sc[i], w0[i], v1, v2,
+                                                          table, table_len, table_bits);
+          orow[i] = DTypeIO<TOut>::store(y);
+        }
       }
       e += len;
       ++row;
@@ -116,13 +138,13 @@ void ldp_noise(const LdpNoiseArgs& a, int num_threads) {
 }
 
 void philox_words(uint32_t* out, int64_t count, uint64_t seed, uint64_t offset, int num_threads) {
-#pragma omp parallel for simd schedule(static) num_threads(num_threads)
-  for (int64_t i = 0; i < count; ++i) {
-    const PhiloxWords w = philox4x32_10(offset + static_cast<uint64_t>(i), seed);
-    out[4 * i + 0] = w.w0;
-    out[4 * i + 1] = w.w1;
-    out[4 * i + 2] = w.w2;
-    out[4 * i + 3] = w.w3;
+  const PhiloxKeySchedule keys(seed);
+  const int64_t chunks = (count + kChunk - 1) / kChunk;
+#pragma omp parallel for schedule(static) num_threads(num_threads)
+  for (int64_t c = 0; c < chunks; ++c) {
+    const int64_t first = c * kChunk;
+    const int64_t n = std::min(count - first, kChunk);
+    philox_words4_interleaved(offset + static_cast<uint64_t>(first), n, keys, out + 4 * first);
   }
 }
 

@@ -10,6 +10,7 @@
 #include "noiseforge/philox.h"
 
 namespace noiseforge {
+inline namespace NF_ISA_TAG {
 
 NF_HD uint32_t float_as_bits(float f) {
 #if defined(__CUDA_ARCH__)
@@ -85,4 +86,5 @@ NF_HD float bfloat16_bits_to_float(uint16_t b) {
   return bits_as_float(static_cast<uint32_t>(b) << 16);
 }
 
+}  // namespace NF_ISA_TAG
 }  // namespace noiseforge

@@ -44,6 +44,8 @@ struct LdpNoiseArgs {
   uint64_t offset;
 };
 
+inline namespace NF_ISA_TAG {
+
 template <typename T>
 struct DTypeIO;
 
@@ -82,28 +84,41 @@ NF_HD float clip_f32(float v, float lo, float hi) {
   return v > hi ? hi : v;
 }
 
-// One output element of the op, in float32, before rounding to the output dtype.
+// One output element of the op, in float32, before rounding to the output dtype,
+// from the Philox words (w0, w1, w2) of its counter. This is the single
+// definition of the per-element math; backends that generate the words in bulk
+// (the C++ kernels) call it directly, the others through ldp_noise_element.
 // kClamp is a template parameter so that loops stay branch-free and vectorize.
 template <Mechanism M, bool kClamp>
-NF_HD float ldp_noise_element(float x, float lo, float hi, float scale, uint64_t counter,
-                              uint64_t seed, const uint64_t* table, int table_len,
-                              int table_bits) {
-  const PhiloxWords w = philox4x32_10(counter, seed);
+NF_HD float ldp_noise_from_words(float x, float lo, float hi, float scale, uint32_t w0,
+                                 uint32_t w1, uint32_t w2, const uint64_t* table, int table_len,
+                                 int table_bits) {
   const float xc = clip_f32(x, lo, hi);
   if constexpr (M == Mechanism::kDiscreteLaplace) {
     const float v = (xc - lo) / scale + 0.5f;
     int q = static_cast<int>(v);  // v >= 0, so truncation is floor
     q = q > table_len ? table_len : q;
-    const int mag = geometric_magnitude(w.w0, w.w1, table, table_len, table_bits);
-    int y = (w.w2 & 1u) ? q - mag : q + mag;
+    const int mag = geometric_magnitude(w0, w1, table, table_len, table_bits);
+    int y = (w2 & 1u) ? q - mag : q + mag;
     y = y < 0 ? 0 : (y > table_len ? table_len : y);
     return lo + static_cast<float>(y) * scale;
   } else {
-    const float unit = M == Mechanism::kLaplace ? laplace_unit(w.w0, w.w1) : gaussian_unit(w.w0);
+    const float unit = M == Mechanism::kLaplace ? laplace_unit(w0, w1) : gaussian_unit(w0);
     const float y = xc + unit * scale;
     if constexpr (kClamp) return clip_f32(y, lo, hi);
     return y;
   }
 }
 
+// One output element of the op, drawing the words of `counter` in stream `seed`.
+template <Mechanism M, bool kClamp>
+NF_HD float ldp_noise_element(float x, float lo, float hi, float scale, uint64_t counter,
+                              uint64_t seed, const uint64_t* table, int table_len,
+                              int table_bits) {
+  const PhiloxWords w = philox4x32_10(counter, seed);
+  return ldp_noise_from_words<M, kClamp>(x, lo, hi, scale, w.w0, w.w1, w.w2, table, table_len,
+                                         table_bits);
+}
+
+}  // namespace NF_ISA_TAG
 }  // namespace noiseforge

@@ -18,6 +18,7 @@
 #endif
 
 namespace noiseforge {
+inline namespace NF_ISA_TAG {
 
 // A 32-bit word -> a float32 uniform on the open interval (0, 1):
 // u = (2 * (w >> 9) + 1) * 2^-24. The numerator is odd and below 2^24, so u is
@@ -118,11 +119,11 @@ NF_HD int geometric_magnitude(uint32_t w0, uint32_t w1, const uint64_t* table,
   const uint64_t u = (static_cast<uint64_t>(w1) << 32) | w0;
   int m = 0;
   for (int bit = table_bits - 1; bit >= 0; --bit) {
-    const int step = 1 << bit;
-    const int cand = m + step;
+    const int cand = m + (1 << bit);
     if (cand <= table_len && u < table[cand - 1]) m = cand;
   }
   return m;
 }
 
+}  // namespace NF_ISA_TAG
 }  // namespace noiseforge

@@ -31,7 +31,23 @@
 #define NF_UNROLL
 #endif
 
+// The C++ kernels are compiled once per instruction set and linked into one
+// module. The inline functions of these shared headers therefore live in an
+// inline namespace named after the ISA, so that each build keeps its own copies
+// (the linker may not merge, say, the AVX-512 copy into the baseline build).
+// Callers still write noiseforge::philox4x32_10.
+#if defined(__CUDACC__)
+#define NF_ISA_TAG isa_cuda
+#elif defined(__AVX512F__)
+#define NF_ISA_TAG isa_avx512
+#elif defined(__AVX2__)
+#define NF_ISA_TAG isa_avx2
+#else
+#define NF_ISA_TAG isa_base
+#endif
+
 namespace noiseforge {
+inline namespace NF_ISA_TAG {
 
 struct PhiloxWords {
   uint32_t w0, w1, w2, w3;
@@ -66,4 +82,5 @@ NF_HD PhiloxWords philox4x32_10(uint64_t counter, uint64_t seed) {
   return PhiloxWords{c0, c1, c2, c3};
 }
 
+}  // namespace NF_ISA_TAG
 }  // namespace noiseforge
