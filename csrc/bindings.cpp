@@ -94,6 +94,15 @@ PYBIND11_MODULE(_C, m) {
       py::arg("num_threads"));
 
   m.def(
+      "first_nonfinite_cpu",
+      [](std::uintptr_t x, int64_t n, int dtype, int num_threads) {
+        py::gil_scoped_release release;
+        return noiseforge::cpu::first_nonfinite(ptr<const void>(x), n, static_cast<DType>(dtype),
+                                                num_threads);
+      },
+      py::arg("x"), py::arg("n"), py::arg("dtype"), py::arg("num_threads"));
+
+  m.def(
       "philox_words_cpu",
       [](std::uintptr_t out, int64_t count, uint64_t seed, uint64_t offset, int num_threads) {
         py::gil_scoped_release release;

@@ -23,4 +23,6 @@ namespace noiseforge::cpu {
 const char* active_isa();
 void ldp_noise(const LdpNoiseArgs& args, int num_threads);
 void philox_words(uint32_t* out, int64_t count, uint64_t seed, uint64_t offset, int num_threads);
+// Index of the first NaN or inf among n values of a floating dtype, or -1.
+int64_t first_nonfinite(const void* x, int64_t n, DType dtype, int num_threads);
 }  // namespace noiseforge::cpu
