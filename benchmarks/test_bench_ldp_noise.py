@@ -20,26 +20,11 @@ from benchmarks.shapes import (
 )
 from noiseforge.ops import ldp_noise, why_not
 from noiseforge.ops.calibration import analytic_gaussian_sigma
-from noiseforge.ops.ldp_noise import _plan
+from noiseforge.ops.ldp_noise import plan_ldp_noise
 
 
 def _skip_unless(backend: str, x: torch.Tensor) -> None:
-    why = why_not(
-        "ldp_noise",
-        backend,
-        _plan(
-            x,
-            mechanism="laplace",
-            epsilon=EPSILON,
-            delta=None,
-            lower=0.0,
-            upper=1.0,
-            copies=1,
-            unit="feature",
-            levels=None,
-            clamp=True,
-        ),
-    )
+    why = why_not("ldp_noise", backend, plan_ldp_noise(x, epsilon=EPSILON, lower=0.0, upper=1.0))
     if why:
         pytest.skip("; ".join(why))
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from noiseforge.ops import BackendUnavailableError, ldp_noise
-from noiseforge.ops.ldp_noise import _plan
+from noiseforge.ops.ldp_noise import plan_ldp_noise
 from noiseforge.random import PhiloxGenerator
 from tests.conftest import BACKEND_DEVICES, assert_close_report, require_backend, require_device
 
@@ -41,18 +41,7 @@ def _run(x, backend, mechanism, kw, **extra):
 
 def _inputs_for_registry(x, mechanism, kw):
     lo, hi = _bounds(x.dtype)
-    return _plan(
-        x,
-        mechanism=mechanism,
-        epsilon=1.5,
-        delta=kw.get("delta"),
-        lower=lo,
-        upper=hi,
-        copies=3,
-        unit="feature",
-        levels=None,
-        clamp=True,
-    )
+    return plan_ldp_noise(x, mechanism=mechanism, epsilon=1.5, lower=lo, upper=hi, copies=3, **kw)
 
 
 @pytest.mark.parametrize(("backend", "device"), BACKEND_DEVICES)
@@ -86,22 +75,8 @@ def test_non_contiguous_and_per_feature_bounds(backend, device, mechanism, kw):
     args = dict(
         epsilon=0.7, lower=lower, upper=upper, mechanism=mechanism, copies=2, seed=3, offset=0, **kw
     )
-    rec = require_backend(
-        "ldp_noise",
-        backend,
-        _plan(
-            x,
-            mechanism=mechanism,
-            epsilon=0.7,
-            delta=kw.get("delta"),
-            lower=lower,
-            upper=upper,
-            copies=2,
-            unit="feature",
-            levels=None,
-            clamp=True,
-        ),
-    )
+    plan = plan_ldp_noise(x, **{k: v for k, v in args.items() if k not in ("seed", "offset")})
+    rec = require_backend("ldp_noise", backend, plan)
     got = ldp_noise(x, backend=backend, **args)
     want = ldp_noise(x.contiguous(), backend="torch", **args)
     atol, rtol = rec.tolerance.get(torch.float32, (0.0, 0.0))

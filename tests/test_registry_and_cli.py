@@ -15,22 +15,11 @@ from noiseforge import _native
 from noiseforge.cli import main
 from noiseforge.data import DatasetNotFoundError, load_fashion_mnist
 from noiseforge.ops import registry
-from noiseforge.ops.ldp_noise import _plan
+from noiseforge.ops.ldp_noise import plan_ldp_noise
 
 
 def _probe(device="cpu"):
-    return _plan(
-        torch.zeros(2, 3, device=device),
-        mechanism="laplace",
-        epsilon=1.0,
-        delta=None,
-        lower=0.0,
-        upper=1.0,
-        copies=1,
-        unit="feature",
-        levels=None,
-        clamp=True,
-    )
+    return plan_ldp_noise(torch.zeros(2, 3, device=device), epsilon=1.0, lower=0.0, upper=1.0)
 
 
 def test_every_op_has_all_four_backends():

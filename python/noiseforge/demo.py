@@ -16,6 +16,7 @@ import torch
 
 from noiseforge.data import load_fashion_mnist
 from noiseforge.ops import ldp_noise, ldp_noise_calibration, registry
+from noiseforge.ops.ldp_noise import plan_ldp_noise
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -66,7 +67,9 @@ def run(args: argparse.Namespace) -> int:
         kwargs.update(lower=0, upper=255)
         x = torch.from_numpy(test_x)  # uint8 pixels on their own integer grid
     cal = ldp_noise_calibration(x, **kwargs)
-    backend = registry.select("ldp_noise", args.backend, _probe(x, kwargs), x.device.type).name
+    backend = registry.select(
+        "ldp_noise", args.backend, plan_ldp_noise(x[:1], **kwargs), x.device.type
+    ).name
 
     start = time.perf_counter()
     y = ldp_noise(x, seed=args.seed, backend=args.backend, **kwargs)
@@ -125,20 +128,3 @@ def run(args: argparse.Namespace) -> int:
     for k, v in rows:
         print(f"  {k.ljust(width)}  {v}")
     return 0
-
-
-def _probe(x: torch.Tensor, kwargs: dict):
-    from noiseforge.ops.ldp_noise import _plan
-
-    return _plan(
-        x[:1],
-        mechanism=kwargs["mechanism"],
-        epsilon=kwargs["epsilon"],
-        delta=kwargs.get("delta"),
-        lower=kwargs["lower"],
-        upper=kwargs["upper"],
-        copies=kwargs["copies"],
-        unit="feature",
-        levels=None,
-        clamp=True,
-    )

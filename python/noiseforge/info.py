@@ -15,21 +15,9 @@ from noiseforge.ops import registry
 def _probe_inputs(op: str, device: torch.device):
     """A small representative input of ``op`` on ``device`` for the backend table."""
     if op == "ldp_noise":
-        from noiseforge.ops.ldp_noise import _plan
+        from noiseforge.ops.ldp_noise import plan_ldp_noise
 
-        x = torch.zeros((2, 3), device=device)
-        return _plan(
-            x,
-            mechanism="laplace",
-            epsilon=1.0,
-            delta=None,
-            lower=0.0,
-            upper=1.0,
-            copies=1,
-            unit="feature",
-            levels=None,
-            clamp=True,
-        )
+        return plan_ldp_noise(torch.zeros((2, 3), device=device), epsilon=1.0, lower=0.0, upper=1.0)
     return device
 
 

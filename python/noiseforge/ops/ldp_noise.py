@@ -238,19 +238,27 @@ def calibrate_noise(
     )
 
 
-def _plan(
-    x: torch.Tensor,
+def plan_ldp_noise(
+    x: torch.Tensor | np.ndarray,
     *,
-    mechanism: str,
     epsilon: float,
-    delta: float | None,
     lower: Bound,
     upper: Bound,
-    copies: int,
-    unit: str,
-    levels: int | None,
-    clamp: bool,
+    mechanism: str = "laplace",
+    delta: float | None = None,
+    copies: int = 1,
+    unit: str = "feature",
+    levels: int | None = None,
+    clamp: bool = True,
 ) -> _Plan:
+    """Validate the arguments of :func:`ldp_noise` and calibrate, without drawing noise.
+
+    The result is what the backend registry's ``supports`` checks receive, so
+    ``why_not("ldp_noise", backend, plan_ldp_noise(x, ...))`` tells whether a
+    backend can run a call. Raises what :func:`ldp_noise` raises for bad input.
+    """
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(x)
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor or numpy array, got {type(x).__name__}")
     _check_x(x)
@@ -556,7 +564,7 @@ def ldp_noise(
     as_numpy = isinstance(x, np.ndarray)
     if as_numpy:
         x = torch.from_numpy(x)
-    p = _plan(
+    p = plan_ldp_noise(
         x,
         mechanism=mechanism,
         epsilon=epsilon,
@@ -601,27 +609,5 @@ def _draw_counters(
 
 def ldp_noise_calibration(x: torch.Tensor | np.ndarray, **kwargs: Any) -> NoiseCalibration:
     """The :class:`NoiseCalibration` that :func:`ldp_noise` would use for these
-    arguments (same validation), without drawing noise."""
-    if isinstance(x, np.ndarray):
-        x = torch.from_numpy(x)
-    allowed = {
-        "epsilon",
-        "lower",
-        "upper",
-        "mechanism",
-        "delta",
-        "copies",
-        "unit",
-        "levels",
-        "clamp",
-    }
-    unknown = set(kwargs) - allowed
-    if unknown:
-        raise TypeError(f"unexpected arguments {sorted(unknown)}")
-    kwargs.setdefault("mechanism", "laplace")
-    kwargs.setdefault("delta", None)
-    kwargs.setdefault("copies", 1)
-    kwargs.setdefault("unit", "feature")
-    kwargs.setdefault("levels", None)
-    kwargs.setdefault("clamp", True)
-    return _plan(x, **kwargs).calibration
+    arguments (same validation and defaults), without drawing noise."""
+    return plan_ldp_noise(x, **kwargs).calibration
