@@ -103,6 +103,33 @@ PYBIND11_MODULE(_C, m) {
       py::arg("x"), py::arg("n"), py::arg("dtype"), py::arg("num_threads"));
 
   m.def(
+      "aggregate_cpu",
+      [](std::uintptr_t index, int index_type, std::uintptr_t labels, int label_type,
+         std::uintptr_t values, int64_t m, int64_t n, int64_t c, int mode, std::uintptr_t out,
+         int count_type, int num_threads) {
+        const noiseforge::AggregateArgs a{ptr<const void>(index),
+                                          static_cast<noiseforge::IntType>(index_type),
+                                          ptr<const void>(labels),
+                                          static_cast<noiseforge::IntType>(label_type),
+                                          ptr<const float>(values),
+                                          m,
+                                          n,
+                                          c,
+                                          static_cast<noiseforge::AggregateMode>(mode),
+                                          ptr<void>(out),
+                                          static_cast<noiseforge::IntType>(count_type)};
+        noiseforge::AggregateStatus st;
+        {
+          py::gil_scoped_release release;
+          st = noiseforge::cpu::aggregate(a, num_threads);
+        }
+        return py::make_tuple(st.bad_index, st.bad_label, st.bad_value, st.sorted);
+      },
+      py::arg("index"), py::arg("index_type"), py::arg("labels"), py::arg("label_type"),
+      py::arg("values"), py::arg("m"), py::arg("n"), py::arg("c"), py::arg("mode"),
+      py::arg("out"), py::arg("count_type"), py::arg("num_threads"));
+
+  m.def(
       "philox_words_cpu",
       [](std::uintptr_t out, int64_t count, uint64_t seed, uint64_t offset, int num_threads) {
         py::gil_scoped_release release;
@@ -138,6 +165,30 @@ PYBIND11_MODULE(_C, m) {
                                        ptr<void>(stream));
       },
       py::arg("out"), py::arg("count"), py::arg("seed"), py::arg("offset"), py::arg("stream"));
+  m.def(
+      "scatter_add_cuda",
+      [](std::uintptr_t index, bool index64, std::uintptr_t labels, bool labels64,
+         std::uintptr_t values, std::uintptr_t acc, bool acc64, int64_t m, int64_t c,
+         std::uintptr_t stream) {
+        py::gil_scoped_release release;
+        noiseforge::cuda::scatter_add(ptr<const void>(index), index64, ptr<const void>(labels),
+                                      labels64, ptr<const int64_t>(values), ptr<void>(acc), acc64,
+                                      m, c, ptr<void>(stream));
+      },
+      py::arg("index"), py::arg("index64"), py::arg("labels"), py::arg("labels64"),
+      py::arg("values"), py::arg("acc"), py::arg("acc64"), py::arg("m"), py::arg("c"),
+      py::arg("stream"));
+  m.def(
+      "scatter_rows_cuda",
+      [](std::uintptr_t index, bool index64, std::uintptr_t values, std::uintptr_t acc, int64_t m,
+         int64_t c, std::uintptr_t stream) {
+        py::gil_scoped_release release;
+        noiseforge::cuda::scatter_rows(ptr<const void>(index), index64,
+                                       ptr<const int64_t>(values), ptr<int64_t>(acc), m, c,
+                                       ptr<void>(stream));
+      },
+      py::arg("index"), py::arg("index64"), py::arg("values"), py::arg("acc"), py::arg("m"),
+      py::arg("c"), py::arg("stream"));
   m.def("cuda_device_count", []() {
     const char* msg = "";
     const int n = noiseforge::cuda::device_count(&msg);

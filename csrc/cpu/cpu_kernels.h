@@ -5,6 +5,7 @@
 
 #include <cstdint>
 
+#include "noiseforge/aggregate.h"
 #include "noiseforge/ldp_noise.h"
 
 #define NF_DECLARE_CPU_KERNELS(ns)                                                      \
@@ -25,4 +26,6 @@ void ldp_noise(const LdpNoiseArgs& args, int num_threads);
 void philox_words(uint32_t* out, int64_t count, uint64_t seed, uint64_t offset, int num_threads);
 // Index of the first NaN or inf among n values of a floating dtype, or -1.
 int64_t first_nonfinite(const void* x, int64_t n, DType dtype, int num_threads);
+// Vote histograms and weighted / soft-label sums (see noiseforge/aggregate.h).
+AggregateStatus aggregate(const AggregateArgs& args, int num_threads);
 }  // namespace noiseforge::cpu

@@ -18,6 +18,11 @@ def _probe_inputs(op: str, device: torch.device):
         from noiseforge.ops.ldp_noise import plan_ldp_noise
 
         return plan_ldp_noise(torch.zeros((2, 3), device=device), epsilon=1.0, lower=0.0, upper=1.0)
+    if op == "vote_histogram":
+        from noiseforge.ops.aggregate import plan_vote_histogram
+
+        z = torch.zeros(1, dtype=torch.int64, device=device)
+        return plan_vote_histogram(z, z, 1, 1)
     return device
 
 
