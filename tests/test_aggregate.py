@@ -1,0 +1,289 @@
+"""Label-aggregation ops: every backend equals the torch reference exactly
+(counts and float sums), on random and adversarial inputs, plus bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from noiseforge.ops import aggregate_top1, soft_label_sum, vote_histogram
+from noiseforge.ops.aggregate import plan_vote_histogram
+from noiseforge.reference.aggregate import fixed_point_shift
+from tests.conftest import BACKEND_DEVICES, require_backend, require_device
+
+
+def _case(name, gen):
+    """(index, labels, weights, probs, N, C) for one named input pattern."""
+    if name == "random":
+        m, n, c = 5003, 123, 7
+        index = torch.randint(0, n, (m,), generator=gen)
+    elif name == "sorted":
+        m, n, c = 4099, 301, 5
+        index = torch.randint(0, n, (m,), generator=gen).sort().values
+    elif name == "grouped-copies":  # LDPKiT: K answers per input, in order
+        n, k, c = 257, 8, 10
+        m = n * k
+        index = torch.arange(n).repeat_interleave(k)
+    elif name == "all-to-one":
+        m, n, c = 3001, 5, 3
+        index = torch.full((m,), 2)
+    elif name == "no-answers":
+        m, n, c = 0, 6, 4
+        index = torch.zeros(0, dtype=torch.int64)
+    elif name == "one-class":
+        m, n, c = 777, 50, 1
+        index = torch.randint(0, n, (m,), generator=gen)
+    elif name == "many-classes":
+        m, n, c = 3000, 40, 1000
+        index = torch.randint(0, n, (m,), generator=gen)
+    elif name == "sparse-inputs":  # most inputs receive nothing
+        m, n, c = 100, 10_000, 3
+        index = torch.randint(0, n, (m,), generator=gen).sort().values
+    else:
+        raise KeyError(name)
+    labels = torch.randint(0, c, (m,), generator=gen)
+    weights = torch.rand(m, generator=gen)
+    weights[::7] = 0.0  # zero weights are legal votes of nothing
+    probs = torch.softmax(torch.randn(m, c, generator=gen), dim=1)
+    return index, labels, weights, probs, n, c
+
+
+CASES = [
+    "random",
+    "sorted",
+    "grouped-copies",
+    "all-to-one",
+    "no-answers",
+    "one-class",
+    "many-classes",
+    "sparse-inputs",
+]
+
+
+def _backend_ok(backend, device):
+    require_device(device)
+    z = torch.zeros(1, dtype=torch.int64, device=device)
+    require_backend("vote_histogram", backend, plan_vote_histogram(z, z, 1, 1))
+
+
+@pytest.mark.parametrize(("backend", "device"), BACKEND_DEVICES)
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("int_dtype", [torch.int64, torch.int32])
+def test_equal_to_reference(backend, device, case, int_dtype):
+    _backend_ok(backend, device)
+    index, labels, weights, probs, n, c = _case(case, torch.Generator().manual_seed(len(case)))
+    index, labels = index.to(int_dtype).to(device), labels.to(int_dtype).to(device)
+    weights, probs = weights.to(device), probs.to(device)
+    for count_dtype in (torch.int64, torch.int32):
+        got = vote_histogram(index, labels, n, c, dtype=count_dtype, backend=backend)
+        want = vote_histogram(index, labels, n, c, dtype=count_dtype, backend="torch")
+        assert got.dtype == count_dtype and torch.equal(got.cpu(), want.cpu())
+    assert int(got.sum()) == index.numel()
+    got_w = vote_histogram(index, labels, n, c, weights=weights, backend=backend)
+    want_w = vote_histogram(index, labels, n, c, weights=weights, backend="torch")
+    assert got_w.dtype == torch.float32 and torch.equal(got_w.cpu(), want_w.cpu())
+    got_s = soft_label_sum(index, probs, n, backend=backend)
+    want_s = soft_label_sum(index, probs, n, backend="torch")
+    assert torch.equal(got_s.cpu(), want_s.cpu())
+    got_m = soft_label_sum(index, probs, n, mean=True, backend=backend)
+    assert torch.equal(
+        got_m.cpu(), soft_label_sum(index, probs, n, mean=True, backend="torch").cpu()
+    )
+
+
+@pytest.mark.parametrize(("backend", "device"), BACKEND_DEVICES)
+def test_non_contiguous_and_half_inputs(backend, device):
+    _backend_ok(backend, device)
+    g = torch.Generator().manual_seed(3)
+    index = torch.randint(0, 20, (400,), generator=g).to(device)[::2]
+    labels = torch.randint(0, 4, (400,), generator=g).to(device)[1::2]
+    weights = torch.rand(200, 2, generator=g).to(device)[:, 0].half()
+    probs = torch.rand(4, 200, generator=g).to(device).t().bfloat16()
+    assert not index.is_contiguous() and not probs.is_contiguous()
+    for fn in (
+        lambda b: vote_histogram(index, labels, 20, 4, backend=b),
+        lambda b: vote_histogram(index, labels, 20, 4, weights=weights, backend=b),
+        lambda b: soft_label_sum(index, probs, 20, backend=b),
+    ):
+        assert torch.equal(fn(backend).cpu(), fn("torch").cpu())
+
+
+def test_float_sums_are_order_independent_and_accurate():
+    g = torch.Generator().manual_seed(5)
+    m, n, c = 20000, 64, 6
+    index = torch.randint(0, n, (m,), generator=g)
+    labels = torch.randint(0, c, (m,), generator=g)
+    weights = torch.rand(m, generator=g) * 3
+    perm = torch.randperm(m, generator=g)
+    for backend in ("torch", "cpu"):
+        a = vote_histogram(index, labels, n, c, weights=weights, backend=backend)
+        b = vote_histogram(index[perm], labels[perm], n, c, weights=weights[perm], backend=backend)
+        assert torch.equal(a, b), "a different answer order changed the float sums"
+    exact = torch.zeros(n * c, dtype=torch.float64).index_add_(
+        0, index * c + labels, weights.double()
+    )
+    # within float32 rounding of the exact sum (plus the tiny fixed-point error)
+    torch.testing.assert_close(a.double().reshape(-1), exact, rtol=1.2e-7, atol=1e-9)
+
+
+def test_fixed_point_shift_bounds_every_bin():
+    for max_w, m in [(1.0, 8_000_000), (3.5, 17), (1e-30, 5), (2.0**100, 3), (0.7, 1)]:
+        k = fixed_point_shift(max_w, m)
+        assert m * max_w * 2.0**k <= 2.0**62
+        assert m * max_w * 2.0**k > 2.0**59  # and uses most of the 63 bits
+    assert fixed_point_shift(0.0, 10) == 0 and fixed_point_shift(1.0, 0) == 0
+
+
+def test_top1_ties_shares_and_empty_rows():
+    hist = torch.tensor([[3, 1, 3], [0, 0, 0], [0, 5, 1], [2, 2, 2]])
+    top = aggregate_top1(hist)
+    assert top.label.tolist() == [0, -1, 1, 0]  # ties -> lowest class id; empty -> -1
+    assert top.top.tolist() == [3, 0, 5, 2]
+    torch.testing.assert_close(top.share, torch.tensor([3 / 7, 0.0, 5 / 6, 1 / 3]))
+    torch.testing.assert_close(top.margin, torch.tensor([0.0, 0.0, 4 / 6, 0.0]))
+    one = aggregate_top1(torch.tensor([[4.0], [0.0]]))
+    assert one.label.tolist() == [0, -1] and one.margin.tolist() == [1.0, 0.0]
+
+
+def test_top1_end_to_end_recovers_majority_labels():
+    g = torch.Generator().manual_seed(9)
+    n, k, c = 500, 9, 4
+    truth = torch.randint(0, c, (n,), generator=g)
+    noisy = torch.where(
+        torch.rand(n, k, generator=g) < 0.7,
+        truth.unsqueeze(1),
+        torch.randint(0, c, (n, k), generator=g),
+    )
+    hist = vote_histogram(torch.arange(n).repeat_interleave(k), noisy.reshape(-1), n, c)
+    acc = (aggregate_top1(hist).label == truth).float().mean()
+    assert acc > 0.95
+
+
+@pytest.mark.parametrize("backend", ["torch", "cpu", "triton"])
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (
+            dict(index=[0, 3, 9, 1], labels=[0, 1, 1, 0]),
+            r"index\[2\] = 9 is outside \[0, num_inputs=5\)",
+        ),
+        (dict(index=[0, -1, 2, 1], labels=[0, 1, 1, 0]), r"index\[1\] = -1"),
+        (
+            dict(index=[0, 1, 2, 3], labels=[0, 1, 3, 5]),
+            r"labels\[2\] = 3 is outside \[0, num_classes=3\)",
+        ),
+        (dict(index=[3, 1, 2, 0], labels=[0, -2, 0, 0]), r"labels\[1\] = -2"),
+        (
+            dict(index=[0, 1, 2, 3], labels=[0, 1, 1, 0], weights=[1.0, -0.5, 1.0, 1.0]),
+            r"weights\[1\] = -0.5 is not a finite number >= 0",
+        ),
+        (
+            dict(index=[0, 1, 2, 3], labels=[0, 1, 1, 0], weights=[1.0, 1.0, 1.0, float("nan")]),
+            r"weights\[3\] = nan",
+        ),
+    ],
+)
+def test_bad_content_names_the_first_offending_position(backend, kwargs, match):
+    _backend_ok(backend, "cpu")
+    index = torch.tensor(kwargs["index"])
+    labels = torch.tensor(kwargs["labels"])
+    weights = torch.tensor(kwargs["weights"]) if "weights" in kwargs else None
+    with pytest.raises(ValueError, match=match):
+        vote_histogram(index, labels, 5, 3, weights=weights, backend=backend)
+
+
+@pytest.mark.parametrize("backend", ["torch", "cpu", "triton"])
+def test_bad_probabilities(backend):
+    _backend_ok(backend, "cpu")
+    probs = torch.rand(4, 3)
+    probs[2, 1] = float("inf")
+    with pytest.raises(ValueError, match=r"probs\[2, 1\] = inf"):
+        soft_label_sum(torch.tensor([0, 1, 1, 0]), probs, 2, backend=backend)
+    with pytest.raises(ValueError, match=r"index\[3\] = 7"):
+        soft_label_sum(torch.tensor([0, 1, 1, 7]), torch.rand(4, 3), 2, backend=backend)
+
+
+@pytest.mark.parametrize(
+    ("call", "err", "match"),
+    [
+        (
+            lambda: vote_histogram(torch.tensor([0, 1]), torch.tensor([0]), 2, 2),
+            ValueError,
+            "labels has 1 entries but index has 2",
+        ),
+        (
+            lambda: vote_histogram(torch.tensor([0.0, 1.0]), torch.tensor([0, 1]), 2, 2),
+            TypeError,
+            "index must be int32 or int64",
+        ),
+        (
+            lambda: vote_histogram(torch.tensor([[0, 1]]), torch.tensor([0, 1]), 2, 2),
+            ValueError,
+            "index must be 1-D",
+        ),
+        (
+            lambda: vote_histogram(torch.tensor([0, 1]), torch.tensor([0, 1]), 2, 0),
+            ValueError,
+            "num_classes must be an int >= 1",
+        ),
+        (
+            lambda: vote_histogram(torch.tensor([0, 1]), torch.tensor([0, 1]), -1, 2),
+            ValueError,
+            "num_inputs must be an int >= 0",
+        ),
+        (
+            lambda: vote_histogram(
+                torch.tensor([0, 1]), torch.tensor([0, 1]), 2, 2, weights=torch.ones(3)
+            ),
+            ValueError,
+            r"weights has shape \(3,\), expected \(2,\)",
+        ),
+        (
+            lambda: vote_histogram(
+                torch.tensor([0, 1]), torch.tensor([0, 1]), 2, 2, weights=torch.ones(2).double()
+            ),
+            TypeError,
+            "float64",
+        ),
+        (
+            lambda: vote_histogram(
+                torch.tensor([0, 1]), torch.tensor([0, 1]), 2, 2, dtype=torch.float32
+            ),
+            TypeError,
+            "dtype must be",
+        ),
+        (
+            lambda: vote_histogram(torch.tensor([0]), torch.tensor([0]), 0, 2),
+            ValueError,
+            "num_inputs is 0",
+        ),
+        (
+            lambda: vote_histogram(
+                torch.tensor([0, 1]), torch.tensor([0, 1]), 2, 2, backend="cuda"
+            ),
+            Exception,
+            "cuda",
+        ),
+        (
+            lambda: soft_label_sum(torch.tensor([0, 1]), torch.rand(2), 2),
+            ValueError,
+            r"probs must be a \(M, C\)",
+        ),
+        (
+            lambda: soft_label_sum(torch.tensor([0, 1]), torch.rand(3, 2), 2),
+            ValueError,
+            "probs has shape",
+        ),
+        (lambda: aggregate_top1(torch.ones(3)), ValueError, r"hist must be an \(N, C\)"),
+        (lambda: aggregate_top1(torch.tensor([[float("nan"), 1.0]])), ValueError, "NaN"),
+    ],
+)
+def test_bad_arguments(call, err, match):
+    with pytest.raises(err, match=match):
+        call()
+
+
+def test_empty_output_shapes():
+    e = torch.zeros(0, dtype=torch.int64)
+    assert vote_histogram(e, e, 0, 3).shape == (0, 3)
+    assert soft_label_sum(e, torch.zeros(0, 2), 4).tolist() == [[0.0, 0.0]] * 4
