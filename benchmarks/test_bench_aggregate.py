@@ -1,0 +1,78 @@
+"""Vote histograms vs torch.bincount and index_put_(accumulate=True), same run.
+
+The issue's shape: 8M answers, N = 1M inputs, C = 10 classes, int64 index and
+labels. Two index patterns: "grouped" (answers of an input are adjacent, as
+LDPKiT produces them: K = 8 copies per input) and "random".
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from noiseforge.ops import vote_histogram, why_not
+from noiseforge.ops.aggregate import plan_vote_histogram
+
+M, N, C = 8_000_000, 1_000_000, 10
+
+
+def _data(pattern: str, device: str):
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    g = torch.Generator().manual_seed(0)
+    if pattern == "grouped":
+        index = torch.arange(N).repeat_interleave(M // N)
+    else:
+        index = torch.randint(0, N, (M,), generator=g)
+    labels = torch.randint(0, C, (M,), generator=g)
+    weights = torch.rand(M, generator=g)
+    return index.to(device), labels.to(device), weights.to(device)
+
+
+def _sync(device):
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+@pytest.mark.parametrize("pattern", ["grouped", "random"])
+@pytest.mark.parametrize(
+    ("backend", "device"), [("cpu", "cpu"), ("cuda", "cuda"), ("triton", "cuda")]
+)
+@pytest.mark.parametrize("weighted", [False, True], ids=["counts", "weighted"])
+def test_noiseforge(benchmark, pattern, backend, device, weighted):
+    index, labels, weights = _data(pattern, device)
+    why = why_not("vote_histogram", backend, plan_vote_histogram(index[:1], labels[:1], N, C))
+    if why:
+        pytest.skip("; ".join(why))
+    w = weights if weighted else None
+    benchmark.group = f"vote_histogram-{'weighted' if weighted else 'counts'}-{pattern}-{device}"
+    benchmark.extra_info.update(elements=M)
+
+    def run():
+        vote_histogram(index, labels, N, C, weights=w, backend=backend)
+        _sync(device)
+
+    benchmark.pedantic(run, rounds=10, warmup_rounds=2)
+
+
+@pytest.mark.parametrize("pattern", ["grouped", "random"])
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+@pytest.mark.parametrize("peer", ["bincount", "index_put"])
+@pytest.mark.parametrize("weighted", [False, True], ids=["counts", "weighted"])
+def test_torch_peer(benchmark, pattern, device, peer, weighted):
+    index, labels, weights = _data(pattern, device)
+    benchmark.group = f"vote_histogram-{'weighted' if weighted else 'counts'}-{pattern}-{device}"
+    benchmark.extra_info.update(elements=M)
+    ones = torch.ones(M, dtype=torch.int64, device=device)
+
+    def run():
+        if peer == "bincount":
+            torch.bincount(
+                index * C + labels, weights=weights if weighted else None, minlength=N * C
+            ).view(N, C)
+        else:
+            h = torch.zeros((N, C), dtype=torch.float32 if weighted else torch.int64, device=device)
+            h.index_put_((index, labels), weights if weighted else ones, accumulate=True)
+        _sync(device)
+
+    benchmark.pedantic(run, rounds=5, warmup_rounds=1)
