@@ -5,7 +5,7 @@
 #   bash scripts/run.sh bench [args]  the CPU benchmarks (pytest-benchmark)
 #   bash scripts/run.sh lint          ruff
 # Set-up is idempotent: Debian packages (as root, or through sudo), a virtual
-# environment in .venv, the CPU build of torch, and noiseforge built from source.
+# environment in .venv, torch==2.13.0, and noiseforge built from source.
 # NOISEFORGE_CUDA=AUTO|ON|OFF chooses whether the CUDA backend is compiled.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +20,10 @@ TRITON_SPEC="${NOISEFORGE_TRITON:-triton==3.9.0}"
 apt_install() {
   local missing=()
   [ -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ] || missing+=(dataset-fashion-mnist)
+  # Debian's own python3 needs these to create the venv and build the extension.
+  "$PY" -c "import ensurepip, venv" 2>/dev/null || missing+=(python3-venv)
+  "$PY" -c "import os, sysconfig; assert os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h'))" 2>/dev/null || missing+=(python3-dev)
+  command -v g++ >/dev/null || missing+=(g++)
   [ ${#missing[@]} -eq 0 ] && return 0
   local sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -388,3 +388,100 @@ def test_every_compiled_cpu_variant_matches_the_reference(isa):
         check=False,
     )
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def test_guarantee_counts_every_copy():
+    from noiseforge.ops import ldp_noise_calibration
+
+    x = torch.rand(4, 3)
+    one = ldp_noise_calibration(x, epsilon=1.0, lower=0.0, upper=1.0)
+    eight = ldp_noise_calibration(x, epsilon=1.0, lower=0.0, upper=1.0, copies=8)
+    assert one.epsilon_total == pytest.approx(3.0)
+    assert eight.epsilon_total == pytest.approx(24.0)
+    assert eight.guarantee.startswith("24-LDP per record (8 copies of 3 each")
+    g = ldp_noise_calibration(
+        x,
+        epsilon=1.0,
+        delta=1e-6,
+        mechanism="gaussian",
+        lower=0.0,
+        upper=1.0,
+        copies=2,
+        unit="record",
+    )
+    assert g.epsilon_total == pytest.approx(2.0) and g.delta_total == pytest.approx(2e-6)
+
+
+def test_continuous_scales_round_up_to_float32():
+    from noiseforge.ops import ldp_noise_calibration
+
+    cal = ldp_noise_calibration(
+        torch.rand(1, 5), epsilon=3.0, lower=0.0, upper=[0.1, 0.2, 0.3, 0.7, 1.1]
+    )
+    widths = np.array([0.1, 0.2, 0.3, 0.7, 1.1], dtype=np.float32).astype(np.float64) - 0.0
+    assert np.all(cal.scale.astype(np.float64) >= widths / 3.0)
+
+
+def test_user_secret_generator_is_rekeyed_in_a_forked_child():
+    import os
+    import pickle
+
+    gen = PhiloxGenerator()
+    x = torch.zeros(1, 32)
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            y = ldp_noise(x, epsilon=1.0, lower=-50.0, upper=50.0, generator=gen, backend="torch")
+            os.write(write_fd, pickle.dumps(y.numpy()))
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as f:
+        child = pickle.loads(f.read())
+    os.waitpid(pid, 0)
+    parent = ldp_noise(x, epsilon=1.0, lower=-50.0, upper=50.0, generator=gen, backend="torch")
+    assert not np.array_equal(child, parent.numpy())
+
+
+def test_numpy_scalars_are_accepted():
+    y = ldp_noise(
+        torch.rand(2, 3),
+        epsilon=np.float32(2.0),
+        lower=np.float64(0.0),
+        upper=1.0,
+        copies=np.int64(2),
+        seed=1,
+        offset=0,
+    )
+    assert y.shape == (2, 2, 3)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "err", "match"),
+    [
+        (dict(clamp="no"), TypeError, "clamp must be True or False"),
+        (dict(generator=5), TypeError, "generator must be a noiseforge.PhiloxGenerator"),
+        (dict(generator=torch.Generator()), TypeError, "PhiloxGenerator"),
+        (dict(copies=2**62), ValueError, "too many outputs"),
+        (dict(mechanism="gaussian", delta=1e-300, epsilon=1e-37), ValueError, "sigma above 1e12"),
+    ],
+)
+def test_more_bad_arguments(kwargs, err, match):
+    args = dict(epsilon=1.0, lower=0.0, upper=1.0)
+    args.update(kwargs)
+    with pytest.raises(err, match=match):
+        ldp_noise(torch.rand(2, 3), **args)
+
+
+def test_unsupported_device_and_wide_uint8_domain():
+    with pytest.raises(ValueError, match="meta device"):
+        ldp_noise(torch.empty(2, 3, device="meta"), epsilon=1.0, lower=0.0, upper=1.0)
+    with pytest.raises(ValueError, match="10001 grid points"):
+        ldp_noise(
+            torch.zeros(2, 2, dtype=torch.uint8),
+            epsilon=1.0,
+            lower=0,
+            upper=10000,
+            mechanism="discrete_laplace",
+        )

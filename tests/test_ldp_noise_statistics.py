@@ -194,3 +194,35 @@ def test_guarantee_text_states_per_record_composition():
         mechanism="gaussian", epsilon=1.0, delta=1e-5, lower=lo, upper=hi, unit="record"
     )
     assert np.allclose(g.scale, analytic_gaussian_sigma(1.0, 1e-5, 28.0), rtol=1e-6)
+
+
+@pytest.mark.parametrize("levels", [2, 5, 16])
+@pytest.mark.parametrize("eps", [0.3, 2.0])
+def test_realized_epsilon_matches_an_exact_rational_computation(levels, eps):
+    """Recompute the privacy loss of the sampled distribution from the integer
+    thresholds with exact fractions, independently of realized_epsilon's code."""
+    from fractions import Fraction
+
+    from noiseforge.ops.calibration import geometric_table
+
+    alpha = geometric_alpha(eps, levels - 1)
+    table = [int(t) for t in geometric_table(alpha, levels)]
+    two64 = 1 << 64
+    ge = [two64, *table]  # P(M >= m) * 2^64, m = 0 .. levels-1 (M capped at levels-1)
+    pm = [Fraction(ge[m] - (ge[m + 1] if m + 1 < len(ge) else 0), two64) for m in range(levels)]
+
+    def p_z(z):  # sign is a fair coin for |z| > 0
+        return pm[0] if z == 0 else pm[abs(z)] / 2
+
+    def p_out(y, q):
+        zs = range(-(levels - 1), levels)
+        return sum((p_z(z) for z in zs if min(max(q + z, 0), levels - 1) == y), Fraction(0))
+
+    worst = max(
+        math.log(p_out(y, a) / p_out(y, b))
+        for y in range(levels)
+        for a in range(levels)
+        for b in range(levels)
+    )
+    assert realized_epsilon(alpha, levels) == pytest.approx(worst, abs=1e-9)
+    assert worst == pytest.approx(eps, abs=1e-6)

@@ -3,8 +3,9 @@
 Privacy rests on two rules implemented here:
 
 * the default stream's key is **secret**: drawn from the operating system
-  (:func:`secrets.randbits`) and never exposed; a child process created by
-  ``fork`` gets a fresh key, so parent and child never share noise;
+  (:func:`secrets.randbits`) and never exposed; in a child process created by
+  ``fork`` every secret stream gets a fresh key, so parent and child never
+  share noise;
 * a stream is **never reused**: every op call reserves a fresh block of
   counters (one per output element) and advances the stream past it.
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import os
 import secrets
 import threading
+import weakref
 
 SEED_BITS = 63
 MAX_COUNTER = 1 << 63  # counters are carried as int64 by the Triton kernel
@@ -50,6 +52,8 @@ class PhiloxGenerator:
         self._seed = secrets.randbits(SEED_BITS) if seed is None else check_seed(seed)
         self._offset = 0
         self._lock = threading.Lock()
+        if self._secret:
+            _secret_generators.add(self)  # re-keyed in a forked child
 
     @property
     def is_secret(self) -> bool:
@@ -94,6 +98,7 @@ class PhiloxGenerator:
 
 
 _default: PhiloxGenerator | None = None
+_secret_generators: weakref.WeakSet[PhiloxGenerator] = weakref.WeakSet()
 _seeded: dict[int, PhiloxGenerator] = {}
 _lock = threading.Lock()
 
@@ -119,10 +124,12 @@ def seeded_generator(seed: int) -> PhiloxGenerator:
 
 
 def _after_fork_in_child() -> None:
+    # Every secret stream gets a new key: a child that kept its parent's key and
+    # counters would repeat the parent's noise on other records.
     global _lock
     _lock = threading.Lock()
-    if _default is not None:
-        _default._reseed_after_fork()
+    for gen in list(_secret_generators):
+        gen._reseed_after_fork()
 
 
 if hasattr(os, "register_at_fork"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from types import ModuleType
@@ -84,6 +85,11 @@ def triton_launch_options() -> dict[str, bool]:
     # Compiled kernels must not contract a*b+c into FMAs (the numerical contract);
     # the interpreter has no such option and never fuses.
     return {} if triton_interpreting() else {"enable_fp_fusion": False}
+
+
+def device_guard(device: torch.device):
+    """Make ``device`` current for a launch (kernels run on the current CUDA device)."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
 def cuda_stream(device: torch.device) -> int:

@@ -191,6 +191,12 @@ def _run_cuda(p: _AggPlan) -> torch.Tensor:
     acc_dtype = p.count_dtype if p.mode == "counts" else torch.int64
     acc = torch.zeros((p.num_inputs, p.num_classes), dtype=acc_dtype, device=p.device)
     mod, stream = _native.native(), B.cuda_stream(p.device)
+    with B.device_guard(p.device):
+        _launch_cuda(mod, p, q, acc, acc_dtype, stream)
+    return acc if p.mode == "counts" else dequantize(acc, shift)
+
+
+def _launch_cuda(mod, p: _AggPlan, q, acc, acc_dtype, stream) -> None:
     if p.mode == "soft":
         mod.scatter_rows_cuda(
             p.index.data_ptr(),
@@ -214,34 +220,32 @@ def _run_cuda(p: _AggPlan) -> torch.Tensor:
             p.num_classes,
             stream,
         )
-    return acc if p.mode == "counts" else dequantize(acc, shift)
 
 
 def _run_triton(p: _AggPlan) -> torch.Tensor:
-    from noiseforge.kernels.aggregate import scatter_add_kernel, scatter_rows_kernel
-
     _validate_with_torch(p)
     q, shift = _quantized(p)
     acc_dtype = p.count_dtype if p.mode == "counts" else torch.int64
     acc = torch.zeros((p.num_inputs, p.num_classes), dtype=acc_dtype, device=p.device)
     if p.m:
-        if p.mode == "soft":
-            bc = min(64, triton_next_pow2(p.num_classes))
-            grid = (math.ceil(p.m / 64), math.ceil(p.num_classes / bc))
-            scatter_rows_kernel[grid](p.index, q, acc, p.m, p.num_classes, BLOCK_M=64, BLOCK_C=bc)
-        else:
-            grid = (math.ceil(p.m / 1024),)
-            scatter_add_kernel[grid](
-                p.index,
-                p.labels,
-                q if q is not None else acc,
-                acc,
-                p.m,
-                p.num_classes,
-                HAS_VALUES=q is not None,
-                BLOCK=1024,
-            )
+        with B.device_guard(p.device):
+            _launch_triton(p, q, acc)
     return acc if p.mode == "counts" else dequantize(acc, shift)
+
+
+def _launch_triton(p: _AggPlan, q, acc) -> None:
+    from noiseforge.kernels.aggregate import scatter_add_kernel, scatter_rows_kernel
+
+    if p.mode == "soft":
+        bc = min(64, triton_next_pow2(p.num_classes))
+        grid = (math.ceil(p.m / 64), math.ceil(p.num_classes / bc))
+        scatter_rows_kernel[grid](p.index, q, acc, p.m, p.num_classes, BLOCK_M=64, BLOCK_C=bc)
+    else:
+        values = q if q is not None else acc  # any tensor when HAS_VALUES is off
+        grid = (math.ceil(p.m / 1024),)
+        scatter_add_kernel[grid](
+            p.index, p.labels, values, acc, p.m, p.num_classes, HAS_VALUES=q is not None, BLOCK=1024
+        )
 
 
 def triton_next_pow2(v: int) -> int:

@@ -64,6 +64,12 @@ def analytic_gaussian_sigma(epsilon: float, delta: float, sensitivity: float) ->
     lo, hi = 1e-12 * sensitivity, sensitivity
     while _gaussian_delta(hi, epsilon, sensitivity) > delta:
         hi *= 2.0
+        if hi > 1e12 * sensitivity:
+            # beyond this the delta formula cancels to 0 in float64 and would stop too early
+            raise ValueError(
+                f"epsilon={epsilon}, delta={delta} need a Gaussian sigma above 1e12 times the "
+                "sensitivity; such noise destroys the data: raise epsilon or delta"
+            )
     while _gaussian_delta(lo, epsilon, sensitivity) <= delta:
         lo /= 2.0
     for _ in range(200):
@@ -139,8 +145,10 @@ class NoiseCalibration:
     """What a call of :func:`noiseforge.ops.ldp_noise` guarantees.
 
     ``scale`` is per feature: the Laplace ``b``, the Gaussian ``sigma`` or, for
-    discrete Laplace, the grid step. ``epsilon_per_feature`` / ``epsilon_per_record``
-    state the LDP guarantee (``delta_*`` for Gaussian; 0 otherwise).
+    discrete Laplace, the grid step. ``epsilon_per_feature`` and
+    ``epsilon_per_record`` (``delta_per_record``) are the guarantee of **one**
+    noisy copy of a record; ``epsilon_total`` / ``delta_total`` cover all
+    ``copies`` of it together (basic composition: K copies cost K times).
     """
 
     mechanism: str
@@ -152,15 +160,29 @@ class NoiseCalibration:
     epsilon_per_feature: float
     epsilon_per_record: float
     delta_per_record: float
+    copies: int = 1
     levels: int | None = None
     alpha: float | None = None
 
     @property
+    def epsilon_total(self) -> float:
+        return self.epsilon_per_record * self.copies
+
+    @property
+    def delta_total(self) -> float:
+        return min(1.0, self.delta_per_record * self.copies)
+
+    @property
     def guarantee(self) -> str:
         if self.mechanism == "gaussian":
-            head = f"({self.epsilon_per_record:.6g}, {self.delta_per_record:.3g})-LDP per record"
+            head = f"({self.epsilon_total:.6g}, {self.delta_total:.3g})-LDP per record"
         else:
-            head = f"{self.epsilon_per_record:.6g}-LDP per record"
+            head = f"{self.epsilon_total:.6g}-LDP per record"
+        copies = (
+            f"{self.copies} copies of {self.epsilon_per_record:.6g} each"
+            if self.copies > 1
+            else "one copy"
+        )
         per_feature = (
             f"{self.epsilon_per_feature:.6g} per feature, composed over {self.features} features"
             if self.unit == "feature"
@@ -168,10 +190,12 @@ class NoiseCalibration:
         )
         caveat = {
             "laplace": "for the ideal real-valued Laplace mechanism; float32 sampling is "
-            "open to Mironov's (2012) attack; use 'discrete_laplace' where that matters",
+            "open to Mironov's (2012) attack and draws stop at about 16.6 scales, so use "
+            "'discrete_laplace' where that matters",
             "gaussian": "for the ideal real-valued Gaussian mechanism (analytic calibration); "
-            "float32 sampling is not hardened",
+            "float32 sampling is not hardened and draws stop at about 5.3 sigma, which adds "
+            "up to about 1e-7 to delta",
             "discrete_laplace": "exact for the sampled integer distribution (realized epsilon "
             "computed from the 64-bit tables); outputs lie on the quantisation grid",
         }[self.mechanism]
-        return f"{head} ({per_feature}); {caveat}"
+        return f"{head} ({copies}; {per_feature}); {caveat}"

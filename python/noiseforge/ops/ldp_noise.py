@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,13 @@ from noiseforge.ops.calibration import (
     geometric_table,
     realized_epsilon,
 )
-from noiseforge.random import PhiloxGenerator, check_seed, default_generator, seeded_generator
+from noiseforge.random import (
+    MAX_COUNTER,
+    PhiloxGenerator,
+    check_seed,
+    default_generator,
+    seeded_generator,
+)
 from noiseforge.reference.ldp_noise import ldp_noise_reference
 
 OP = "ldp_noise"
@@ -70,7 +77,7 @@ class _Plan:
 
 
 def _check_number(name: str, value: Any, *, positive: bool = True) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool) or not isinstance(value, Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
     value = float(value)
     if not math.isfinite(value) or (positive and value <= 0):
@@ -144,6 +151,14 @@ def _output_dtype(
     return torch.uint8 if integral else torch.float32
 
 
+def _round_up_f32(values: np.ndarray) -> np.ndarray:
+    """float64 -> float32, rounding up, so that noise is never smaller than calibrated."""
+    out = values.astype(np.float32)
+    low = out.astype(np.float64) < values
+    out[low] = np.nextafter(out[low], np.float32(np.inf))
+    return out
+
+
 def calibrate_noise(
     *,
     mechanism: str,
@@ -153,11 +168,15 @@ def calibrate_noise(
     upper: np.ndarray,
     unit: str = "feature",
     levels: int | None = None,
+    copies: int = 1,
 ) -> NoiseCalibration:
     """Per-feature noise scales and the guarantee for float32 (D,) domain bounds.
 
-    See :mod:`noiseforge.ops.calibration` for the formulas. Raises ValueError on
-    an unknown mechanism or unit, a bad epsilon/delta/levels, or lower >= upper.
+    See :mod:`noiseforge.ops.calibration` for the formulas. ``copies`` (K) enters
+    the guarantee only: every copy is a fresh release of the same record, so a
+    record's K copies together cost K times the budget of one. Raises ValueError
+    on an unknown mechanism or unit, a bad epsilon/delta/levels, lower >= upper,
+    or a noise scale beyond float32.
     """
     if mechanism not in MECHANISMS:
         raise ValueError(f"mechanism must be one of {sorted(MECHANISMS)}, got {mechanism!r}")
@@ -181,60 +200,66 @@ def calibrate_noise(
         )
     d = lower.size
     width = upper.astype(np.float64) - lower.astype(np.float64)
-    if d and not width.sum() / epsilon * 20 < np.finfo(np.float32).max:
-        raise ValueError(
-            f"the domain width / epsilon is too large for float32 noise (sum of widths "
-            f"{width.sum():.3g}, epsilon {epsilon}); rescale the data to a smaller domain"
-        )
+    feature = unit == "feature"
+    extra: dict[str, Any] = {}
+    delta_one = 0.0
     if mechanism == "laplace":
-        if unit == "feature":
-            scale = width / epsilon
-        else:
-            scale = np.full(d, width.sum() / epsilon)
-        eps_f = epsilon if unit == "feature" else math.nan
-        eps_r = epsilon * d if unit == "feature" else epsilon
-        return NoiseCalibration(
-            mechanism, unit, epsilon, 0.0, d, scale.astype(np.float32), eps_f, eps_r, 0.0
-        )
-    if mechanism == "gaussian":
+        scale = width / epsilon if feature else np.full(d, width.sum() / epsilon)
+        eps_f = epsilon if feature else math.nan
+        eps_r = epsilon * d if feature else epsilon
+    elif mechanism == "gaussian":
         assert delta is not None
         unit_sigma = analytic_gaussian_sigma(epsilon, delta, 1.0)  # sigma scales with Delta
-        if unit == "feature":
+        if feature:
             scale = width * unit_sigma
-            eps_f, eps_r, delta_r = epsilon, epsilon * d, min(1.0, delta * d)
+            eps_f, eps_r, delta_one = epsilon, epsilon * d, min(1.0, delta * d)
         else:
             scale = np.full(d, math.sqrt(float(np.sum(width**2))) * unit_sigma)
-            eps_f, eps_r, delta_r = math.nan, epsilon, delta
-        return NoiseCalibration(
-            mechanism, unit, epsilon, delta, d, scale.astype(np.float32), eps_f, eps_r, delta_r
-        )
-    # discrete_laplace
-    if levels is None:
-        levels = 256
-    if isinstance(levels, bool) or not isinstance(levels, int) or not 2 <= levels <= MAX_LEVELS:
-        raise ValueError(f"levels must be an int in [2, {MAX_LEVELS}], got {levels!r}")
-    grid_sensitivity = (levels - 1) * (1 if unit == "feature" else d)
-    alpha = geometric_alpha(epsilon, grid_sensitivity)
-    per_feature = realized_epsilon(alpha, levels)
-    if not math.isfinite(per_feature):
+            eps_f, eps_r, delta_one = math.nan, epsilon, delta
+    else:  # discrete_laplace
+        if levels is None:
+            levels = 256
+        if (
+            isinstance(levels, bool)
+            or not isinstance(levels, Integral)
+            or not 2 <= levels <= MAX_LEVELS
+        ):
+            raise ValueError(f"levels must be an int in [2, {MAX_LEVELS}], got {levels!r}")
+        levels = int(levels)
+        alpha = geometric_alpha(epsilon, (levels - 1) * (1 if feature else d))
+        per_feature = realized_epsilon(alpha, levels)
+        if not math.isfinite(per_feature):
+            raise ValueError(
+                f"epsilon={epsilon} is too large for discrete_laplace with {levels} levels: the "
+                "64-bit sampling tables cannot reach every output; lower epsilon or the levels"
+            )
+        scale = width / (levels - 1)  # the grid step (privacy does not depend on it)
+        eps_f = per_feature if feature else math.nan
+        eps_r = per_feature * d
+        extra = {"levels": levels, "alpha": alpha}
+    # Noise draws reach about 17 scales (Laplace) from the input; all of it must stay finite.
+    if d and not float(np.max(scale)) * 20 + float(
+        np.max(np.abs(np.concatenate([lower, upper])))
+    ) < float(np.finfo(np.float32).max):
         raise ValueError(
-            f"epsilon={epsilon} is too large for discrete_laplace with {levels} levels: the "
-            "64-bit sampling tables cannot reach every output; lower epsilon or the levels"
+            f"the noise scale {float(np.max(scale)):.3g} is too large for float32 (domain width "
+            f"/ epsilon); rescale the data to a smaller domain or raise epsilon"
         )
-    step = (width / (levels - 1)).astype(np.float32)
-    eps_f = per_feature if unit == "feature" else math.nan
+    scale = np.asarray(scale, np.float64)
+    # continuous scales round up (never less noise than calibrated); the grid step rounds to nearest
+    scale32 = scale.astype(np.float32) if extra else _round_up_f32(scale)
     return NoiseCalibration(
         mechanism,
         unit,
         epsilon,
-        0.0,
+        delta or 0.0,
         d,
-        step,
+        scale32,
         eps_f,
-        per_feature * d,
-        0.0,
-        levels=levels,
-        alpha=alpha,
+        eps_r,
+        delta_one,
+        copies=copies,
+        **extra,
     )
 
 
@@ -261,10 +286,20 @@ def plan_ldp_noise(
         x = torch.from_numpy(x)
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor or numpy array, got {type(x).__name__}")
+    if x.device.type not in ("cpu", "cuda"):
+        raise ValueError(
+            f"x is on a {x.device.type} device; ldp_noise runs on CPU and CUDA tensors"
+        )
     _check_x(x)
-    if isinstance(copies, bool) or not isinstance(copies, int) or copies < 1:
+    if isinstance(copies, bool) or not isinstance(copies, Integral) or copies < 1:
         raise ValueError(f"copies must be an int >= 1, got {copies!r}")
+    copies = int(copies)
+    if not isinstance(clamp, bool | np.bool_):
+        raise TypeError(f"clamp must be True or False, got {clamp!r}")
+    clamp = bool(clamp)
     n = x.shape[0]
+    if n * copies * math.prod(x.shape[1:]) >= MAX_COUNTER:
+        raise ValueError(f"{n} inputs x {copies} copies is too many outputs for one call; split x")
     feature_shape = tuple(x.shape[1:])
     d = math.prod(feature_shape)
     lo = _feature_vector("lower", lower, feature_shape, d)
@@ -283,6 +318,11 @@ def plan_ldp_noise(
                     "give levels= explicitly"
                 )
             levels = int(widths[0]) + 1
+            if levels > MAX_LEVELS:
+                raise ValueError(
+                    f"uint8 domain [{lo[0]:g}, {hi[0]:g}] has {levels} grid points, more than "
+                    f"discrete_laplace supports ({MAX_LEVELS}); give levels= explicitly"
+                )
     elif levels is not None:
         raise ValueError("levels applies to mechanism='discrete_laplace' only")
     cal = calibrate_noise(
@@ -293,6 +333,7 @@ def plan_ldp_noise(
         upper=hi,
         unit=unit,
         levels=levels,
+        copies=copies,
     )
     table = None
     if mechanism == "discrete_laplace":
@@ -370,7 +411,8 @@ def _run_cpu(p: _Plan, out: torch.Tensor, seed: int, offset: int) -> None:
 
 def _run_cuda(p: _Plan, out: torch.Tensor, seed: int, offset: int) -> None:
     args, _keep = _native_args(p, out, seed, offset)
-    _native.native().ldp_noise_cuda(*args, B.cuda_stream(p.device))
+    with B.device_guard(p.device):
+        _native.native().ldp_noise_cuda(*args, B.cuda_stream(p.device))
 
 
 def _run_triton(p: _Plan, out: torch.Tensor, seed: int, offset: int) -> None:
@@ -381,9 +423,25 @@ def _run_triton(p: _Plan, out: torch.Tensor, seed: int, offset: int) -> None:
     block = 1024
     grid = (triton_cdiv(p.numel, block),)
     bf16 = p.out_dtype == torch.bfloat16
-    ldp_noise_kernel[grid](
+    with B.device_guard(p.device):
+        _launch_triton(
+            ldp_noise_kernel,
+            grid,
+            x,
+            out.view(torch.int16) if bf16 else out,
+            p,
+            table,
+            seed,
+            offset,
+            bf16,
+            block,
+        )
+
+
+def _launch_triton(kernel, grid, x, out, p: _Plan, table, seed, offset, bf16, block) -> None:
+    kernel[grid](
         x,
-        out.view(torch.int16) if bf16 else out,
+        out,
         p.lower,
         p.upper,
         p.scale,
@@ -591,6 +649,11 @@ def ldp_noise(
 def _draw_counters(
     count: int, seed: int | None, generator: PhiloxGenerator | None, offset: int | None
 ) -> tuple[int, int]:
+    if generator is not None and not isinstance(generator, PhiloxGenerator):
+        raise TypeError(
+            f"generator must be a noiseforge.PhiloxGenerator, got {type(generator).__name__} "
+            "(torch generators cannot give the counter-based streams the backends share)"
+        )
     if generator is not None and (seed is not None or offset is not None):
         raise ValueError("give either generator= or seed= (with an optional offset=), not both")
     if offset is not None:
