@@ -1,26 +1,27 @@
 // C++ backend of the label-aggregation ops (vote histograms, weighted and
 // soft-label sums), OpenMP-parallel and deterministic.
 //
-// Pass 1 reads the index (and values): is it sorted, is every index in range,
-// are the values finite and >= 0, and their maximum (for the fixed-point shift).
-// Pass 2, when the index is sorted (answers grouped by input, the usual case):
-// the answers are cut into one range per thread at input boundaries, so each
-// thread owns a disjoint block of output rows, zeroes it and accumulates with
-// plain adds (no atomics, first touch by the owner). Otherwise the table is
-// zeroed and threads add with relaxed atomics; integers make the result
-// independent of the order. Labels are checked inline in pass 2.
-#if defined(_OPENMP)
-#include <omp.h>
-#endif
-
+// Weights and probabilities are read once first: they must be finite and >= 0,
+// and their maximum fixes the fixed-point shift.
+// Grouped path (answers of an input adjacent, as LDPKiT produces them): the
+// answers are cut into one range per thread at input boundaries; each thread
+// owns a disjoint block of output rows and streams its answers, summing the
+// current input's votes in a small local row and writing every output row
+// exactly once (no zeroing pass, no atomics, no scratch table). An answer out
+// of order or outside the thread's rows aborts this path.
+// General path: validate the index, zero the table, add with relaxed atomics
+// (integers: the result does not depend on the order), convert sums.
+// Labels are checked inline in both paths.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
 #include <memory>
+#include <type_traits>
 #include <vector>
 
 #include "cpu_kernels.h"
+#include "memory.h"
 #include "noiseforge/aggregate.h"
 #include "noiseforge/fixed_point.h"
 
@@ -29,195 +30,223 @@ namespace {
 
 constexpr int64_t kChunk = 1 << 15;
 
-#if defined(_OPENMP)
-inline int team_size() { return omp_get_num_threads(); }
-inline int team_rank() { return omp_get_thread_num(); }
-#else
-inline int team_size() { return 1; }
-inline int team_rank() { return 0; }
-#endif
-
-template <typename T>
-inline void add_plain(T* p, T v) {
-  *p += v;
-}
 template <typename T>
 inline void add_atomic(T* p, T v) {
   __atomic_fetch_add(p, v, __ATOMIC_RELAXED);
 }
 
-struct Pass1 {
-  bool sorted = true;
-  int64_t bad_index = -1;
-  int64_t bad_value = -1;
+// First NaN/inf/negative value (or -1) and the largest value.
+void scan_values(const float* values, int64_t count, int nt, int64_t* bad, float* max_out) {
+  const int64_t chunks = (count + kChunk - 1) / kChunk;
+  int64_t first = count;
   float max_value = 0.0f;
-};
-
-template <typename TI>
-Pass1 scan(const TI* index, const float* values, int64_t m, int64_t n, int64_t values_per_answer,
-           int nt) {
-  const int64_t chunks = (m + kChunk - 1) / kChunk;
-  int64_t bad_index = m;
-  int64_t bad_value = m * values_per_answer;
-  int unsorted = 0;
-  float max_value = 0.0f;
-#pragma omp parallel for schedule(static) num_threads(nt) \
-    reduction(min : bad_index, bad_value) reduction(| : unsorted) reduction(max : max_value)
+#pragma omp parallel for schedule(static) num_threads(nt) reduction(min : first) \
+    reduction(max : max_value)
   for (int64_t ch = 0; ch < chunks; ++ch) {
-    const int64_t lo = ch * kChunk;
-    const int64_t hi = std::min(m, lo + kChunk);
-    int64_t prev = lo > 0 ? static_cast<int64_t>(index[lo - 1]) : std::numeric_limits<int64_t>::min();
-    for (int64_t i = lo; i < hi; ++i) {
-      const int64_t v = static_cast<int64_t>(index[i]);
-      unsorted |= v < prev;
-      prev = v;
-      if ((v < 0 || v >= n) && i < bad_index) bad_index = i;
-    }
-    if (values != nullptr) {
-      const int64_t vlo = lo * values_per_answer;
-      const int64_t vhi = hi * values_per_answer;
-      for (int64_t j = vlo; j < vhi; ++j) {
-        const float w = values[j];
-        if (!(w >= 0.0f && w <= std::numeric_limits<float>::max())) {  // NaN, inf or < 0
-          if (j < bad_value) bad_value = j;
-        } else if (w > max_value) {
-          max_value = w;
-        }
+    const int64_t hi = std::min(count, (ch + 1) * kChunk);
+    for (int64_t j = ch * kChunk; j < hi; ++j) {
+      const float w = values[j];
+      if (!(w >= 0.0f && w <= std::numeric_limits<float>::max())) {
+        if (j < first) first = j;
+      } else if (w > max_value) {
+        max_value = w;
       }
     }
   }
-  Pass1 r;
-  r.sorted = unsorted == 0;
-  r.bad_index = bad_index == m ? -1 : bad_index;
-  r.bad_value = bad_value == m * values_per_answer ? -1 : bad_value;
-  r.max_value = max_value;
-  return r;
+  *bad = first == count ? -1 : first;
+  *max_out = max_value;
 }
 
-// Accumulate answers [a0, a1) into acc (rows already zeroed); returns the first bad label or -1.
-template <typename TI, typename TL, typename TAcc, void (*Add)(TAcc*, TAcc)>
-int64_t accumulate(const AggregateArgs& a, const TI* index, const TL* labels, TAcc* acc,
-                   double scale, int64_t a0, int64_t a1) {
-  const int64_t C = a.c;
-  int64_t bad = -1;
-  if (a.mode == AggregateMode::kSoft) {
-    for (int64_t i = a0; i < a1; ++i) {
-      TAcc* row = acc + static_cast<int64_t>(index[i]) * C;
-      const float* p = a.values + i * C;
-      for (int64_t c = 0; c < C; ++c)
-        Add(row + c, static_cast<TAcc>(fixed_point_quantize(p[c], scale)));
+template <typename TI>
+int64_t scan_index(const TI* index, int64_t m, int64_t n, int nt) {
+  const int64_t chunks = (m + kChunk - 1) / kChunk;
+  int64_t first = m;
+#pragma omp parallel for schedule(static) num_threads(nt) reduction(min : first)
+  for (int64_t ch = 0; ch < chunks; ++ch) {
+    const int64_t hi = std::min(m, (ch + 1) * kChunk);
+    for (int64_t i = ch * kChunk; i < hi; ++i) {
+      const int64_t v = static_cast<int64_t>(index[i]);
+      if ((v < 0 || v >= n) && i < first) first = i;
     }
-    return bad;
   }
-  for (int64_t i = a0; i < a1; ++i) {
-    const int64_t l = static_cast<int64_t>(labels[i]);
-    if (l < 0 || l >= C) {
-      if (bad < 0) bad = i;
-      continue;
+  return first == m ? -1 : first;
+}
+
+// Writes table rows as counts (TOut integer) or fixed-point sums (TOut float).
+template <typename TOut>
+struct RowWriter {
+  TOut* out;
+  int64_t c;
+  double inv_scale;
+  void row(int64_t r, const int64_t* acc) const {
+    TOut* o = out + r * c;
+    for (int64_t j = 0; j < c; ++j) {
+      if constexpr (std::is_same_v<TOut, float>)
+        o[j] = fixed_point_value(acc[j], inv_scale);
+      else
+        o[j] = static_cast<TOut>(acc[j]);
     }
-    const TAcc v = a.mode == AggregateMode::kCounts
-                       ? TAcc{1}
-                       : static_cast<TAcc>(fixed_point_quantize(a.values[i], scale));
-    Add(acc + static_cast<int64_t>(index[i]) * C + l, v);
   }
-  return bad;
+  void zeros(int64_t r0, int64_t r1) const {
+    if (r1 > r0) std::fill(out + r0 * c, out + r1 * c, TOut{0});
+  }
+};
+
+// The grouped path; returns false (output incomplete) when some answer is out of
+// order or outside its thread's rows, which includes every invalid index.
+template <typename TI, typename TL, typename TOut>
+bool grouped_pass(const AggregateArgs& a, const TI* index, const TL* labels, double scale,
+                  const RowWriter<TOut>& w, int nt, int64_t* bad_label_out) {
+  const int64_t M = a.m, N = a.n, C = a.c;
+  const bool soft = a.mode == AggregateMode::kSoft;
+  const bool counts = a.mode == AggregateMode::kCounts;
+  // Split points at input boundaries and the rows each thread owns (monotone, in [0, N]).
+  std::vector<int64_t> first(nt + 1), row(nt + 1);
+  for (int t = 0; t <= nt; ++t) {
+    int64_t i = t == 0 ? 0 : (t == nt ? M : M * t / nt);
+    while (i > 0 && i < M && index[i] == index[i - 1]) ++i;
+    first[t] = std::max(i, t > 0 ? first[t - 1] : int64_t{0});
+  }
+  row[0] = 0;
+  for (int t = 1; t < nt; ++t) {
+    const int64_t r = first[t] < M ? static_cast<int64_t>(index[first[t]]) : N;
+    row[t] = std::min(N, std::max(row[t - 1], r));
+  }
+  row[nt] = N;
+  int violation = 0;
+  int64_t bad_label = M;
+#pragma omp parallel for schedule(static, 1) num_threads(nt) reduction(| : violation) \
+    reduction(min : bad_label)
+  for (int t = 0; t < nt; ++t) {
+    const int64_t r0 = row[t], r1 = row[t + 1];
+    std::vector<int64_t> acc(static_cast<size_t>(C), 0);
+    int64_t cur = -1;        // row being summed
+    int64_t next = r0;       // first row not yet written
+    for (int64_t i = first[t]; i < first[t + 1]; ++i) {
+      const int64_t r = static_cast<int64_t>(index[i]);
+      if (r != cur) {
+        if (r < next || r >= r1) {  // out of order, or not this thread's row
+          violation = 1;
+          break;
+        }
+        if (cur >= 0) {
+          w.row(cur, acc.data());
+          std::fill(acc.begin(), acc.end(), 0);
+        }
+        w.zeros(cur >= 0 ? cur + 1 : next, r);
+        cur = r;
+        next = r + 1;
+      }
+      if (soft) {
+        const float* p = a.values + i * C;
+        for (int64_t j = 0; j < C; ++j) acc[j] += fixed_point_quantize(p[j], scale);
+        continue;
+      }
+      const int64_t l = static_cast<int64_t>(labels[i]);
+      if (l < 0 || l >= C) {
+        if (i < bad_label) bad_label = i;
+        continue;
+      }
+      acc[l] += counts ? 1 : fixed_point_quantize(a.values[i], scale);
+    }
+    if (!violation) {
+      if (cur >= 0) w.row(cur, acc.data());
+      w.zeros(next, r1);
+    }
+  }
+  *bad_label_out = bad_label == M ? -1 : bad_label;
+  return violation == 0;
 }
 
-template <typename TAcc>
-void convert_rows(const TAcc* acc, float* out, int64_t first, int64_t last, double inv_scale) {
-  for (int64_t j = first; j < last; ++j) out[j] = fixed_point_value(static_cast<int64_t>(acc[j]), inv_scale);
-}
-
+// The general path: any order, relaxed atomics on an integer table.
 template <typename TI, typename TL, typename TAcc>
+int64_t atomic_pass(const AggregateArgs& a, const TI* index, const TL* labels, TAcc* acc,
+                    double scale, int nt) {
+  const int64_t M = a.m, C = a.c, cells = a.n * a.c;
+  const bool soft = a.mode == AggregateMode::kSoft;
+  const bool counts = a.mode == AggregateMode::kCounts;
+#pragma omp parallel for schedule(static) num_threads(nt)
+  for (int64_t j = 0; j < cells; ++j) acc[j] = TAcc{0};
+  const int64_t chunks = (M + kChunk - 1) / kChunk;
+  int64_t bad_label = M;
+#pragma omp parallel for schedule(static) num_threads(nt) reduction(min : bad_label)
+  for (int64_t ch = 0; ch < chunks; ++ch) {
+    const int64_t hi = std::min(M, (ch + 1) * kChunk);
+    for (int64_t i = ch * kChunk; i < hi; ++i) {
+      TAcc* r = acc + static_cast<int64_t>(index[i]) * C;
+      if (soft) {
+        const float* p = a.values + i * C;
+        for (int64_t j = 0; j < C; ++j)
+          add_atomic(r + j, static_cast<TAcc>(fixed_point_quantize(p[j], scale)));
+        continue;
+      }
+      const int64_t l = static_cast<int64_t>(labels[i]);
+      if (l < 0 || l >= C) {
+        if (i < bad_label) bad_label = i;
+        continue;
+      }
+      add_atomic(r + l, counts ? TAcc{1} : static_cast<TAcc>(fixed_point_quantize(a.values[i], scale)));
+    }
+  }
+  return bad_label == M ? -1 : bad_label;
+}
+
+template <typename TI, typename TL, typename TOut>
 AggregateStatus run(const AggregateArgs& a, int nt) {
   const TI* index = static_cast<const TI*>(a.index);
   const TL* labels = static_cast<const TL*>(a.labels);
   const int64_t M = a.m, N = a.n, C = a.c;
-  const int64_t per_answer = a.mode == AggregateMode::kSoft ? C : 1;
-  const Pass1 p1 = scan(index, a.mode == AggregateMode::kCounts ? nullptr : a.values, M, N,
-                        per_answer, nt);
-  AggregateStatus st;
-  st.sorted = p1.sorted;
-  st.bad_index = p1.bad_index;
-  st.bad_value = p1.bad_value;
-  if (st.bad_index >= 0 || st.bad_value >= 0) return st;
-
   const bool counts = a.mode == AggregateMode::kCounts;
-  const int k = counts ? 0 : fixed_point_shift(static_cast<double>(p1.max_value), M);
-  const double scale = std::ldexp(1.0, k);
-  const double inv_scale = std::ldexp(1.0, -k);
-  // Counts accumulate in the output itself; sums in an int64 scratch table.
-  std::unique_ptr<int64_t[]> scratch;
-  TAcc* acc = static_cast<TAcc*>(a.out);
+  AggregateStatus st;
+  float max_value = 0.0f;
   if (!counts) {
-    scratch.reset(new int64_t[static_cast<size_t>(N * C)]);
-    acc = reinterpret_cast<TAcc*>(scratch.get());
-  }
-  float* out_f = static_cast<float*>(a.out);
-  int64_t bad_label = M;
-
-  if (p1.sorted) {
-#pragma omp parallel num_threads(nt) reduction(min : bad_label)
-    {
-      const int T = team_size();
-      const int t = team_rank();
-      auto start = [&](int s) -> int64_t {  // first answer of thread s, at an input boundary
-        if (s <= 0) return 0;
-        if (s >= T) return M;
-        int64_t i = M * s / T;
-        while (i > 0 && i < M && index[i] == index[i - 1]) ++i;
-        return i;
-      };
-      auto first_row = [&](int s) -> int64_t {
-        if (s <= 0) return 0;
-        const int64_t i = start(s);
-        return i >= M ? N : static_cast<int64_t>(index[i]);
-      };
-      const int64_t a0 = start(t), a1 = start(t + 1);
-      const int64_t r0 = first_row(t), r1 = t + 1 >= T ? N : first_row(t + 1);
-      std::fill(acc + r0 * C, acc + r1 * C, TAcc{0});
-      const int64_t bad = accumulate<TI, TL, TAcc, add_plain<TAcc>>(a, index, labels, acc, scale, a0, a1);
-      if (bad >= 0) bad_label = bad;
-      if (!counts) convert_rows(acc, out_f, r0 * C, r1 * C, inv_scale);
+    const int64_t count = a.mode == AggregateMode::kSoft ? M * C : M;
+    scan_values(a.values, count, nt, &st.bad_value, &max_value);
+    if (st.bad_value >= 0) {
+      st.bad_index = scan_index(index, M, N, nt);  // an index error is reported first
+      return st;
     }
+  }
+  const int k = counts ? 0 : fixed_point_shift(static_cast<double>(max_value), M);
+  const double scale = std::ldexp(1.0, k);
+  const RowWriter<TOut> writer{static_cast<TOut*>(a.out), C, std::ldexp(1.0, -k)};
+  advise_huge_pages(a.out, static_cast<size_t>(N * C) * sizeof(TOut));
+  if (grouped_pass<TI, TL, TOut>(a, index, labels, scale, writer, nt, &st.bad_label)) {
+    st.sorted = true;
+    return st;
+  }
+  st.bad_index = scan_index(index, M, N, nt);
+  if (st.bad_index >= 0) return st;
+  if constexpr (std::is_same_v<TOut, float>) {
+    std::unique_ptr<int64_t[]> acc(new int64_t[static_cast<size_t>(N * C)]);
+    st.bad_label = atomic_pass<TI, TL, int64_t>(a, index, labels, acc.get(), scale, nt);
+    float* out = static_cast<float*>(a.out);
+#pragma omp parallel for schedule(static) num_threads(nt)
+    for (int64_t j = 0; j < N * C; ++j) out[j] = fixed_point_value(acc[j], writer.inv_scale);
   } else {
-    const int64_t cells = N * C;
-#pragma omp parallel for schedule(static) num_threads(nt)
-    for (int64_t j = 0; j < cells; ++j) acc[j] = TAcc{0};
-    const int64_t chunks = (M + kChunk - 1) / kChunk;
-#pragma omp parallel for schedule(static) num_threads(nt) reduction(min : bad_label)
-    for (int64_t ch = 0; ch < chunks; ++ch) {
-      const int64_t lo = ch * kChunk;
-      const int64_t bad = accumulate<TI, TL, TAcc, add_atomic<TAcc>>(a, index, labels, acc, scale,
-                                                                     lo, std::min(M, lo + kChunk));
-      if (bad >= 0 && bad < bad_label) bad_label = bad;
-    }
-    if (!counts) {
-#pragma omp parallel for schedule(static) num_threads(nt)
-      for (int64_t j = 0; j < cells; ++j) out_f[j] = fixed_point_value(acc[j], inv_scale);
-    }
+    st.bad_label = atomic_pass<TI, TL, TOut>(a, index, labels, static_cast<TOut*>(a.out), scale, nt);
   }
-  st.bad_label = bad_label == M ? -1 : bad_label;
   return st;
 }
 
 template <typename TI, typename TL>
-AggregateStatus dispatch_acc(const AggregateArgs& a, int nt) {
-  if (a.mode == AggregateMode::kCounts && a.count_type == IntType::kInt32)
-    return run<TI, TL, int32_t>(a, nt);
+AggregateStatus dispatch_out(const AggregateArgs& a, int nt) {
+  if (a.mode != AggregateMode::kCounts) return run<TI, TL, float>(a, nt);
+  if (a.count_type == IntType::kInt32) return run<TI, TL, int32_t>(a, nt);
   return run<TI, TL, int64_t>(a, nt);
 }
 
 template <typename TI>
 AggregateStatus dispatch_labels(const AggregateArgs& a, int nt) {
   if (a.mode == AggregateMode::kSoft || a.label_type == IntType::kInt64)
-    return dispatch_acc<TI, int64_t>(a, nt);
-  return dispatch_acc<TI, int32_t>(a, nt);
+    return dispatch_out<TI, int64_t>(a, nt);
+  return dispatch_out<TI, int32_t>(a, nt);
 }
 
 }  // namespace
 
 AggregateStatus aggregate(const AggregateArgs& a, int num_threads) {
+  if (num_threads < 1) num_threads = 1;
   if (a.index_type == IntType::kInt64) return dispatch_labels<int64_t>(a, num_threads);
   return dispatch_labels<int32_t>(a, num_threads);
 }

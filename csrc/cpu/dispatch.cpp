@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "cpu_kernels.h"
+#include "memory.h"
 
 namespace noiseforge::cpu {
 namespace {
@@ -48,6 +49,9 @@ const char* active_isa() {
 }
 
 void ldp_noise(const LdpNoiseArgs& args, int num_threads) {
+  static constexpr size_t kOutBytes[] = {4, 2, 2, 1};  // by DType
+  advise_huge_pages(args.out, static_cast<size_t>(args.n * args.copies * args.d) *
+                                  kOutBytes[static_cast<int>(args.out_dtype)]);
   switch (isa()) {
 #if defined(NF_HAVE_X86_VARIANTS)
     case Isa::kAvx512: return cpu_avx512::ldp_noise(args, num_threads);

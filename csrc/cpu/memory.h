@@ -1,0 +1,28 @@
+// Output buffers of the CPU kernels are large and freshly allocated: faulting
+// them in 4 KiB pages costs more than the kernels' own work. Where the kernel
+// offers transparent huge pages on request (THP "madvise" mode), ask for them
+// on the 2 MiB-aligned middle of the buffer before its first touch.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
+namespace noiseforge::cpu {
+
+inline void advise_huge_pages(void* p, size_t bytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr uintptr_t kHuge = uintptr_t{1} << 21;
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(p) + kHuge - 1) & ~(kHuge - 1);
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(p) + bytes) & ~(kHuge - 1);
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);  // a hint only
+#else
+  (void)p;
+  (void)bytes;
+#endif
+}
+
+}  // namespace noiseforge::cpu
