@@ -36,6 +36,9 @@ def _case(name, gen):
     elif name == "many-classes":
         m, n, c = 3000, 40, 1000
         index = torch.randint(0, n, (m,), generator=gen)
+    elif name == "large-random":  # takes the partitioned (radix) path of the C++ backend
+        m, n, c = 70_001, 3_001, 6
+        index = torch.randint(0, n, (m,), generator=gen)
     elif name == "sparse-inputs":  # most inputs receive nothing
         m, n, c = 100, 10_000, 3
         index = torch.randint(0, n, (m,), generator=gen).sort().values
@@ -190,6 +193,20 @@ def test_bad_content_names_the_first_offending_position(backend, kwargs, match):
     weights = torch.tensor(kwargs["weights"]) if "weights" in kwargs else None
     with pytest.raises(ValueError, match=match):
         vote_histogram(index, labels, 5, 3, weights=weights, backend=backend)
+
+
+@pytest.mark.parametrize("backend", ["torch", "cpu", "triton"])
+def test_bad_entries_in_a_large_unordered_input(backend):
+    _backend_ok(backend, "cpu")
+    g = torch.Generator().manual_seed(1)
+    index = torch.randint(0, 500, (70_000,), generator=g)
+    labels = torch.randint(0, 4, (70_000,), generator=g)
+    labels[[40_000, 60_000]] = 4
+    with pytest.raises(ValueError, match=r"labels\[40000\] = 4"):
+        vote_histogram(index, labels, 500, 4, backend=backend)
+    index[[50_000, 65_000]] = 500
+    with pytest.raises(ValueError, match=r"index\[50000\] = 500"):
+        vote_histogram(index, labels, 500, 4, backend=backend)
 
 
 @pytest.mark.parametrize("backend", ["torch", "cpu", "triton"])

@@ -191,6 +191,97 @@ int64_t atomic_pass(const AggregateArgs& a, const TI* index, const TL* labels, T
   return bad_label == M ? -1 : bad_label;
 }
 
+// The partitioned path for unordered answers (counts and weighted votes): a
+// radix partition of the answers by blocks of output rows small enough to stay
+// in L2 (pass A counts answers per block and thread, pass B scatters each
+// answer's cell -- and weight -- into its block), then every block
+// is summed in a thread-local table with plain adds and written out once.
+// Random updates thus hit cache instead of memory, with no atomics.
+// Writes nothing when an index is invalid (bad_index_out names the first).
+template <typename TI, typename TL, typename TOut>
+void partitioned_pass(const AggregateArgs& a, const TI* index, const TL* labels, double scale,
+                      const RowWriter<TOut>& w, int nt, int64_t* bad_index_out,
+                      int64_t* bad_label_out) {
+  const int64_t M = a.m, N = a.n, C = a.c;
+  const bool counts = a.mode == AggregateMode::kCounts;
+  constexpr int64_t kBlockBytes = 256 * 1024;
+  int shift = 0;
+  while ((int64_t{2} << shift) * C * 8 <= kBlockBytes && (int64_t{1} << shift) < N) ++shift;
+  const int64_t blocks = (N >> shift) + 1;
+  std::vector<int64_t> first(nt + 1);
+  for (int t = 0; t <= nt; ++t) first[t] = M * t / nt;
+  std::vector<int64_t> hist(static_cast<size_t>(nt * blocks), 0);
+  int64_t bad_index = M;
+#pragma omp parallel for schedule(static, 1) num_threads(nt) reduction(min : bad_index)
+  for (int t = 0; t < nt; ++t) {
+    int64_t* h = hist.data() + t * blocks;
+    for (int64_t i = first[t]; i < first[t + 1]; ++i) {
+      const int64_t r = static_cast<int64_t>(index[i]);
+      if (r < 0 || r >= N) {
+        if (i < bad_index) bad_index = i;
+        continue;
+      }
+      ++h[r >> shift];
+    }
+  }
+  if (bad_index < M) {
+    *bad_index_out = bad_index;
+    return;
+  }
+  // Exclusive prefix sums, block-major: block b of thread t starts at pos[t][b].
+  std::vector<int64_t> pos(hist.size()), block_start(static_cast<size_t>(blocks + 1));
+  int64_t running = 0;
+  for (int64_t b = 0; b < blocks; ++b) {
+    block_start[b] = running;
+    for (int t = 0; t < nt; ++t) {
+      pos[t * blocks + b] = running;
+      running += hist[t * blocks + b];
+    }
+  }
+  block_start[blocks] = running;
+  constexpr uint32_t kSkip = 0xffffffffu;  // the slot of an answer with an invalid label
+  std::unique_ptr<uint32_t[]> cells(new uint32_t[static_cast<size_t>(M)]);
+  // Weights travel as float32 (half the traffic of quantised int64) and are
+  // quantised where they are summed; quantisation is per weight, so the sums agree.
+  std::unique_ptr<float[]> wv(counts ? nullptr : new float[static_cast<size_t>(M)]);
+  int64_t bad_label = M;
+#pragma omp parallel for schedule(static, 1) num_threads(nt) reduction(min : bad_label)
+  for (int t = 0; t < nt; ++t) {
+    int64_t* p = pos.data() + t * blocks;
+    for (int64_t i = first[t]; i < first[t + 1]; ++i) {
+      const int64_t r = static_cast<int64_t>(index[i]);
+      const int64_t l = static_cast<int64_t>(labels[i]);
+      const int64_t slot = p[r >> shift]++;
+      if (l < 0 || l >= C) {
+        if (i < bad_label) bad_label = i;
+        cells[slot] = kSkip;
+        continue;
+      }
+      cells[slot] = static_cast<uint32_t>((r & ((int64_t{1} << shift) - 1)) * C + l);
+      if (!counts) wv[slot] = a.values[i];
+    }
+  }
+  const int64_t block_cells = (int64_t{1} << shift) * C;
+#pragma omp parallel num_threads(nt)
+  {
+    std::vector<int64_t> acc(static_cast<size_t>(block_cells));
+#pragma omp for schedule(dynamic, 4)
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int64_t r0 = b << shift;
+      const int64_t r1 = std::min(N, r0 + (int64_t{1} << shift));
+      if (r1 <= r0) continue;
+      std::fill(acc.begin(), acc.begin() + (r1 - r0) * C, 0);
+      for (int64_t j = block_start[b]; j < block_start[b + 1]; ++j) {
+        const uint32_t cell = cells[j];
+        if (cell == kSkip) continue;
+        acc[cell] += counts ? 1 : fixed_point_quantize(wv[j], scale);
+      }
+      for (int64_t r = r0; r < r1; ++r) w.row(r, acc.data() + (r - r0) * C);
+    }
+  }
+  *bad_label_out = bad_label == M ? -1 : bad_label;
+}
+
 template <typename TI, typename TL, typename TOut>
 AggregateStatus run(const AggregateArgs& a, int nt) {
   const TI* index = static_cast<const TI*>(a.index);
@@ -213,6 +304,13 @@ AggregateStatus run(const AggregateArgs& a, int nt) {
   advise_huge_pages(a.out, static_cast<size_t>(N * C) * sizeof(TOut));
   if (grouped_pass<TI, TL, TOut>(a, index, labels, scale, writer, nt, &st.bad_label)) {
     st.sorted = true;
+    return st;
+  }
+  // Unordered answers. The partition needs cell ids below 2^32 within a block.
+  if (a.mode != AggregateMode::kSoft && M >= (int64_t{1} << 16) && C < (int64_t{1} << 24)) {
+    // On an invalid index it writes nothing and st.bad_index names the first one.
+    partitioned_pass<TI, TL, TOut>(a, index, labels, scale, writer, nt, &st.bad_index,
+                                   &st.bad_label);
     return st;
   }
   st.bad_index = scan_index(index, M, N, nt);

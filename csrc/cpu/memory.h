@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 
 #if defined(__linux__)
 #include <sys/mman.h>
@@ -13,8 +14,19 @@
 
 namespace noiseforge::cpu {
 
+// $NOISEFORGE_HUGE_PAGES=0 turns the hint off (where the kernel's direct
+// compaction for huge pages stalls more than the small-page faults it saves).
+inline bool huge_pages_wanted() {
+  static const bool wanted = [] {
+    const char* v = std::getenv("NOISEFORGE_HUGE_PAGES");
+    return v == nullptr || v[0] != '0';
+  }();
+  return wanted;
+}
+
 inline void advise_huge_pages(void* p, size_t bytes) {
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
+  if (!huge_pages_wanted()) return;
   constexpr uintptr_t kHuge = uintptr_t{1} << 21;
   const uintptr_t begin = (reinterpret_cast<uintptr_t>(p) + kHuge - 1) & ~(kHuge - 1);
   const uintptr_t end = (reinterpret_cast<uintptr_t>(p) + bytes) & ~(kHuge - 1);
