@@ -7,6 +7,7 @@
 #include <string>
 
 #include "cpu/cpu_kernels.h"
+#include "index/hnsw.h"
 #include "noiseforge/ldp_noise.h"
 #if defined(NF_WITH_CUDA)
 #include "cuda/cuda_kernels.h"
@@ -71,7 +72,49 @@ py::dict build_info() {
 
 }  // namespace
 
+void bind_hnsw(py::module_& m) {
+  using noiseforge::hnsw::Index;
+  using noiseforge::hnsw::Metric;
+  py::class_<Index>(m, "HNSW")
+      .def(py::init([](int dim, int metric, int mm, int efc, uint64_t seed) {
+             return std::make_unique<Index>(dim, static_cast<Metric>(metric), mm, efc, seed);
+           }),
+           py::arg("dim"), py::arg("metric"), py::arg("M"), py::arg("ef_construction"),
+           py::arg("seed"))
+      .def(
+          "add",
+          [](Index& self, std::uintptr_t vectors, std::uintptr_t ids, int64_t n, int threads) {
+            py::gil_scoped_release release;
+            self.add(ptr<const float>(vectors), ptr<const int64_t>(ids), n, threads);
+          },
+          py::arg("vectors"), py::arg("ids"), py::arg("n"), py::arg("num_threads"))
+      .def(
+          "search",
+          [](const Index& self, std::uintptr_t queries, int64_t nq, int k, int ef,
+             std::uintptr_t offsets, std::uintptr_t excl, std::uintptr_t out_ids,
+             std::uintptr_t out_scores, int threads) {
+            py::gil_scoped_release release;
+            self.search(ptr<const float>(queries), nq, k, ef, ptr<const int64_t>(offsets),
+                        ptr<const int64_t>(excl), ptr<int64_t>(out_ids), ptr<float>(out_scores),
+                        threads);
+          },
+          py::arg("queries"), py::arg("nq"), py::arg("k"), py::arg("ef"), py::arg("offsets"),
+          py::arg("excluded"), py::arg("out_ids"), py::arg("out_scores"), py::arg("num_threads"))
+      .def("serialize", [](const Index& self) { return py::bytes(self.serialize()); })
+      .def_static("deserialize",
+                  [](const py::bytes& b) { return Index::deserialize(std::string(b)); })
+      .def_property_readonly("size", &Index::size)
+      .def_property_readonly("dim", &Index::dim)
+      .def_property_readonly("metric", [](const Index& self) { return static_cast<int>(self.metric()); })
+      .def_property_readonly("M", &Index::m)
+      .def_property_readonly("ef_construction", &Index::ef_construction)
+      .def_property_readonly("seed", &Index::seed)
+      .def_property_readonly("max_level", &Index::max_level)
+      .def_property_readonly("memory_bytes", &Index::memory_bytes);
+}
+
 PYBIND11_MODULE(_C, m) {
+  bind_hnsw(m);
   m.doc() = "noiseforge native backends (C++ with OpenMP, and CUDA when built with nvcc)";
   m.def("build_info", &build_info, "Facts about this build: compiler, OpenMP, CUDA, CPU ISA.");
 

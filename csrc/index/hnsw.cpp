@@ -1,0 +1,539 @@
+// HNSW index: see hnsw.h. Insertion follows the paper's Algorithms 1, 2 and 4
+// (greedy descent through the upper layers, beam search with ef_construction,
+// neighbor selection by the diversity heuristic, bidirectional links with
+// heuristic shrinking); search is Algorithm 5 with an exclusion filter.
+#include "hnsw.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <queue>
+#include <stdexcept>
+#include <string>
+
+#include "noiseforge/philox.h"
+
+namespace noiseforge::hnsw {
+namespace {
+
+// Distance kernels, cloned per instruction set and chosen at load time (ifunc).
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define NF_TARGET_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define NF_TARGET_CLONES
+#endif
+
+NF_TARGET_CLONES float l2_squared(const float* a, const float* b, int n) {
+  float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+  for (int i = 0; i < n; ++i) {
+    const float d = a[i] - b[i];
+    s += d * d;
+  }
+  return s;
+}
+
+NF_TARGET_CLONES float dot(const float* a, const float* b, int n) {
+  float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+  for (int i = 0; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+void normalize(float* v, int n) {
+  const float norm = std::sqrt(dot(v, v, n));
+  if (norm > 0.0f)
+    for (int i = 0; i < n; ++i) v[i] /= norm;
+}
+
+struct Closer {  // min-heap by distance, then id
+  template <typename C>
+  bool operator()(const C& a, const C& b) const {
+    return a.dist > b.dist || (a.dist == b.dist && a.id > b.id);
+  }
+};
+struct Farther {  // max-heap by distance, then id
+  template <typename C>
+  bool operator()(const C& a, const C& b) const {
+    return a.dist < b.dist || (a.dist == b.dist && a.id < b.id);
+  }
+};
+
+constexpr char kMagic[8] = {'N', 'F', 'H', 'N', 'S', 'W', '0', '1'};
+constexpr uint32_t kVersion = 1;
+
+uint64_t fnv1a(const char* p, size_t n) {
+  uint64_t h = 1469598103934665603ull;
+  for (size_t i = 0; i < n; ++i) {
+    h ^= static_cast<unsigned char>(p[i]);
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+}  // namespace
+
+// Visited marks with an epoch counter, one per thread, sized to the index.
+class Index::Visited {
+ public:
+  void reset(size_t n) {
+    if (marks_.size() < n) marks_.resize(n, 0);
+    if (++epoch_ == 0) {
+      std::fill(marks_.begin(), marks_.end(), 0);
+      epoch_ = 1;
+    }
+  }
+  bool test_and_set(uint32_t id) {
+    if (marks_[id] == epoch_) return true;
+    marks_[id] = epoch_;
+    return false;
+  }
+
+ private:
+  std::vector<uint32_t> marks_;
+  uint32_t epoch_ = 0;
+};
+
+Index::Index(int dim, Metric metric, int m, int ef_construction, uint64_t seed)
+    : dim_(dim), metric_(metric), m_(m), ef_construction_(ef_construction), seed_(seed),
+      level_mult_(1.0 / std::log(static_cast<double>(std::max(m, 2)))),
+      node_locks_(new std::mutex[kLockStripes]) {
+  if (dim < 1) throw std::invalid_argument("dim must be >= 1");
+  if (m < 2) throw std::invalid_argument("M must be >= 2");
+  if (ef_construction < 1) throw std::invalid_argument("ef_construction must be >= 1");
+}
+
+float Index::distance(const float* a, const float* b) const {
+  return metric_ == Metric::kL2 ? l2_squared(a, b, dim_) : -dot(a, b, dim_);
+}
+
+uint32_t* Index::links(uint32_t id, int level) {
+  if (level == 0) return level0_.data() + static_cast<size_t>(id) * (2 * m_ + 1);
+  return upper_[id].data() + static_cast<size_t>(level - 1) * (m_ + 1);
+}
+const uint32_t* Index::links(uint32_t id, int level) const {
+  return const_cast<Index*>(this)->links(id, level);
+}
+
+int Index::random_level(uint32_t id) const {
+  // Level ~ floor(-ln(U) * mL) with U from Philox(seed, id): reproducible per seed.
+  const PhiloxWords w = philox4x32_10(static_cast<uint64_t>(id), seed_);
+  const double u = (static_cast<double>(w.w0 >> 5) * 67108864.0 + (w.w1 >> 6) + 0.5) /
+                   9007199254740992.0;  // 53-bit uniform in (0, 1)
+  return static_cast<int>(-std::log(u) * level_mult_);
+}
+
+size_t Index::memory_bytes() const {
+  size_t bytes = data_.capacity() * sizeof(float) + labels_.capacity() * sizeof(int64_t) +
+                 levels_.capacity() * sizeof(int32_t) + level0_.capacity() * sizeof(uint32_t) +
+                 label_index_.size() * (sizeof(int64_t) + sizeof(uint32_t) + 2 * sizeof(void*));
+  for (const auto& u : upper_) bytes += u.capacity() * sizeof(uint32_t) + sizeof(u);
+  return bytes;
+}
+
+std::vector<Index::Candidate> Index::search_layer(const float* q, uint32_t entry, int ef,
+                                                  int level,
+                                                  const std::vector<uint32_t>* excluded,
+                                                  Visited& visited, bool locked) const {
+  auto is_excluded = [excluded](uint32_t id) {
+    return excluded != nullptr && !excluded->empty() &&
+           std::binary_search(excluded->begin(), excluded->end(), id);
+  };
+  std::priority_queue<Candidate, std::vector<Candidate>, Closer> frontier;
+  std::priority_queue<Candidate, std::vector<Candidate>, Farther> best;
+  visited.reset(labels_.size());
+  const float d0 = distance(q, vec(entry));
+  visited.test_and_set(entry);
+  frontier.push({d0, entry});
+  if (!is_excluded(entry)) best.push({d0, entry});
+  std::vector<uint32_t> neighbors;
+  neighbors.reserve(2 * m_ + 1);
+  while (!frontier.empty()) {
+    const Candidate c = frontier.top();
+    if (static_cast<int>(best.size()) >= ef && c.dist > best.top().dist) break;
+    frontier.pop();
+    if (locked) {
+      std::lock_guard<std::mutex> guard(lock_of(c.id));
+      const uint32_t* l = links(c.id, level);
+      neighbors.assign(l + 1, l + 1 + l[0]);
+    } else {
+      const uint32_t* l = links(c.id, level);
+      neighbors.assign(l + 1, l + 1 + l[0]);
+    }
+    for (const uint32_t n : neighbors) {
+      if (visited.test_and_set(n)) continue;
+      const float d = distance(q, vec(n));
+      if (static_cast<int>(best.size()) < ef || d < best.top().dist) {
+        frontier.push({d, n});
+        if (!is_excluded(n)) {
+          best.push({d, n});
+          if (static_cast<int>(best.size()) > ef) best.pop();
+        }
+      }
+    }
+  }
+  std::vector<Candidate> out;
+  out.reserve(best.size());
+  while (!best.empty()) {
+    out.push_back(best.top());
+    best.pop();
+  }
+  std::reverse(out.begin(), out.end());  // closest first
+  return out;
+}
+
+// The paper's Algorithm 4: keep a candidate only if it is closer to the base
+// than to every neighbor kept so far (diverse directions), closest first.
+std::vector<Index::Candidate> Index::select_neighbors(const float* base,
+                                                      std::vector<Candidate> candidates,
+                                                      int count) const {
+  (void)base;
+  std::sort(candidates.begin(), candidates.end(), [](const Candidate& a, const Candidate& b) {
+    return a.dist < b.dist || (a.dist == b.dist && a.id < b.id);
+  });
+  if (static_cast<int>(candidates.size()) <= count) return candidates;
+  std::vector<Candidate> kept;
+  kept.reserve(count);
+  for (const Candidate& c : candidates) {
+    bool diverse = true;
+    for (const Candidate& k : kept) {
+      if (distance(vec(c.id), vec(k.id)) < c.dist) {
+        diverse = false;
+        break;
+      }
+    }
+    if (diverse) kept.push_back(c);
+    if (static_cast<int>(kept.size()) >= count) break;
+  }
+  return kept;
+}
+
+void Index::connect(uint32_t from, uint32_t to, float dist, int level) {
+  std::lock_guard<std::mutex> guard(lock_of(from));
+  uint32_t* l = links(from, level);
+  const int limit = max_links(level);
+  for (uint32_t i = 1; i <= l[0]; ++i)
+    if (l[i] == to) return;
+  if (static_cast<int>(l[0]) < limit) {
+    l[1 + l[0]] = to;
+    ++l[0];
+    return;
+  }
+  std::vector<Candidate> cands;
+  cands.reserve(limit + 1);
+  cands.push_back({dist, to});
+  for (uint32_t i = 1; i <= l[0]; ++i) cands.push_back({distance(vec(from), vec(l[i])), l[i]});
+  const std::vector<Candidate> kept = select_neighbors(vec(from), std::move(cands), limit);
+  l[0] = static_cast<uint32_t>(kept.size());
+  for (size_t i = 0; i < kept.size(); ++i) l[1 + i] = kept[i].id;
+}
+
+void Index::insert(uint32_t id, Visited& visited) {
+  const int level = levels_[id];
+  std::unique_lock<std::mutex> global(global_lock_);
+  const int64_t entry = entry_;
+  const int top = max_level_;
+  if (entry < 0) {
+    entry_ = id;
+    max_level_ = level;
+    return;
+  }
+  if (level <= top) global.unlock();  // keep it only while this node may become the entry
+  const float* q = vec(id);
+  uint32_t cur = static_cast<uint32_t>(entry);
+  float cur_dist = distance(q, vec(cur));
+  for (int lev = top; lev > level; --lev) {  // greedy descent
+    bool changed = true;
+    while (changed) {
+      changed = false;
+      std::lock_guard<std::mutex> guard(lock_of(cur));
+      const uint32_t* l = links(cur, lev);
+      for (uint32_t i = 1; i <= l[0]; ++i) {
+        const float d = distance(q, vec(l[i]));
+        if (d < cur_dist) {
+          cur_dist = d;
+          cur = l[i];
+          changed = true;
+        }
+      }
+    }
+  }
+  for (int lev = std::min(level, top); lev >= 0; --lev) {
+    std::vector<Candidate> found =
+        search_layer(q, cur, ef_construction_, lev, nullptr, visited, /*locked=*/true);
+    const std::vector<Candidate> chosen = select_neighbors(q, found, m_);
+    {
+      std::lock_guard<std::mutex> guard(lock_of(id));
+      uint32_t* l = links(id, lev);
+      l[0] = static_cast<uint32_t>(chosen.size());
+      for (size_t i = 0; i < chosen.size(); ++i) l[1 + i] = chosen[i].id;
+    }
+    for (const Candidate& c : chosen) connect(c.id, id, c.dist, lev);
+    if (!found.empty()) cur = found.front().id;
+  }
+  if (level > top) {
+    entry_ = id;
+    max_level_ = level;
+  }
+}
+
+void Index::add(const float* vectors, const int64_t* ids, int64_t n, int num_threads) {
+  if (n <= 0) return;
+  for (int64_t i = 0; i < n; ++i) {  // validate ids before changing anything
+    if (label_index_.count(ids[i]))
+      throw std::invalid_argument("id " + std::to_string(ids[i]) + " (row " + std::to_string(i) +
+                                  ") is already in the index");
+  }
+  {
+    std::unordered_map<int64_t, int64_t> seen;
+    seen.reserve(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) {
+      const auto [it, fresh] = seen.emplace(ids[i], i);
+      if (!fresh)
+        throw std::invalid_argument("id " + std::to_string(ids[i]) + " appears twice (rows " +
+                                    std::to_string(it->second) + " and " + std::to_string(i) +
+                                    ")");
+    }
+  }
+  const size_t old = labels_.size();
+  if (old + static_cast<size_t>(n) >= std::numeric_limits<uint32_t>::max())
+    throw std::invalid_argument("an index holds at most 2^32 - 2 vectors");
+  const size_t total = old + static_cast<size_t>(n);
+  data_.resize(total * dim_);
+  std::memcpy(data_.data() + old * dim_, vectors, static_cast<size_t>(n) * dim_ * sizeof(float));
+  if (metric_ == Metric::kCosine)
+    for (size_t i = old; i < total; ++i) normalize(data_.data() + i * dim_, dim_);
+  labels_.insert(labels_.end(), ids, ids + n);
+  for (size_t i = old; i < total; ++i) label_index_.emplace(labels_[i], static_cast<uint32_t>(i));
+  levels_.resize(total);
+  upper_.resize(total);
+  level0_.resize(total * (2 * m_ + 1), 0);
+  for (size_t i = old; i < total; ++i) {
+    levels_[i] = random_level(static_cast<uint32_t>(i));
+    upper_[i].assign(static_cast<size_t>(levels_[i]) * (m_ + 1), 0);
+  }
+  size_t start = old;
+  if (entry_ < 0) {  // the first node needs no search
+    Visited v;
+    insert(static_cast<uint32_t>(start), v);
+    ++start;
+  }
+#pragma omp parallel num_threads(num_threads)
+  {
+    Visited visited;
+#pragma omp for schedule(dynamic, 64)
+    for (int64_t i = static_cast<int64_t>(start); i < static_cast<int64_t>(total); ++i)
+      insert(static_cast<uint32_t>(i), visited);
+  }
+}
+
+void Index::search_one(const float* q, int k, int ef, const std::vector<uint32_t>& excluded,
+                       int64_t available, int64_t* out_ids, float* out_scores,
+                       Visited& visited) const {
+  std::vector<Candidate> found;
+  const int64_t n = size();
+  if (entry_ >= 0) {
+    uint32_t cur = static_cast<uint32_t>(entry_);
+    float cur_dist = distance(q, vec(cur));
+    for (int lev = max_level_; lev > 0; --lev) {
+      bool changed = true;
+      while (changed) {
+        changed = false;
+        const uint32_t* l = links(cur, lev);
+        for (uint32_t i = 1; i <= l[0]; ++i) {
+          const float d = distance(q, vec(l[i]));
+          if (d < cur_dist) {
+            cur_dist = d;
+            cur = l[i];
+            changed = true;
+          }
+        }
+      }
+    }
+    const int64_t want = std::min<int64_t>(k, available);
+    int64_t width = std::max(ef, k);
+    for (;;) {
+      found = search_layer(q, cur, static_cast<int>(std::min<int64_t>(width, n)), 0, &excluded,
+                           visited, /*locked=*/false);
+      if (static_cast<int64_t>(found.size()) >= want || width >= n) break;
+      width *= 4;  // restrictive exclusions: widen the beam
+    }
+    if (static_cast<int64_t>(found.size()) < want) {  // still short: exact scan
+      found.clear();
+      for (uint32_t id = 0; id < static_cast<uint32_t>(n); ++id)
+        if (!std::binary_search(excluded.begin(), excluded.end(), id))
+          found.push_back({distance(q, vec(id)), id});
+    }
+  }
+  // best first; among equal distances the lower user id first
+  std::sort(found.begin(), found.end(), [this](const Candidate& a, const Candidate& b) {
+    return a.dist < b.dist || (a.dist == b.dist && labels_[a.id] < labels_[b.id]);
+  });
+  const float sign = metric_ == Metric::kL2 ? 1.0f : -1.0f;
+  for (int j = 0; j < k; ++j) {
+    if (j < static_cast<int>(found.size())) {
+      out_ids[j] = labels_[found[j].id];
+      out_scores[j] = sign * found[j].dist;
+    } else {
+      out_ids[j] = -1;
+      out_scores[j] = std::numeric_limits<float>::quiet_NaN();
+    }
+  }
+}
+
+void Index::search(const float* queries, int64_t nq, int k, int ef, const int64_t* excl_offsets,
+                   const int64_t* excl_ids, int64_t* out_ids, float* out_scores,
+                   int num_threads) const {
+#pragma omp parallel num_threads(num_threads)
+  {
+    Visited visited;
+    std::vector<float> qbuf(static_cast<size_t>(dim_));
+    std::vector<uint32_t> excluded;
+#pragma omp for schedule(dynamic, 16)
+    for (int64_t i = 0; i < nq; ++i) {
+      const float* q = queries + i * dim_;
+      if (metric_ == Metric::kCosine) {
+        std::copy(q, q + dim_, qbuf.begin());
+        normalize(qbuf.data(), dim_);
+        q = qbuf.data();
+      }
+      excluded.clear();
+      if (excl_offsets != nullptr) {
+        for (int64_t j = excl_offsets[i]; j < excl_offsets[i + 1]; ++j) {
+          const auto it = label_index_.find(excl_ids[j]);
+          if (it != label_index_.end()) excluded.push_back(it->second);
+        }
+        std::sort(excluded.begin(), excluded.end());
+        excluded.erase(std::unique(excluded.begin(), excluded.end()), excluded.end());
+      }
+      const int64_t available = size() - static_cast<int64_t>(excluded.size());
+      search_one(q, k, ef, excluded, available, out_ids + i * k, out_scores + i * k, visited);
+    }
+  }
+}
+
+// ---------------------------------------------------------------- serialization
+
+namespace {
+template <typename T>
+void put(std::string& s, const T& v) {
+  s.append(reinterpret_cast<const char*>(&v), sizeof(T));
+}
+template <typename T>
+void put_array(std::string& s, const T* p, size_t n) {
+  s.append(reinterpret_cast<const char*>(p), n * sizeof(T));
+}
+
+class Reader {
+ public:
+  Reader(const std::string& s, size_t end) : s_(s), end_(end) {}
+  template <typename T>
+  T get(const char* what) {
+    T v;
+    get_array(&v, 1, what);
+    return v;
+  }
+  template <typename T>
+  void get_array(T* out, size_t n, const char* what) {
+    const size_t bytes = n * sizeof(T);
+    if (n != 0 && bytes / n != sizeof(T)) throw std::runtime_error(std::string("bad size of ") + what);
+    if (pos_ + bytes > end_)
+      throw std::runtime_error(std::string("the file is truncated (while reading ") + what + ")");
+    std::memcpy(out, s_.data() + pos_, bytes);
+    pos_ += bytes;
+  }
+  size_t pos() const { return pos_; }
+
+ private:
+  const std::string& s_;
+  size_t end_;
+  size_t pos_ = 0;
+};
+}  // namespace
+
+std::string Index::serialize() const {
+  std::string s;
+  s.append(kMagic, sizeof(kMagic));
+  put(s, kVersion);
+  put(s, static_cast<uint32_t>(dim_));
+  put(s, static_cast<uint32_t>(metric_));
+  put(s, static_cast<uint32_t>(m_));
+  put(s, static_cast<uint32_t>(ef_construction_));
+  put(s, seed_);
+  put(s, static_cast<uint64_t>(labels_.size()));
+  put(s, entry_);
+  put(s, static_cast<int32_t>(max_level_));
+  put_array(s, data_.data(), data_.size());
+  put_array(s, labels_.data(), labels_.size());
+  put_array(s, levels_.data(), levels_.size());
+  put_array(s, level0_.data(), level0_.size());
+  for (const auto& u : upper_) put_array(s, u.data(), u.size());
+  put(s, fnv1a(s.data(), s.size()));
+  return s;
+}
+
+std::unique_ptr<Index> Index::deserialize(const std::string& bytes) {
+  if (bytes.size() < sizeof(kMagic) + sizeof(uint64_t) ||
+      std::memcmp(bytes.data(), kMagic, sizeof(kMagic)) != 0)
+    throw std::runtime_error("not a noiseforge HNSW index (bad magic bytes)");
+  const size_t body = bytes.size() - sizeof(uint64_t);
+  uint64_t stored = 0;
+  std::memcpy(&stored, bytes.data() + body, sizeof(stored));
+  Reader r(bytes, body);
+  char magic[8];
+  r.get_array(magic, 8, "magic");
+  const uint32_t version = r.get<uint32_t>("version");
+  if (version != kVersion)
+    throw std::runtime_error("unsupported index format version " + std::to_string(version) +
+                             " (this build reads version " + std::to_string(kVersion) + ")");
+  if (fnv1a(bytes.data(), body) != stored)
+    throw std::runtime_error("checksum mismatch: the file is corrupted or truncated");
+  const uint32_t dim = r.get<uint32_t>("dim");
+  const uint32_t metric = r.get<uint32_t>("metric");
+  const uint32_t m = r.get<uint32_t>("M");
+  const uint32_t efc = r.get<uint32_t>("ef_construction");
+  const uint64_t seed = r.get<uint64_t>("seed");
+  const uint64_t count = r.get<uint64_t>("count");
+  if (metric > 2 || dim == 0 || m < 2 || count >= std::numeric_limits<uint32_t>::max())
+    throw std::runtime_error("invalid header values");
+  auto index = std::make_unique<Index>(static_cast<int>(dim), static_cast<Metric>(metric),
+                                       static_cast<int>(m), static_cast<int>(efc), seed);
+  index->entry_ = r.get<int64_t>("entry point");
+  index->max_level_ = r.get<int32_t>("max level");
+  index->data_.resize(count * dim);
+  r.get_array(index->data_.data(), index->data_.size(), "vectors");
+  index->labels_.resize(count);
+  r.get_array(index->labels_.data(), count, "ids");
+  index->levels_.resize(count);
+  r.get_array(index->levels_.data(), count, "levels");
+  index->level0_.resize(count * (2 * m + 1));
+  r.get_array(index->level0_.data(), index->level0_.size(), "level-0 links");
+  index->upper_.resize(count);
+  for (uint64_t i = 0; i < count; ++i) {
+    if (index->levels_[i] < 0 || index->levels_[i] > index->max_level_)
+      throw std::runtime_error("invalid node level");
+    index->upper_[i].resize(static_cast<size_t>(index->levels_[i]) * (m + 1));
+    r.get_array(index->upper_[i].data(), index->upper_[i].size(), "upper links");
+  }
+  if (r.pos() != body) throw std::runtime_error("unexpected trailing bytes");
+  for (uint64_t i = 0; i < count; ++i) {
+    if (!index->label_index_.emplace(index->labels_[i], static_cast<uint32_t>(i)).second)
+      throw std::runtime_error("duplicate id in file");
+  }
+  if ((count == 0) != (index->entry_ < 0) || index->entry_ >= static_cast<int64_t>(count))
+    throw std::runtime_error("invalid entry point");
+  // every link must point inside the index
+  auto check = [count](const uint32_t* l, uint32_t limit) {
+    if (l[0] > limit) throw std::runtime_error("invalid link count");
+    for (uint32_t j = 1; j <= l[0]; ++j)
+      if (l[j] >= count) throw std::runtime_error("link outside the index");
+  };
+  for (uint64_t i = 0; i < count; ++i) {
+    check(index->links(static_cast<uint32_t>(i), 0), 2 * m);
+    for (int lev = 1; lev <= index->levels_[i]; ++lev) check(index->links(static_cast<uint32_t>(i), lev), m);
+  }
+  return index;
+}
+
+}  // namespace noiseforge::hnsw

@@ -1,0 +1,94 @@
+// A native HNSW index (Malkov & Yashunin, "Efficient and robust approximate
+// nearest neighbor search using Hierarchical Navigable Small World graphs",
+// TPAMI 2018): multithreaded insertion, batched search with per-query exclusion
+// lists, and a versioned, checksummed binary format. Torch-free.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace noiseforge::hnsw {
+
+enum class Metric : int { kL2 = 0, kIP = 1, kCosine = 2 };
+
+class Index {
+ public:
+  Index(int dim, Metric metric, int m, int ef_construction, uint64_t seed);
+
+  // Adds n vectors (row-major, dim floats each) with user ids; throws
+  // std::invalid_argument naming a duplicate id. Uses num_threads threads.
+  void add(const float* vectors, const int64_t* ids, int64_t n, int num_threads);
+
+  // k nearest non-excluded vectors of each query, best first (ties: lower id).
+  // Exclusions are CSR: query q excludes ids[offsets[q] .. offsets[q + 1]);
+  // offsets may be null (no exclusions). When the graph search returns fewer
+  // than k results although k non-excluded vectors exist, ef is widened (x4)
+  // and finally an exact scan is used. Rows are padded with id -1 (score NaN)
+  // only when fewer than k non-excluded vectors exist at all.
+  // Scores: squared L2 distance (l2), inner product (ip), cosine similarity.
+  void search(const float* queries, int64_t nq, int k, int ef, const int64_t* excl_offsets,
+              const int64_t* excl_ids, int64_t* out_ids, float* out_scores,
+              int num_threads) const;
+
+  std::string serialize() const;
+  static std::unique_ptr<Index> deserialize(const std::string& bytes);
+
+  int64_t size() const { return static_cast<int64_t>(labels_.size()); }
+  int dim() const { return dim_; }
+  Metric metric() const { return metric_; }
+  int m() const { return m_; }
+  int ef_construction() const { return ef_construction_; }
+  uint64_t seed() const { return seed_; }
+  int max_level() const { return max_level_; }
+  size_t memory_bytes() const;
+
+ private:
+  struct Candidate {
+    float dist;
+    uint32_t id;
+  };
+  class Visited;
+
+  float distance(const float* a, const float* b) const;
+  const float* vec(uint32_t id) const { return data_.data() + static_cast<size_t>(id) * dim_; }
+  int max_links(int level) const { return level == 0 ? 2 * m_ : m_; }
+  uint32_t* links(uint32_t id, int level);
+  const uint32_t* links(uint32_t id, int level) const;
+  std::mutex& lock_of(uint32_t id) const { return node_locks_[id % kLockStripes]; }
+  int random_level(uint32_t id) const;
+  void insert(uint32_t id, Visited& visited);
+  // `locked`: take node locks (needed only while add() runs concurrently).
+  std::vector<Candidate> search_layer(const float* q, uint32_t entry, int ef, int level,
+                                      const std::vector<uint32_t>* excluded, Visited& visited,
+                                      bool locked) const;
+  std::vector<Candidate> select_neighbors(const float* base, std::vector<Candidate> candidates,
+                                          int count) const;
+  void connect(uint32_t from, uint32_t to, float dist, int level);
+  void search_one(const float* q, int k, int ef, const std::vector<uint32_t>& excluded,
+                  int64_t available, int64_t* out_ids, float* out_scores, Visited& visited) const;
+
+  static constexpr size_t kLockStripes = 4096;
+
+  int dim_;
+  Metric metric_;
+  int m_;
+  int ef_construction_;
+  uint64_t seed_;
+  double level_mult_;
+  std::vector<float> data_;             // size * dim (unit vectors for cosine)
+  std::vector<int64_t> labels_;         // internal id -> user id
+  std::unordered_map<int64_t, uint32_t> label_index_;
+  std::vector<int32_t> levels_;         // top level of each node
+  std::vector<uint32_t> level0_;        // size * (2M + 1): count, then ids
+  std::vector<std::vector<uint32_t>> upper_;  // per node: levels * (M + 1)
+  int64_t entry_ = -1;
+  int max_level_ = -1;
+  mutable std::unique_ptr<std::mutex[]> node_locks_;
+  mutable std::mutex global_lock_;
+};
+
+}  // namespace noiseforge::hnsw
