@@ -206,7 +206,7 @@ class HNSWIndex:
         graph walk. If the beam returns fewer than k admissible results while k
         exist, ef is widened (x4) and finally an exact scan runs, so a row is
         short (padded with id -1, score NaN) only when fewer than k non-excluded
-        vectors exist. ``ef`` defaults to ``max(64, 2k)``.
+        vectors exist. ``ef`` defaults to ``max(128, 2k)``.
 
         Returns ``(ids (nq, k) int64, scores (nq, k) float32)``, best first, ties by lower id.
         """
@@ -215,7 +215,7 @@ class HNSWIndex:
             raise ValueError(f"k must be an int >= 1, got {k!r}")
         if k > len(self):
             raise ValueError(f"k={k} is larger than the index ({len(self)} vectors)")
-        ef = max(64, 2 * int(k)) if ef is None else ef
+        ef = max(128, 2 * int(k)) if ef is None else ef
         if isinstance(ef, bool) or not isinstance(ef, Integral) or ef < 1:
             raise ValueError(f"ef must be an int >= 1, got {ef!r}")
         nq = q.shape[0]

@@ -1,0 +1,203 @@
+"""The native HNSW index: recall against exact search, exclusion lists never
+violated, persistence round trips, corrupted files and bad input rejected."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+
+from noiseforge.index import HNSWIndex, IndexFormatError
+
+
+def clustered(n, d, seed, clusters=40, spread=0.35, normalize=True):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(clusters, d))
+    x = centers[rng.integers(0, clusters, n)] + spread * rng.normal(size=(n, d))
+    if normalize:
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x.astype(np.float32)
+
+
+def exact(x, q, k, metric, exclude=None):
+    if metric == "cosine":
+        xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+        qn = q / np.linalg.norm(q, axis=1, keepdims=True)
+        score = qn.astype(np.float64) @ xn.T.astype(np.float64)
+    elif metric == "ip":
+        score = q.astype(np.float64) @ x.T.astype(np.float64)
+    else:
+        score = -((q[:, None, :].astype(np.float64) - x[None, :, :]) ** 2).sum(-1)
+    if exclude is not None:
+        for i, e in enumerate(exclude):
+            score[i, e] = -np.inf
+    return np.argsort(-score, axis=1, kind="stable")[:, :k]
+
+
+def recall(found, truth):
+    return np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(found, truth, strict=True)])
+
+
+@pytest.fixture(scope="module")
+def data():
+    x = clustered(6000, 48, seed=1)
+    q = clustered(300, 48, seed=2)
+    return x, q
+
+
+@pytest.mark.parametrize("metric", ["cosine", "ip", "l2"])
+def test_recall_at_10_with_default_settings(data, metric):
+    x, q = data
+    index = HNSWIndex(48, metric=metric)
+    index.add(x)
+    ids, scores = index.search(q, 10)
+    assert recall(ids, exact(x, q, 10, metric)) >= 0.95
+    # best first: similarity descends (cosine/ip), distance ascends (l2)
+    diffs = np.diff(scores, axis=1)
+    assert np.all(diffs <= 1e-6) if metric != "l2" else np.all(diffs >= -1e-6)
+
+
+def test_scores_are_the_metric(data):
+    x, q = data
+    index = HNSWIndex(48, metric="l2")
+    index.add(x[:500])
+    ids, scores = index.search(q[:5], 3)
+    want = ((q[:5, None, :] - x[ids]) ** 2).sum(-1)
+    np.testing.assert_allclose(scores, want, rtol=1e-4, atol=1e-5)
+
+
+def test_exclusions_are_never_returned_and_rows_stay_full(data):
+    x, q = data
+    index = HNSWIndex(48)
+    index.add(x, ids=np.arange(len(x)) * 3 + 7)  # user ids differ from positions
+    rng = np.random.default_rng(3)
+    truth = exact(x, q, 60, "cosine")
+    exclude = []
+    for i in range(len(q)):
+        near = truth[i, : rng.integers(0, 60)]  # the hardest case: exclude the true neighbours
+        far = rng.choice(len(x), size=rng.integers(0, 50), replace=False)
+        exclude.append(np.concatenate([near, far]) * 3 + 7)
+    ids, _ = index.search(q, 10, exclude=exclude)
+    for row, ex in zip(ids, exclude, strict=True):
+        assert not set(row.tolist()) & set(ex.tolist())
+        assert (row >= 0).all() and len(set(row.tolist())) == 10
+    # the same exclusions given as CSR
+    offsets = np.concatenate([[0], np.cumsum([len(e) for e in exclude])])
+    ids_csr, _ = index.search(q, 10, exclude=(offsets, np.concatenate(exclude)))
+    np.testing.assert_array_equal(ids, ids_csr)
+
+
+def test_restrictive_exclusions_fall_back_and_pad_only_when_needed():
+    x = clustered(400, 16, seed=4)
+    index = HNSWIndex(16, M=4, ef_construction=20)
+    index.add(x)
+    keep = np.array([5, 77, 300])
+    everything_else = np.setdiff1d(np.arange(400), keep)
+    ids, scores = index.search(x[:2], 5, exclude=[everything_else, everything_else[:-2]])
+    assert sorted(ids[0, :3].tolist()) == keep.tolist()
+    assert ids[0, 3:].tolist() == [-1, -1] and np.isnan(scores[0, 3:]).all()
+    assert (ids[1] >= 0).all()  # five admissible vectors exist: a full row, found by the exact scan
+    assert not set(ids[1].tolist()) & set(everything_else[:-2].tolist())
+
+
+def test_incremental_adds_and_custom_ids(data):
+    x, q = data
+    index = HNSWIndex(48)
+    index.add(x[:3000], ids=np.arange(3000) + 10_000)
+    index.add(x[3000:], ids=np.arange(3000, 6000) + 10_000)
+    assert len(index) == 6000
+    ids, _ = index.search(q, 10)
+    assert recall(ids - 10_000, exact(x, q, 10, "cosine")) >= 0.95
+
+
+def test_single_thread_build_is_reproducible():
+    x = clustered(800, 12, seed=5)
+    a, b = HNSWIndex(12, seed=9), HNSWIndex(12, seed=9)
+    a.add(x, num_threads=1)
+    b.add(x, num_threads=1)
+    assert a.to_bytes() == b.to_bytes()
+
+
+def test_save_load_and_pickle_round_trip(tmp_path, data):
+    x, q = data
+    index = HNSWIndex(48, metric="ip", M=8, seed=3)
+    index.add(x[:2000])
+    ids, scores = index.search(q, 10)
+    path = tmp_path / "index.nfhnsw"
+    index.save(path)
+    loaded = HNSWIndex.load(path)
+    assert (loaded.dim, loaded.metric, loaded.M, len(loaded)) == (48, "ip", 8, 2000)
+    ids2, scores2 = loaded.search(q, 10)
+    np.testing.assert_array_equal(ids, ids2)
+    np.testing.assert_array_equal(scores, scores2)
+    clone = pickle.loads(pickle.dumps(index))
+    np.testing.assert_array_equal(clone.search(q, 10)[0], ids)
+    empty = HNSWIndex.from_bytes(HNSWIndex(4).to_bytes())
+    assert len(empty) == 0
+
+
+def test_corrupted_and_truncated_files_are_rejected(tmp_path):
+    index = HNSWIndex(8)
+    index.add(clustered(300, 8, seed=6))
+    blob = bytearray(index.to_bytes())
+    flipped = bytearray(blob)
+    flipped[len(blob) // 2] ^= 0x40
+    with pytest.raises(IndexFormatError, match="checksum"):
+        HNSWIndex.from_bytes(bytes(flipped))
+    path = tmp_path / "cut.nfhnsw"
+    path.write_bytes(bytes(blob[: len(blob) - 1000]))
+    with pytest.raises(IndexFormatError, match=r"cut\.nfhnsw.*(checksum|truncated)"):
+        HNSWIndex.load(path)
+    with pytest.raises(IndexFormatError, match="magic"):
+        HNSWIndex.from_bytes(b"not an index at all")
+    wrong_version = bytearray(blob)
+    wrong_version[8] = 99
+    with pytest.raises(IndexFormatError, match="version 99"):
+        HNSWIndex.from_bytes(bytes(wrong_version))
+
+
+@pytest.mark.parametrize(
+    ("call", "err", "match"),
+    [
+        (lambda i: i.add(np.zeros((3, 5), np.float32)), ValueError, r"shape \(n, 8\)"),
+        (lambda i: i.add(np.full((2, 8), np.nan, np.float32)), ValueError, "row 0 contains NaN"),
+        (lambda i: i.add(np.zeros((2, 8))), TypeError, "float64"),
+        (lambda i: i.add(np.ones((2, 8), np.float32), ids=[20, 20]), ValueError, "appears twice"),
+        (
+            lambda i: i.add(np.ones((2, 8), np.float32), ids=[0, 50]),
+            ValueError,
+            "id 0 .* already in the index",
+        ),
+        (lambda i: i.add(np.ones((2, 8), np.float32), ids=[1]), ValueError, r"ids has shape"),
+        (lambda i: i.search(np.ones((1, 8), np.float32), 0), ValueError, "k must be an int >= 1"),
+        (lambda i: i.search(np.ones((1, 8), np.float32), 11), ValueError, "larger than the index"),
+        (lambda i: i.search(np.ones((1, 7), np.float32), 1), ValueError, r"shape \(n, 8\)"),
+        (
+            lambda i: i.search(np.ones((1, 8), np.float32), 1, exclude=[[1], [2]]),
+            ValueError,
+            "2 lists for 1 queries",
+        ),
+        (lambda i: i.search(np.ones((1, 8), np.float32), 1, ef=0), ValueError, "ef must be"),
+    ],
+)
+def test_bad_input(call, err, match):
+    index = HNSWIndex(8)
+    index.add(clustered(10, 8, seed=7))
+    with pytest.raises(err, match=match):
+        call(index)
+    assert len(index) == 10  # a rejected add changes nothing
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (dict(dim=0), "dim must be"),
+        (dict(dim=4, metric="hamming"), "metric must be one of"),
+        (dict(dim=4, M=1), "M must be"),
+        (dict(dim=4, seed=-1), "seed must be"),
+    ],
+)
+def test_bad_parameters(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        HNSWIndex(**kwargs)
