@@ -1,0 +1,154 @@
+"""Recall/QPS of noiseforge's HNSW against hnswlib and faiss.IndexHNSWFlat, same run.
+
+Data: clustered, L2-normalised float32 vectors (default 100k x 384, 5k queries),
+k = 10, M = 16, ef_construction = 200, the machine's threads. For each library
+the build time is measured, then ef is swept and the QPS at the smallest ef that
+reaches each target recall@10 (0.95, 0.99) is reported, with memory per vector.
+
+    python benchmarks/hnsw_recall_qps.py [--n 100000] [--dim 384] [--queries 5000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+
+EFS = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+TARGETS = (0.95, 0.99)
+
+
+def clustered(n, d, seed, clusters=100, spread=0.6):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(clusters, d)).astype(np.float32)
+    x = centers[rng.integers(0, clusters, n)] + spread * rng.normal(size=(n, d)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x.astype(np.float32)
+
+
+def exact_top10(x, q, chunk=1000):
+    out = []
+    for s in range(0, len(q), chunk):
+        sc = q[s : s + chunk] @ x.T
+        out.append(np.argpartition(-sc, 10, axis=1)[:, :10])
+    return np.concatenate(out)
+
+
+def recall(found, truth):
+    hits = sum(len(set(a.tolist()) & set(b.tolist())) for a, b in zip(found, truth, strict=True))
+    return hits / truth.size
+
+
+class NoiseforgeHNSW:
+    name = "noiseforge"
+
+    def build(self, x, threads):
+        from noiseforge.index import HNSWIndex
+
+        self.index = HNSWIndex(x.shape[1], metric="ip", M=16, ef_construction=200)
+        self.index.add(x, num_threads=threads)
+
+    def search(self, q, ef, threads):
+        return self.index.search(q, 10, ef=ef, num_threads=threads)[0]
+
+    def bytes_per_vector(self, n):
+        return self.index.memory_bytes / n
+
+
+class Hnswlib:
+    name = "hnswlib"
+
+    def build(self, x, threads):
+        import hnswlib
+
+        self.index = hnswlib.Index(space="ip", dim=x.shape[1])
+        self.index.init_index(max_elements=len(x), M=16, ef_construction=200, random_seed=0)
+        self.index.add_items(x, num_threads=threads)
+        self.dim = x.shape[1]
+
+    def search(self, q, ef, threads):
+        self.index.set_ef(ef)
+        return self.index.knn_query(q, k=10, num_threads=threads)[0]
+
+    def bytes_per_vector(self, n):
+        # data + level-0 links (2M + 1 ints) + label, as hnswlib allocates them
+        return self.dim * 4 + (2 * 16 + 1) * 4 + 8
+
+
+class Faiss:
+    name = "faiss"
+
+    def build(self, x, threads):
+        import faiss
+
+        faiss.omp_set_num_threads(threads)
+        self.index = faiss.IndexHNSWFlat(x.shape[1], 16, faiss.METRIC_INNER_PRODUCT)
+        self.index.hnsw.efConstruction = 200
+        self.index.add(x)
+        self.dim = x.shape[1]
+
+    def search(self, q, ef, threads):
+        self.index.hnsw.efSearch = ef
+        return self.index.search(q, 10)[1]
+
+    def bytes_per_vector(self, n):
+        return self.dim * 4 + 2 * 16 * 4 + 8
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--n", type=int, default=100_000)
+    p.add_argument("--dim", type=int, default=384)
+    p.add_argument("--queries", type=int, default=5_000)
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    args = p.parse_args()
+    x = clustered(args.n, args.dim, seed=0)
+    q = clustered(args.queries, args.dim, seed=1)
+    truth = exact_top10(x, q)
+    print(
+        f"{args.n} x {args.dim} clustered unit vectors, {args.queries} queries, k=10, "
+        f"M=16, ef_construction=200, {args.threads} threads"
+    )
+    rows = []
+    for lib in (NoiseforgeHNSW(), Hnswlib(), Faiss()):
+        try:
+            t0 = time.perf_counter()
+            lib.build(x, args.threads)
+            build = time.perf_counter() - t0
+        except ImportError as exc:
+            print(f"{lib.name}: skipped ({exc})")
+            continue
+        curve = []
+        for ef in EFS:
+            t0 = time.perf_counter()
+            ids = lib.search(q, ef, args.threads)
+            dt = time.perf_counter() - t0
+            curve.append((ef, recall(ids, truth), len(q) / dt))
+        at = {}
+        for target in TARGETS:
+            hit = next(((ef, r, qps) for ef, r, qps in curve if r >= target), None)
+            at[target] = hit
+        rows.append((lib.name, build, lib.bytes_per_vector(args.n), at, curve))
+    print(
+        f"\n{'library':<12}{'build s':>9}{'bytes/vec':>11}"
+        + "".join(f"{'QPS@' + str(t):>14}{'(ef, recall)':>16}" for t in TARGETS)
+    )
+    for name, build, bpv, at, _ in rows:
+        line = f"{name:<12}{build:>9.1f}{bpv:>11.0f}"
+        for t in TARGETS:
+            hit = at[t]
+            line += (
+                f"{hit[2]:>14.0f}{f'({hit[0]}, {hit[1]:.3f})':>16}"
+                if hit
+                else f"{'n/a':>14}{'':>16}"
+            )
+        print(line)
+    print("\nfull curves (ef: recall, QPS)")
+    for name, _, _, _, curve in rows:
+        print(name, "  ".join(f"{ef}: {r:.3f}, {qps:.0f}" for ef, r, qps in curve))
+
+
+if __name__ == "__main__":
+    main()
