@@ -24,6 +24,8 @@ namespace {
 #define NF_TARGET_CLONES
 #endif
 
+// This file is compiled with FMA contraction allowed (the index has no
+// cross-backend numerical contract); `omp simd` allows the reassociation.
 NF_TARGET_CLONES float l2_squared(const float* a, const float* b, int n) {
   float s = 0.0f;
 #pragma omp simd reduction(+ : s)
@@ -100,7 +102,7 @@ Index::Index(int dim, Metric metric, int m, int ef_construction, uint64_t seed)
       level_mult_(1.0 / std::log(static_cast<double>(std::max(m, 2)))),
       node_locks_(new std::mutex[kLockStripes]) {
   if (dim < 1) throw std::invalid_argument("dim must be >= 1");
-  if (m < 2) throw std::invalid_argument("M must be >= 2");
+  if (m < 2 || m > 256) throw std::invalid_argument("M must be in [2, 256]");
   if (ef_construction < 1) throw std::invalid_argument("ef_construction must be >= 1");
 }
 
@@ -147,22 +149,33 @@ std::vector<Index::Candidate> Index::search_layer(const float* q, uint32_t entry
   visited.test_and_set(entry);
   frontier.push({d0, entry});
   if (!is_excluded(entry)) best.push({d0, entry});
-  std::vector<uint32_t> neighbors;
-  neighbors.reserve(2 * m_ + 1);
+  uint32_t neighbors[kMaxLinks];
+  const size_t row_bytes = static_cast<size_t>(dim_) * sizeof(float);
   while (!frontier.empty()) {
     const Candidate c = frontier.top();
     if (static_cast<int>(best.size()) >= ef && c.dist > best.top().dist) break;
     frontier.pop();
-    if (locked) {
-      std::lock_guard<std::mutex> guard(lock_of(c.id));
+    uint32_t count;
+    {
+      std::unique_lock<std::mutex> guard(lock_of(c.id), std::defer_lock);
+      if (locked) guard.lock();
       const uint32_t* l = links(c.id, level);
-      neighbors.assign(l + 1, l + 1 + l[0]);
-    } else {
-      const uint32_t* l = links(c.id, level);
-      neighbors.assign(l + 1, l + 1 + l[0]);
+      count = l[0];
+      std::copy(l + 1, l + 1 + count, neighbors);
     }
-    for (const uint32_t n : neighbors) {
+    // Prefetch the neighbors' vectors: the walk is bound by memory latency.
+    for (uint32_t j = 0; j < count; ++j) {
+      const char* p = reinterpret_cast<const char*>(vec(neighbors[j]));
+      __builtin_prefetch(p);
+      if (row_bytes > 64) __builtin_prefetch(p + 64);
+    }
+    for (uint32_t j = 0; j < count; ++j) {
+      const uint32_t n = neighbors[j];
       if (visited.test_and_set(n)) continue;
+      if (j + 1 < count) {  // the rest of the next vector while this one is compared
+        const char* p = reinterpret_cast<const char*>(vec(neighbors[j + 1]));
+        for (size_t off = 128; off < row_bytes; off += 64) __builtin_prefetch(p + off);
+      }
       const float d = distance(q, vec(n));
       if (static_cast<int>(best.size()) < ef || d < best.top().dist) {
         frontier.push({d, n});
@@ -495,7 +508,7 @@ std::unique_ptr<Index> Index::deserialize(const std::string& bytes) {
   const uint32_t efc = r.get<uint32_t>("ef_construction");
   const uint64_t seed = r.get<uint64_t>("seed");
   const uint64_t count = r.get<uint64_t>("count");
-  if (metric > 2 || dim == 0 || m < 2 || count >= std::numeric_limits<uint32_t>::max())
+  if (metric > 2 || dim == 0 || m < 2 || m > 256 || count >= std::numeric_limits<uint32_t>::max())
     throw std::runtime_error("invalid header values");
   auto index = std::make_unique<Index>(static_cast<int>(dim), static_cast<Metric>(metric),
                                        static_cast<int>(m), static_cast<int>(efc), seed);

@@ -72,6 +72,7 @@ class Index {
                   int64_t available, int64_t* out_ids, float* out_scores, Visited& visited) const;
 
   static constexpr size_t kLockStripes = 4096;
+  static constexpr int kMaxLinks = 2 * 256;  // bottom-layer links for M <= 256
 
   int dim_;
   Metric metric_;
