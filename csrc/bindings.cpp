@@ -173,6 +173,20 @@ PYBIND11_MODULE(_C, m) {
       py::arg("out"), py::arg("count_type"), py::arg("num_threads"));
 
   m.def(
+      "knn_topk_cpu",
+      [](std::uintptr_t q, int64_t nq, std::uintptr_t c, int64_t n, int64_t d, int k, int metric,
+         std::uintptr_t offsets, std::uintptr_t excluded, std::uintptr_t out_ids,
+         std::uintptr_t out_scores, int num_threads) {
+        py::gil_scoped_release release;
+        noiseforge::cpu::knn_topk(ptr<const float>(q), nq, ptr<const float>(c), n, d, k, metric,
+                                  ptr<const int64_t>(offsets), ptr<const int64_t>(excluded),
+                                  ptr<int64_t>(out_ids), ptr<float>(out_scores), num_threads);
+      },
+      py::arg("queries"), py::arg("nq"), py::arg("corpus"), py::arg("n"), py::arg("d"),
+      py::arg("k"), py::arg("metric"), py::arg("offsets"), py::arg("excluded"),
+      py::arg("out_ids"), py::arg("out_scores"), py::arg("num_threads"));
+
+  m.def(
       "philox_words_cpu",
       [](std::uintptr_t out, int64_t count, uint64_t seed, uint64_t offset, int num_threads) {
         py::gil_scoped_release release;

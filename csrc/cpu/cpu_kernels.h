@@ -28,4 +28,8 @@ void philox_words(uint32_t* out, int64_t count, uint64_t seed, uint64_t offset, 
 int64_t first_nonfinite(const void* x, int64_t n, DType dtype, int num_threads);
 // Vote histograms and weighted / soft-label sums (see noiseforge/aggregate.h).
 AggregateStatus aggregate(const AggregateArgs& args, int num_threads);
+// Exact top-k with exclusions (metric 0 = l2, 1 = ip, 2 = cosine); see knn_kernels.cpp.
+void knn_topk(const float* queries, int64_t nq, const float* corpus, int64_t n, int64_t d, int k,
+              int metric, const int64_t* offsets, const int64_t* excluded, int64_t* out_ids,
+              float* out_scores, int num_threads);
 }  // namespace noiseforge::cpu

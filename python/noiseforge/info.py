@@ -23,6 +23,11 @@ def _probe_inputs(op: str, device: torch.device):
 
         z = torch.zeros(1, dtype=torch.int64, device=device)
         return plan_vote_histogram(z, z, 1, 1)
+    if op == "knn_topk":
+        from noiseforge.ops.knn_topk import plan_knn_topk
+
+        z = torch.ones((1, 2), device=device)
+        return plan_knn_topk(z, z, 1)
     return device
 
 

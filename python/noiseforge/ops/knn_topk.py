@@ -1,0 +1,157 @@
+"""Exact k-nearest-neighbour search with per-query exclusion lists.
+
+The ground truth for the HNSW index and the exact path of hard-negative mining.
+Scores are computed in float64 and rounded to float32; results are ordered by
+score (higher first for ip/cosine, lower first for l2), equal scores by lower
+corpus id, so every backend returns the same ids.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from numbers import Integral
+
+import numpy as np
+import torch
+
+from noiseforge import _native
+from noiseforge.index.hnsw import _exclusions
+from noiseforge.ops import _backends as B
+from noiseforge.ops import registry
+from noiseforge.reference.knn import knn_topk_reference
+
+OP = "knn_topk"
+METRICS = {"l2": 0, "ip": 1, "cosine": 2}
+
+
+@dataclass
+class _KnnPlan:
+    queries: torch.Tensor  # (Q, D) float32 contiguous
+    corpus: torch.Tensor  # (N, D) float32 contiguous
+    k: int
+    metric: str
+    offsets: torch.Tensor | None  # (Q + 1,) int64 on CPU
+    excluded: torch.Tensor | None  # (E,) int64 on CPU
+
+    @property
+    def device(self) -> torch.device:
+        return self.queries.device
+
+
+def _matrix(name: str, x, device=None) -> torch.Tensor:
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(x)
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a tensor or numpy array, got {type(x).__name__}")
+    if x.dtype != torch.float32:
+        raise TypeError(f"{name} must be float32, got {x.dtype} (convert with .float())")
+    if x.dim() != 2:
+        raise ValueError(f"{name} must be 2-D (rows of vectors), got shape {tuple(x.shape)}")
+    if device is not None and x.device != device:
+        raise ValueError(f"{name} is on {x.device} but queries are on {device}")
+    bad = ~torch.isfinite(x).all(dim=1)
+    if bool(bad.any()):
+        raise ValueError(f"{name} row {int(torch.nonzero(bad)[0])} contains NaN or inf")
+    return x.contiguous()
+
+
+def plan_knn_topk(queries, corpus, k: int, *, metric: str = "cosine", exclude=None) -> _KnnPlan:
+    """Validate a :func:`knn_topk` call (shapes, dtypes, devices, exclusions)."""
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {sorted(METRICS)}, got {metric!r}")
+    q = _matrix("queries", queries)
+    c = _matrix("corpus", corpus, q.device)
+    if q.shape[1] != c.shape[1]:
+        raise ValueError(f"queries have dimension {q.shape[1]} but the corpus has {c.shape[1]}")
+    if isinstance(k, bool) or not isinstance(k, Integral) or k < 1:
+        raise ValueError(f"k must be an int >= 1, got {k!r}")
+    if k > c.shape[0]:
+        raise ValueError(f"k={k} is larger than the corpus ({c.shape[0]} vectors)")
+    if metric == "cosine":
+        for name, t in (("queries", q), ("corpus", c)):
+            zero = t.norm(dim=1) == 0
+            if bool(zero.any()):
+                raise ValueError(
+                    f"{name} row {int(torch.nonzero(zero)[0])} is a zero vector: "
+                    "its cosine similarity is undefined"
+                )
+    offsets = excluded = None
+    csr = _exclusions(exclude, q.shape[0])
+    if csr is not None:
+        offsets, excluded = torch.from_numpy(csr[0]), torch.from_numpy(csr[1])
+    return _KnnPlan(q, c, int(k), metric, offsets, excluded)
+
+
+def _run_torch(p: _KnnPlan):
+    return knn_topk_reference(p.queries, p.corpus, p.k, p.metric, p.offsets, p.excluded)
+
+
+def _run_cpu(p: _KnnPlan):
+    nq, d = p.queries.shape
+    ids = torch.empty((nq, p.k), dtype=torch.int64)
+    scores = torch.empty((nq, p.k), dtype=torch.float32)
+    _native.native().knn_topk_cpu(
+        p.queries.data_ptr(),
+        nq,
+        p.corpus.data_ptr(),
+        p.corpus.shape[0],
+        d,
+        p.k,
+        METRICS[p.metric],
+        0 if p.offsets is None else p.offsets.data_ptr(),
+        0 if p.excluded is None else p.excluded.data_ptr(),
+        ids.data_ptr(),
+        scores.data_ptr(),
+        B.cpu_threads(),
+    )
+    return ids, scores
+
+
+def _on(kind: str):
+    def supports(p: _KnnPlan) -> list[str]:
+        return (
+            []
+            if p.device.type == kind
+            else [f"needs {kind} tensors, queries are on {p.device.type}"]
+        )
+
+    return supports
+
+
+registry.register(
+    registry.BackendRecord(OP, "cpu", 0, ("cpu",), B.native_reasons, _on("cpu"), _run_cpu)
+)
+registry.register(
+    registry.BackendRecord(OP, "torch", 1, ("cpu", "cuda"), list, lambda p: [], _run_torch)
+)
+
+
+def knn_topk(
+    queries, corpus, k: int, *, metric: str = "cosine", exclude=None, backend: str | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Exact top-k: for each query the k best corpus rows that it does not exclude.
+
+    Parameters
+    ----------
+    queries, corpus:
+        (Q, D) and (N, D) float32 (tensors or numpy arrays), on the same device.
+    k:
+        1 <= k <= N.
+    metric:
+        ``"cosine"`` (similarity of the vectors, zero vectors rejected), ``"ip"``
+        (inner product) or ``"l2"`` (squared Euclidean distance).
+    exclude:
+        Corpus row ids never to return, per query: a list of Q arrays or CSR
+        ``(offsets, ids)``.
+
+    Returns
+    -------
+    ids (Q, k) int64 and scores (Q, k) float32, best first, equal scores by lower
+    id. Scores are float64 computations rounded to float32. A row is padded with
+    id -1 and score NaN only when fewer than k rows are admissible.
+
+    The torch backend works in chunks (memory O(Q x chunk), never Q x N); the
+    cpu backend streams the corpus once per block of 8 queries.
+    """
+    p = plan_knn_topk(queries, corpus, k, metric=metric, exclude=exclude)
+    return registry.select(OP, backend, p, p.device.type).run(p)

@@ -1,0 +1,123 @@
+"""Exact top-k with exclusions: every backend returns the reference's ids
+exactly (ties by lower id) and its scores."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from noiseforge.ops import knn_topk
+from noiseforge.ops.knn_topk import plan_knn_topk
+from tests.conftest import require_backend, require_device
+
+BACKENDS = [pytest.param("torch", "cpu", id="torch"), pytest.param("cpu", "cpu", id="cpu")]
+METRICS = ["cosine", "ip", "l2"]
+
+
+def _data(q, n, d, seed):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(q, d, generator=g), torch.randn(n, d, generator=g)
+
+
+def _backend(backend, device, queries, corpus):
+    require_device(device)
+    require_backend("knn_topk", backend, plan_knn_topk(queries[:1], corpus, 1))
+
+
+@pytest.mark.parametrize(("backend", "device"), BACKENDS)
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize(
+    ("q", "n", "d", "k"), [(37, 1000, 19, 10), (1, 5, 1, 5), (9, 4099, 64, 1), (0, 10, 3, 2)]
+)
+def test_equal_to_reference(backend, device, metric, q, n, d, k):
+    queries, corpus = _data(q, n, d, seed=n + d)
+    _backend(backend, device, corpus, corpus)
+    ids, scores = knn_topk(queries, corpus, k, metric=metric, backend=backend)
+    ref_ids, ref_scores = knn_topk(queries, corpus, k, metric=metric, backend="torch")
+    assert ids.shape == (q, k) and ids.dtype == torch.int64 and scores.dtype == torch.float32
+    assert torch.equal(ids, ref_ids)
+    torch.testing.assert_close(scores, ref_scores, rtol=0, atol=0)
+    if q:  # the ranking really is by score, best first
+        s = scores if metric == "l2" else -scores
+        assert bool((s[:, 1:] >= s[:, :-1]).all())
+
+
+@pytest.mark.parametrize(("backend", "device"), BACKENDS)
+def test_ties_go_to_the_lower_id(backend, device):
+    base = torch.randn(5, 8, generator=torch.Generator().manual_seed(1))
+    corpus = torch.cat([base, base, base])  # rows j, j + 5, j + 10 are identical
+    _backend(backend, device, corpus, corpus)
+    ids, _ = knn_topk(base, corpus, 3, metric="ip", backend=backend)
+    for j in range(5):
+        assert ids[j].tolist() == [j, j + 5, j + 10]
+
+
+@pytest.mark.parametrize(("backend", "device"), BACKENDS)
+@pytest.mark.parametrize("metric", METRICS)
+def test_exclusions_and_padding(backend, device, metric):
+    queries, corpus = _data(12, 300, 7, seed=3)
+    _backend(backend, device, queries, corpus)
+    rng = np.random.default_rng(0)
+    exclude = [rng.choice(300, size=rng.integers(0, 295), replace=False) for _ in range(12)]
+    exclude[0] = np.arange(298)  # only two admissible rows: padded
+    ids, scores = knn_topk(queries, corpus, 5, metric=metric, exclude=exclude, backend=backend)
+    ref_ids, ref_scores = knn_topk(
+        queries, corpus, 5, metric=metric, exclude=exclude, backend="torch"
+    )
+    assert torch.equal(ids, ref_ids)
+    torch.testing.assert_close(scores, ref_scores, rtol=0, atol=0, equal_nan=True)
+    for row, ex in zip(ids.tolist(), exclude, strict=True):
+        assert not set(row) & set(ex.tolist())
+    assert sorted(ids[0, :2].tolist()) == [298, 299] and ids[0, 2:].tolist() == [-1, -1, -1]
+    assert bool(torch.isnan(scores[0, 2:]).all())
+    unrestricted, _ = knn_topk(queries, corpus, 5, metric=metric, backend=backend)
+    # rows with an empty exclusion list equal the unrestricted search
+    for i, ex in enumerate(exclude):
+        if len(ex) == 0:
+            assert torch.equal(ids[i], unrestricted[i])
+
+
+@pytest.mark.parametrize(("backend", "device"), BACKENDS)
+def test_non_contiguous_and_numpy_inputs(backend, device):
+    queries, corpus = _data(6, 200, 12, seed=4)
+    _backend(backend, device, queries, corpus)
+    qt = queries.t().contiguous().t()  # column-major view
+    assert not qt.is_contiguous()
+    a = knn_topk(qt, corpus[::2], 4, backend=backend)
+    b = knn_topk(queries.numpy(), corpus[::2].contiguous().numpy(), 4, backend="torch")
+    assert torch.equal(a[0], b[0])
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "err", "match"),
+    [
+        (
+            (torch.ones(2, 3), torch.ones(4, 5), 1),
+            {},
+            ValueError,
+            "dimension 3 but the corpus has 5",
+        ),
+        ((torch.ones(2, 3), torch.ones(4, 3), 5), {}, ValueError, "larger than the corpus"),
+        ((torch.ones(2, 3), torch.ones(4, 3), 0), {}, ValueError, "k must be"),
+        ((torch.ones(2, 3).double(), torch.ones(4, 3), 1), {}, TypeError, "float32"),
+        ((torch.ones(3), torch.ones(4, 3), 1), {}, ValueError, "2-D"),
+        (
+            (torch.tensor([[1.0, float("nan")]]), torch.ones(4, 2), 1),
+            {},
+            ValueError,
+            "queries row 0 contains NaN",
+        ),
+        ((torch.ones(2, 3), torch.zeros(4, 3), 1), {}, ValueError, "corpus row 0 is a zero vector"),
+        ((torch.ones(2, 3), torch.ones(4, 3), 1), {"metric": "dot"}, ValueError, "metric must be"),
+        (
+            (torch.ones(2, 3), torch.ones(4, 3), 1),
+            {"exclude": [[0]]},
+            ValueError,
+            "1 lists for 2 queries",
+        ),
+    ],
+)
+def test_bad_input(args, kwargs, err, match):
+    with pytest.raises(err, match=match):
+        knn_topk(*args, **kwargs)
