@@ -107,6 +107,93 @@ def _run_cpu(p: _KnnPlan):
     return ids, scores
 
 
+_INT64_MIN = -(1 << 63)
+_TRITON_MAX_KP = 1024
+
+
+def _triton_width(p: _KnnPlan) -> int:
+    """Keys kept per query: k plus the longest exclusion list, as a power of two >= 16."""
+    longest = 0
+    if p.offsets is not None and p.offsets.numel() > 1:
+        longest = int((p.offsets[1:] - p.offsets[:-1]).max())
+    need = p.k + longest
+    return max(16, 1 << (need - 1).bit_length())
+
+
+def _triton_supports(p: _KnnPlan) -> list[str]:
+    why = B.triton_device_reasons(p.device)
+    if not why and _triton_width(p) > _TRITON_MAX_KP:
+        why.append(
+            f"k plus the longest exclusion list exceeds {_TRITON_MAX_KP} (the kernel's "
+            "running top-k width); use the cpu or torch backend"
+        )
+    if not why and p.corpus.shape[0] >= 2**32:
+        why.append("the corpus has 2**32 rows or more")
+    return why
+
+
+def _unpack(
+    keys: torch.Tensor, higher_better: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """ids, float32 scores and validity from the kernel's packed keys."""
+    valid = keys != _INT64_MIN
+    u = keys ^ _INT64_MIN
+    ids = 0xFFFFFFFF - (u & 0xFFFFFFFF)
+    flipped = (u >> 32) & 0xFFFFFFFF
+    bits = torch.where(flipped >= 2**31, flipped - 2**31, -flipped - 1)  # int32 value range
+    if not higher_better:
+        bits = bits ^ _INT64_MIN >> 32  # undo the sign flip of the packed (negated) score
+    scores = bits.to(torch.int32).view(torch.float32)
+    return ids, scores, valid
+
+
+def _run_triton(p: _KnnPlan):
+    from noiseforge.kernels.knn_topk import knn_topk_kernel
+
+    nq, d = p.queries.shape
+    kp = _triton_width(p)
+    keys = torch.empty((nq, kp), dtype=torch.int64, device=p.device)
+    qn = p.queries.double().norm(dim=1)
+    cn = p.corpus.double().norm(dim=1)
+    block_q = 16
+    if nq:
+        with B.device_guard(p.device):
+            knn_topk_kernel[(triton_cdiv(nq, block_q),)](
+                p.queries,
+                p.corpus,
+                qn,
+                cn,
+                keys,
+                nq,
+                p.corpus.shape[0],
+                d,
+                METRIC=METRICS[p.metric],
+                BLOCK_Q=block_q,
+                KP=kp,
+                BLOCK_D=16,
+            )
+    ids, scores, ok = _unpack(keys, p.metric != "l2")
+    if p.excluded is not None and p.excluded.numel():
+        counts = p.offsets[1:] - p.offsets[:-1]
+        rows = torch.repeat_interleave(torch.arange(nq), counts).to(p.device)
+        hit = ids[rows] == p.excluded.to(p.device)[:, None]  # (E, kp)
+        banned = torch.zeros_like(ok)
+        banned.index_put_((rows,), hit, accumulate=True)
+        ok &= ~banned
+    pos = torch.arange(kp, device=p.device).expand(nq, kp)
+    order = torch.argsort(torch.where(ok, pos, pos + kp), dim=1)[:, : p.k]
+    keep = torch.gather(ok, 1, order)
+    out_ids = torch.where(keep, torch.gather(ids, 1, order), torch.full_like(order, -1))
+    out_scores = torch.where(
+        keep, torch.gather(scores, 1, order), torch.full(order.shape, float("nan"), device=p.device)
+    )
+    return out_ids, out_scores
+
+
+def triton_cdiv(a: int, b: int) -> int:
+    return (a + b - 1) // b
+
+
 def _on(kind: str):
     def supports(p: _KnnPlan) -> list[str]:
         return (
@@ -119,10 +206,15 @@ def _on(kind: str):
 
 
 registry.register(
-    registry.BackendRecord(OP, "cpu", 0, ("cpu",), B.native_reasons, _on("cpu"), _run_cpu)
+    registry.BackendRecord(
+        OP, "triton", 0, ("cuda",), B.triton_reasons, _triton_supports, _run_triton
+    )
 )
 registry.register(
-    registry.BackendRecord(OP, "torch", 1, ("cpu", "cuda"), list, lambda p: [], _run_torch)
+    registry.BackendRecord(OP, "cpu", 1, ("cpu",), B.native_reasons, _on("cpu"), _run_cpu)
+)
+registry.register(
+    registry.BackendRecord(OP, "torch", 2, ("cpu", "cuda"), list, lambda p: [], _run_torch)
 )
 
 
