@@ -20,7 +20,7 @@ EFS = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 TARGETS = (0.95, 0.99)
 
 
-def clustered(n, d, seed, clusters=100, spread=0.6):
+def clustered(n, d, seed, clusters=100, spread=0.4):
     rng = np.random.default_rng(seed)
     centers = rng.normal(size=(clusters, d)).astype(np.float32)
     x = centers[rng.integers(0, clusters, n)] + spread * rng.normal(size=(n, d)).astype(np.float32)

@@ -4,6 +4,10 @@
 // heuristic shrinking); search is Algorithm 5 with an exclusion filter.
 #include "hnsw.h"
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -17,16 +21,17 @@
 namespace noiseforge::hnsw {
 namespace {
 
-// Distance kernels, cloned per instruction set and chosen at load time (ifunc).
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define NF_TARGET_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define NF_TARGET_CLONES
-#endif
+// Distance kernels: AVX-512 and AVX2+FMA versions written with intrinsics (two
+// accumulators to hide the FMA latency), chosen once at run time, and a
+// portable loop. No cross-backend numerical contract applies to the index.
+float dot_portable(const float* a, const float* b, int n) {
+  float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+  for (int i = 0; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
 
-// This file is compiled with FMA contraction allowed (the index has no
-// cross-backend numerical contract); `omp simd` allows the reassociation.
-NF_TARGET_CLONES float l2_squared(const float* a, const float* b, int n) {
+float l2_portable(const float* a, const float* b, int n) {
   float s = 0.0f;
 #pragma omp simd reduction(+ : s)
   for (int i = 0; i < n; ++i) {
@@ -36,11 +41,100 @@ NF_TARGET_CLONES float l2_squared(const float* a, const float* b, int n) {
   return s;
 }
 
-NF_TARGET_CLONES float dot(const float* a, const float* b, int n) {
-  float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-  for (int i = 0; i < n; ++i) s += a[i] * b[i];
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define NF_HAVE_X86_DISTANCES 1
+__attribute__((target("avx512f"))) float dot_avx512(const float* a, const float* b, int n) {
+  __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+  int i = 0;
+  for (; i + 32 <= n; i += 32) {
+    s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
+    s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), s1);
+  }
+  for (; i + 16 <= n; i += 16) s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
+  float s = _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+  for (; i < n; ++i) s += a[i] * b[i];
   return s;
+}
+
+__attribute__((target("avx512f"))) float l2_avx512(const float* a, const float* b, int n) {
+  __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+  int i = 0;
+  for (; i + 32 <= n; i += 32) {
+    const __m512 d0 = _mm512_sub_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i));
+    const __m512 d1 = _mm512_sub_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16));
+    s0 = _mm512_fmadd_ps(d0, d0, s0);
+    s1 = _mm512_fmadd_ps(d1, d1, s1);
+  }
+  for (; i + 16 <= n; i += 16) {
+    const __m512 d0 = _mm512_sub_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i));
+    s0 = _mm512_fmadd_ps(d0, d0, s0);
+  }
+  float s = _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+  for (; i < n; ++i) {
+    const float d = a[i] - b[i];
+    s += d * d;
+  }
+  return s;
+}
+
+__attribute__((target("avx2,fma"))) float hsum256(__m256 v) {
+  const __m128 lo = _mm256_castps256_ps128(v);
+  const __m128 hi = _mm256_extractf128_ps(v, 1);
+  __m128 s = _mm_add_ps(lo, hi);
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+  return _mm_cvtss_f32(s);
+}
+
+__attribute__((target("avx2,fma"))) float dot_avx2(const float* a, const float* b, int n) {
+  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+  int i = 0;
+  for (; i + 16 <= n; i += 16) {
+    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+  }
+  float s = hsum256(_mm256_add_ps(s0, s1));
+  for (; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+__attribute__((target("avx2,fma"))) float l2_avx2(const float* a, const float* b, int n) {
+  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+  int i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m256 d0 = _mm256_sub_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i));
+    const __m256 d1 = _mm256_sub_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8));
+    s0 = _mm256_fmadd_ps(d0, d0, s0);
+    s1 = _mm256_fmadd_ps(d1, d1, s1);
+  }
+  float s = hsum256(_mm256_add_ps(s0, s1));
+  for (; i < n; ++i) {
+    const float d = a[i] - b[i];
+    s += d * d;
+  }
+  return s;
+}
+#endif
+
+using DistanceFn = float (*)(const float*, const float*, int);
+
+DistanceFn pick(bool l2) {
+#if defined(NF_HAVE_X86_DISTANCES)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f")) return l2 ? l2_avx512 : dot_avx512;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return l2 ? l2_avx2 : dot_avx2;
+#endif
+  return l2 ? l2_portable : dot_portable;
+}
+
+float dot(const float* a, const float* b, int n) {
+  static const DistanceFn fn = pick(false);
+  return fn(a, b, n);
+}
+
+float l2_squared(const float* a, const float* b, int n) {
+  static const DistanceFn fn = pick(true);
+  return fn(a, b, n);
 }
 
 void normalize(float* v, int n) {
