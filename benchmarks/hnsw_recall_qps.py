@@ -1,6 +1,7 @@
 """Recall/QPS of noiseforge's HNSW against hnswlib and faiss.IndexHNSWFlat, same run.
 
-Data: clustered, L2-normalised float32 vectors (default 100k x 384, 5k queries),
+Data: embedding-like clustered vectors (a 32-d clustered latent space projected to
+384-d plus noise, L2-normalised float32; default 100k x 384, 5k queries),
 k = 10, M = 16, ef_construction = 200, the machine's threads. For each library
 the build time is measured, then ef is swept and the QPS at the smallest ef that
 reaches each target recall@10 (0.95, 0.99) is reported, with memory per vector.
@@ -20,10 +21,14 @@ EFS = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 TARGETS = (0.95, 0.99)
 
 
-def clustered(n, d, seed, clusters=100, spread=0.4):
+def clustered(n, d, seed, clusters=100, latent=32):
+    """Embedding-like vectors: clustered points of a low-dimensional latent space,
+    projected to d dimensions with a little isotropic noise, L2-normalised."""
     rng = np.random.default_rng(seed)
-    centers = rng.normal(size=(clusters, d)).astype(np.float32)
-    x = centers[rng.integers(0, clusters, n)] + spread * rng.normal(size=(n, d)).astype(np.float32)
+    projection = np.random.default_rng(12345).normal(size=(latent, d))
+    centers = np.random.default_rng(54321).normal(size=(clusters, latent))
+    z = centers[rng.integers(0, clusters, n)] + 0.5 * rng.normal(size=(n, latent))
+    x = z @ projection + 5.0 * rng.normal(size=(n, d))
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     return x.astype(np.float32)
 
