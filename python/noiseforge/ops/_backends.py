@@ -94,3 +94,53 @@ def device_guard(device: torch.device):
 
 def cuda_stream(device: torch.device) -> int:
     return torch.cuda.current_stream(device).cuda_stream
+
+
+def on_device(kind: str):
+    """``supports`` of a backend that runs on one device type; the inputs expose
+    ``.device`` (or are a device)."""
+
+    def supports(inputs) -> list[str]:
+        device = getattr(inputs, "device", inputs)
+        return [] if device.type == kind else [f"needs {kind} tensors, got {device.type} tensors"]
+
+    return supports
+
+
+def triton_supports(inputs) -> list[str]:
+    return triton_device_reasons(getattr(inputs, "device", inputs))
+
+
+def register_backends(
+    op: str,
+    *,
+    cuda=None,
+    triton=None,
+    cpu=None,
+    torch_ref=None,
+    tolerance=None,
+    cuda_tolerance=None,
+    triton_check=None,
+) -> None:
+    """Register an op's backends in the standard priority order (cuda, triton,
+    cpu, torch); ``None`` leaves a backend out. ``triton_check`` adds per-input
+    reasons to the Triton device check."""
+    from noiseforge.ops import registry
+
+    tol = tolerance or {}
+
+    def triton_reasons_for(inputs) -> list[str]:
+        why = triton_supports(inputs)
+        return why if why or triton_check is None else triton_check(inputs)
+
+    entries = [
+        ("cuda", ("cuda",), cuda_reasons, on_device("cuda"), cuda, cuda_tolerance or tol),
+        ("triton", ("cuda",), triton_reasons, triton_reasons_for, triton, tol),
+        ("cpu", ("cpu",), native_reasons, on_device("cpu"), cpu, tol),
+        ("torch", ("cpu", "cuda"), list, lambda inputs: [], torch_ref, tol),
+    ]
+    for priority, (name, auto, available, supports, run, t) in enumerate(entries):
+        if run is not None:
+            registry.register(
+                registry.BackendRecord(op, name, priority, auto, available, supports, run, t)
+            )

@@ -252,36 +252,9 @@ def triton_next_pow2(v: int) -> int:
     return 1 << max(0, int(v - 1).bit_length())
 
 
-def _on(kind: str):
-    def supports(p: _AggPlan) -> list[str]:
-        return (
-            [] if p.device.type == kind else [f"needs {kind} tensors, index is on {p.device.type}"]
-        )
-
-    return supports
-
-
 _EXACT = {torch.float32: (0.0, 0.0)}
-registry.register(
-    registry.BackendRecord(OP, "cuda", 0, ("cuda",), B.cuda_reasons, _on("cuda"), _run_cuda, _EXACT)
-)
-registry.register(
-    registry.BackendRecord(
-        OP,
-        "triton",
-        1,
-        ("cuda",),
-        B.triton_reasons,
-        lambda p: B.triton_device_reasons(p.device),
-        _run_triton,
-        _EXACT,
-    )
-)
-registry.register(
-    registry.BackendRecord(OP, "cpu", 2, ("cpu",), B.native_reasons, _on("cpu"), _run_cpu, _EXACT)
-)
-registry.register(
-    registry.BackendRecord(OP, "torch", 3, ("cpu", "cuda"), list, lambda p: [], _run_torch, _EXACT)
+B.register_backends(
+    OP, cuda=_run_cuda, triton=_run_triton, cpu=_run_cpu, torch_ref=_run_torch, tolerance=_EXACT
 )
 
 

@@ -120,14 +120,14 @@ def _triton_width(p: _KnnPlan) -> int:
     return max(16, 1 << (need - 1).bit_length())
 
 
-def _triton_supports(p: _KnnPlan) -> list[str]:
-    why = B.triton_device_reasons(p.device)
-    if not why and _triton_width(p) > _TRITON_MAX_KP:
+def _triton_limits(p: _KnnPlan) -> list[str]:
+    why = []
+    if _triton_width(p) > _TRITON_MAX_KP:
         why.append(
             f"k plus the longest exclusion list exceeds {_TRITON_MAX_KP} (the kernel's "
             "running top-k width); use the cpu or torch backend"
         )
-    if not why and p.corpus.shape[0] >= 2**32:
+    if p.corpus.shape[0] >= 2**32:
         why.append("the corpus has 2**32 rows or more")
     return why
 
@@ -194,27 +194,9 @@ def triton_cdiv(a: int, b: int) -> int:
     return (a + b - 1) // b
 
 
-def _on(kind: str):
-    def supports(p: _KnnPlan) -> list[str]:
-        return (
-            []
-            if p.device.type == kind
-            else [f"needs {kind} tensors, queries are on {p.device.type}"]
-        )
-
-    return supports
-
-
-registry.register(
-    registry.BackendRecord(
-        OP, "triton", 0, ("cuda",), B.triton_reasons, _triton_supports, _run_triton
-    )
-)
-registry.register(
-    registry.BackendRecord(OP, "cpu", 1, ("cpu",), B.native_reasons, _on("cpu"), _run_cpu)
-)
-registry.register(
-    registry.BackendRecord(OP, "torch", 2, ("cpu", "cuda"), list, lambda p: [], _run_torch)
+# No CUDA C++ kernel: on GPUs the Triton kernel is the fast path.
+B.register_backends(
+    OP, triton=_run_triton, cpu=_run_cpu, torch_ref=_run_torch, triton_check=_triton_limits
 )
 
 

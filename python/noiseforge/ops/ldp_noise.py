@@ -465,38 +465,19 @@ def triton_cdiv(a: int, b: int) -> int:
     return (a + b - 1) // b
 
 
-def _on(kind: str):
-    def supports(p: _Plan) -> list[str]:
-        return [] if p.device.type == kind else [f"needs {kind} tensors, x is on {p.device.type}"]
-
-    return supports
-
-
 _EXACT = {torch.float32: (0.0, 0.0), torch.float16: (0.0, 0.0), torch.bfloat16: (0.0, 0.0)}
 # Compiled GPU code is meant to be exact too (no FMA contraction, IEEE div/sqrt); the
 # stated tolerance leaves room for a device conversion we have not yet measured.
 _GPU = {torch.float32: (1e-6, 1e-6), torch.float16: (1e-3, 1e-3), torch.bfloat16: (1e-2, 1e-2)}
 
-registry.register(
-    registry.BackendRecord(OP, "cuda", 0, ("cuda",), B.cuda_reasons, _on("cuda"), _run_cuda, _GPU)
-)
-registry.register(
-    registry.BackendRecord(
-        OP,
-        "triton",
-        1,
-        ("cuda",),
-        B.triton_reasons,
-        lambda p: B.triton_device_reasons(p.device),
-        _run_triton,
-        _EXACT,
-    )
-)
-registry.register(
-    registry.BackendRecord(OP, "cpu", 2, ("cpu",), B.native_reasons, _on("cpu"), _run_cpu, _EXACT)
-)
-registry.register(
-    registry.BackendRecord(OP, "torch", 3, ("cpu", "cuda"), list, lambda p: [], _run_torch, _EXACT)
+B.register_backends(
+    OP,
+    cuda=_run_cuda,
+    triton=_run_triton,
+    cpu=_run_cpu,
+    torch_ref=_run_torch,
+    tolerance=_EXACT,
+    cuda_tolerance=_GPU,
 )
 
 

@@ -50,26 +50,7 @@ def _run_triton(count: int, seed: int, offset: int, device: torch.device) -> tor
     return _to_int64_words(raw)
 
 
-def _device_is(kind: str):
-    return lambda device: (
-        [] if device.type == kind else [f"needs a {kind} tensor, got {device.type}"]
-    )
-
-
-registry.register(
-    registry.BackendRecord(OP, "cuda", 0, ("cuda",), B.cuda_reasons, _device_is("cuda"), _run_cuda)
-)
-registry.register(
-    registry.BackendRecord(OP, "cpu", 1, ("cpu",), B.native_reasons, _device_is("cpu"), _run_cpu)
-)
-registry.register(
-    registry.BackendRecord(
-        OP, "triton", 2, ("cuda",), B.triton_reasons, B.triton_device_reasons, _run_triton
-    )
-)
-registry.register(
-    registry.BackendRecord(OP, "torch", 3, ("cpu", "cuda"), list, lambda device: [], _run_torch)
-)
+B.register_backends(OP, cuda=_run_cuda, triton=_run_triton, cpu=_run_cpu, torch_ref=_run_torch)
 
 
 def philox_words(
