@@ -336,6 +336,31 @@ void Index::connect(uint32_t from, uint32_t to, float dist, int level) {
   for (size_t i = 0; i < kept.size(); ++i) l[1 + i] = kept[i].id;
 }
 
+// Layers from_level down to to_level + 1: move to the closest neighbor while
+// that improves (the paper's search with ef = 1).
+uint32_t Index::greedy_descent(const float* q, uint32_t cur, int from_level, int to_level,
+                               bool locked) const {
+  float cur_dist = distance(q, vec(cur));
+  for (int lev = from_level; lev > to_level; --lev) {
+    bool changed = true;
+    while (changed) {
+      changed = false;
+      std::unique_lock<std::mutex> guard(lock_of(cur), std::defer_lock);
+      if (locked) guard.lock();
+      const uint32_t* l = links(cur, lev);
+      for (uint32_t i = 1; i <= l[0]; ++i) {
+        const float d = distance(q, vec(l[i]));
+        if (d < cur_dist) {
+          cur_dist = d;
+          cur = l[i];
+          changed = true;
+        }
+      }
+    }
+  }
+  return cur;
+}
+
 void Index::insert(uint32_t id, Visited& visited) {
   const int level = levels_[id];
   std::unique_lock<std::mutex> global(global_lock_);
@@ -348,24 +373,7 @@ void Index::insert(uint32_t id, Visited& visited) {
   }
   if (level <= top) global.unlock();  // keep it only while this node may become the entry
   const float* q = vec(id);
-  uint32_t cur = static_cast<uint32_t>(entry);
-  float cur_dist = distance(q, vec(cur));
-  for (int lev = top; lev > level; --lev) {  // greedy descent
-    bool changed = true;
-    while (changed) {
-      changed = false;
-      std::lock_guard<std::mutex> guard(lock_of(cur));
-      const uint32_t* l = links(cur, lev);
-      for (uint32_t i = 1; i <= l[0]; ++i) {
-        const float d = distance(q, vec(l[i]));
-        if (d < cur_dist) {
-          cur_dist = d;
-          cur = l[i];
-          changed = true;
-        }
-      }
-    }
-  }
+  uint32_t cur = greedy_descent(q, static_cast<uint32_t>(entry), top, level, /*locked=*/true);
   for (int lev = std::min(level, top); lev >= 0; --lev) {
     std::vector<Candidate> found =
         search_layer(q, cur, ef_construction_, lev, nullptr, visited, /*locked=*/true);
@@ -441,23 +449,8 @@ void Index::search_one(const float* q, int k, int ef, const std::vector<uint32_t
   std::vector<Candidate> found;
   const int64_t n = size();
   if (entry_ >= 0) {
-    uint32_t cur = static_cast<uint32_t>(entry_);
-    float cur_dist = distance(q, vec(cur));
-    for (int lev = max_level_; lev > 0; --lev) {
-      bool changed = true;
-      while (changed) {
-        changed = false;
-        const uint32_t* l = links(cur, lev);
-        for (uint32_t i = 1; i <= l[0]; ++i) {
-          const float d = distance(q, vec(l[i]));
-          if (d < cur_dist) {
-            cur_dist = d;
-            cur = l[i];
-            changed = true;
-          }
-        }
-      }
-    }
+    const uint32_t cur =
+        greedy_descent(q, static_cast<uint32_t>(entry_), max_level_, 0, /*locked=*/false);
     const int64_t want = std::min<int64_t>(k, available);
     int64_t width = std::max(ef, k);
     for (;;) {

@@ -60,6 +60,8 @@ class Index {
   const uint32_t* links(uint32_t id, int level) const;
   std::mutex& lock_of(uint32_t id) const { return node_locks_[id % kLockStripes]; }
   int random_level(uint32_t id) const;
+  uint32_t greedy_descent(const float* q, uint32_t cur, int from_level, int to_level,
+                          bool locked) const;
   void insert(uint32_t id, Visited& visited);
   // `locked`: take node locks (needed only while add() runs concurrently).
   std::vector<Candidate> search_layer(const float* q, uint32_t entry, int ef, int level,
