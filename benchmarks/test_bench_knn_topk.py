@@ -19,7 +19,7 @@ K = 10
 def _data(device):
     if device == "cuda" and not torch.cuda.is_available():
         pytest.skip("no CUDA device")
-    q, n, _d = SHAPES[device]
+    q, n, d = SHAPES[device]
     g = torch.Generator().manual_seed(0)
     corpus = torch.nn.functional.normalize(torch.randn(n, d, generator=g), dim=1).to(device)
     queries = torch.nn.functional.normalize(torch.randn(q, d, generator=g), dim=1).to(device)

@@ -26,21 +26,35 @@ inline bool better(const Hit& a, const Hit& b) {
   return a.key < b.key || (a.key == b.key && a.id < b.id);
 }
 
-double dot_f64(const float* a, const float* b, int64_t d) {
+// Cloned per instruction set and chosen at load time (portable builds stay fast).
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define NF_TARGET_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define NF_TARGET_CLONES
+#endif
+
+NF_TARGET_CLONES double dot_f64(const double* a, const double* b, int64_t d) {
   double s = 0.0;
 #pragma omp simd reduction(+ : s)
-  for (int64_t i = 0; i < d; ++i) s += static_cast<double>(a[i]) * static_cast<double>(b[i]);
+  for (int64_t i = 0; i < d; ++i) s += a[i] * b[i];
   return s;
 }
 
-double l2_f64(const float* a, const float* b, int64_t d) {
+NF_TARGET_CLONES double l2_f64(const double* a, const double* b, int64_t d) {
   double s = 0.0;
 #pragma omp simd reduction(+ : s)
   for (int64_t i = 0; i < d; ++i) {
-    const double t = static_cast<double>(a[i]) - static_cast<double>(b[i]);
+    const double t = a[i] - b[i];
     s += t * t;
   }
   return s;
+}
+
+double norm_f64(const float* a, int64_t d) {
+  double s = 0.0;
+#pragma omp simd reduction(+ : s)
+  for (int64_t i = 0; i < d; ++i) s += static_cast<double>(a[i]) * static_cast<double>(a[i]);
+  return std::sqrt(s);
 }
 
 }  // namespace
@@ -53,7 +67,7 @@ void knn_topk(const float* queries, int64_t nq, const float* corpus, int64_t n, 
   if (metric == 2) {
     cnorm.resize(static_cast<size_t>(n));
 #pragma omp parallel for schedule(static) num_threads(num_threads)
-    for (int64_t j = 0; j < n; ++j) cnorm[j] = std::sqrt(dot_f64(corpus + j * d, corpus + j * d, d));
+    for (int64_t j = 0; j < n; ++j) cnorm[j] = norm_f64(corpus + j * d, d);
   }
   const int64_t blocks = (nq + kQueryBlock - 1) / kQueryBlock;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(num_threads)
@@ -70,23 +84,30 @@ void knn_topk(const float* queries, int64_t nq, const float* corpus, int64_t n, 
         excl[q - q0].assign(excluded + offsets[q], excluded + offsets[q + 1]);
         std::sort(excl[q - q0].begin(), excl[q - q0].end());
       }
-      if (metric == 2) qnorm[q - q0] = std::sqrt(dot_f64(queries + q * d, queries + q * d, d));
+      if (metric == 2) qnorm[q - q0] = norm_f64(queries + q * d, d);
     }
+    // The block's queries and the current corpus row, widened to double once, so
+    // that the inner loop is pure double multiply-adds over L1-resident rows.
+    std::vector<double> qd(static_cast<size_t>((q1 - q0) * d));
+    for (int64_t q = q0; q < q1; ++q)
+      for (int64_t i = 0; i < d; ++i) qd[(q - q0) * d + i] = static_cast<double>(queries[q * d + i]);
+    std::vector<double> cd(static_cast<size_t>(d));
     for (int64_t j = 0; j < n; ++j) {
       const float* c = corpus + j * d;
+      for (int64_t i = 0; i < d; ++i) cd[i] = static_cast<double>(c[i]);
       for (int64_t q = q0; q < q1; ++q) {
         const size_t b = static_cast<size_t>(q - q0);
         std::vector<int64_t>& ex = excl[b];
         while (cursor[b] < ex.size() && ex[cursor[b]] < j) ++cursor[b];
         if (cursor[b] < ex.size() && ex[cursor[b]] == j) continue;
-        const float* qq = queries + q * d;
+        const double* qq = qd.data() + b * d;
         float key;
         if (metric == 0) {
-          key = static_cast<float>(l2_f64(qq, c, d));
+          key = static_cast<float>(l2_f64(qq, cd.data(), d));
         } else if (metric == 1) {
-          key = -static_cast<float>(dot_f64(qq, c, d));
+          key = -static_cast<float>(dot_f64(qq, cd.data(), d));
         } else {
-          key = -static_cast<float>(dot_f64(qq, c, d) / (qnorm[b] * cnorm[j]));
+          key = -static_cast<float>(dot_f64(qq, cd.data(), d) / (qnorm[b] * cnorm[j]));
         }
         std::vector<Hit>& h = heaps[b];
         const Hit hit{key, j};
