@@ -194,6 +194,8 @@ class Index::Visited {
 Index::Index(int dim, Metric metric, int m, int ef_construction, uint64_t seed)
     : dim_(dim), metric_(metric), m_(m), ef_construction_(ef_construction), seed_(seed),
       level_mult_(1.0 / std::log(static_cast<double>(std::max(m, 2)))),
+      node_words_((static_cast<size_t>(2 * m + 1) + 15) / 16 * 16 +
+                  (static_cast<size_t>(dim) + 15) / 16 * 16),
       node_locks_(new std::mutex[kLockStripes]) {
   if (dim < 1) throw std::invalid_argument("dim must be >= 1");
   if (m < 2 || m > 256) throw std::invalid_argument("M must be in [2, 256]");
@@ -205,7 +207,7 @@ float Index::distance(const float* a, const float* b) const {
 }
 
 uint32_t* Index::links(uint32_t id, int level) {
-  if (level == 0) return level0_.data() + static_cast<size_t>(id) * (2 * m_ + 1);
+  if (level == 0) return nodes_.data() + static_cast<size_t>(id) * node_words_;
   return upper_[id].data() + static_cast<size_t>(level - 1) * (m_ + 1);
 }
 const uint32_t* Index::links(uint32_t id, int level) const {
@@ -221,8 +223,8 @@ int Index::random_level(uint32_t id) const {
 }
 
 size_t Index::memory_bytes() const {
-  size_t bytes = data_.capacity() * sizeof(float) + labels_.capacity() * sizeof(int64_t) +
-                 levels_.capacity() * sizeof(int32_t) + level0_.capacity() * sizeof(uint32_t) +
+  size_t bytes = nodes_.capacity() * sizeof(uint32_t) + labels_.capacity() * sizeof(int64_t) +
+                 levels_.capacity() * sizeof(int32_t) +
                  label_index_.size() * (sizeof(int64_t) + sizeof(uint32_t) + 2 * sizeof(void*));
   for (const auto& u : upper_) bytes += u.capacity() * sizeof(uint32_t) + sizeof(u);
   return bytes;
@@ -393,6 +395,8 @@ void Index::insert(uint32_t id, Visited& visited) {
   }
 }
 
+void Index::grow(size_t total) { nodes_.resize(total * node_words_, 0); }
+
 void Index::add(const float* vectors, const int64_t* ids, int64_t n, int num_threads) {
   if (n <= 0) return;
   for (int64_t i = 0; i < n; ++i) {  // validate ids before changing anything
@@ -415,15 +419,16 @@ void Index::add(const float* vectors, const int64_t* ids, int64_t n, int num_thr
   if (old + static_cast<size_t>(n) >= std::numeric_limits<uint32_t>::max())
     throw std::invalid_argument("an index holds at most 2^32 - 2 vectors");
   const size_t total = old + static_cast<size_t>(n);
-  data_.resize(total * dim_);
-  std::memcpy(data_.data() + old * dim_, vectors, static_cast<size_t>(n) * dim_ * sizeof(float));
-  if (metric_ == Metric::kCosine)
-    for (size_t i = old; i < total; ++i) normalize(data_.data() + i * dim_, dim_);
+  grow(total);
+  for (size_t i = old; i < total; ++i) {
+    float* v = vec_mut(static_cast<uint32_t>(i));
+    std::memcpy(v, vectors + (i - old) * dim_, static_cast<size_t>(dim_) * sizeof(float));
+    if (metric_ == Metric::kCosine) normalize(v, dim_);
+  }
   labels_.insert(labels_.end(), ids, ids + n);
   for (size_t i = old; i < total; ++i) label_index_.emplace(labels_[i], static_cast<uint32_t>(i));
   levels_.resize(total);
   upper_.resize(total);
-  level0_.resize(total * (2 * m_ + 1), 0);
   for (size_t i = old; i < total; ++i) {
     levels_[i] = random_level(static_cast<uint32_t>(i));
     upper_[i].assign(static_cast<size_t>(levels_[i]) * (m_ + 1), 0);
@@ -564,10 +569,11 @@ std::string Index::serialize() const {
   put(s, static_cast<uint64_t>(labels_.size()));
   put(s, entry_);
   put(s, static_cast<int32_t>(max_level_));
-  put_array(s, data_.data(), data_.size());
+  const size_t count = labels_.size();
+  for (size_t i = 0; i < count; ++i) put_array(s, vec(static_cast<uint32_t>(i)), dim_);
   put_array(s, labels_.data(), labels_.size());
   put_array(s, levels_.data(), levels_.size());
-  put_array(s, level0_.data(), level0_.size());
+  for (size_t i = 0; i < count; ++i) put_array(s, links(static_cast<uint32_t>(i), 0), links0_words());
   for (const auto& u : upper_) put_array(s, u.data(), u.size());
   put(s, fnv1a(s.data(), s.size()));
   return s;
@@ -601,14 +607,15 @@ std::unique_ptr<Index> Index::deserialize(const std::string& bytes) {
                                        static_cast<int>(m), static_cast<int>(efc), seed);
   index->entry_ = r.get<int64_t>("entry point");
   index->max_level_ = r.get<int32_t>("max level");
-  index->data_.resize(count * dim);
-  r.get_array(index->data_.data(), index->data_.size(), "vectors");
+  index->grow(count);
+  for (uint64_t i = 0; i < count; ++i)
+    r.get_array(index->vec_mut(static_cast<uint32_t>(i)), dim, "vectors");
   index->labels_.resize(count);
   r.get_array(index->labels_.data(), count, "ids");
   index->levels_.resize(count);
   r.get_array(index->levels_.data(), count, "levels");
-  index->level0_.resize(count * (2 * m + 1));
-  r.get_array(index->level0_.data(), index->level0_.size(), "level-0 links");
+  for (uint64_t i = 0; i < count; ++i)
+    r.get_array(index->links(static_cast<uint32_t>(i), 0), 2 * m + 1, "level-0 links");
   index->upper_.resize(count);
   for (uint64_t i = 0; i < count; ++i) {
     if (index->levels_[i] < 0 || index->levels_[i] > index->max_level_)

@@ -54,7 +54,18 @@ class Index {
   class Visited;
 
   float distance(const float* a, const float* b) const;
-  const float* vec(uint32_t id) const { return data_.data() + static_cast<size_t>(id) * dim_; }
+  // Node records interleave the bottom-layer links and the vector, so that
+  // expanding a node touches one contiguous block (as hnswlib lays them out).
+  size_t links0_words() const { return static_cast<size_t>(2 * m_ + 1); }
+  // the vector starts on a 64-byte boundary of the record
+  size_t links0_stride() const { return (links0_words() + 15) / 16 * 16; }
+  size_t node_words() const { return node_words_; }
+  const float* vec(uint32_t id) const {
+    return reinterpret_cast<const float*>(nodes_.data() + static_cast<size_t>(id) * node_words_ +
+                                          links0_stride());
+  }
+  float* vec_mut(uint32_t id) { return const_cast<float*>(vec(id)); }
+  void grow(size_t total);
   int max_links(int level) const { return level == 0 ? 2 * m_ : m_; }
   uint32_t* links(uint32_t id, int level);
   const uint32_t* links(uint32_t id, int level) const;
@@ -82,11 +93,11 @@ class Index {
   int ef_construction_;
   uint64_t seed_;
   double level_mult_;
-  std::vector<float> data_;             // size * dim (unit vectors for cosine)
+  size_t node_words_;                   // 32-bit words per node record (16-aligned)
   std::vector<int64_t> labels_;         // internal id -> user id
   std::unordered_map<int64_t, uint32_t> label_index_;
   std::vector<int32_t> levels_;         // top level of each node
-  std::vector<uint32_t> level0_;        // size * (2M + 1): count, then ids
+  std::vector<uint32_t> nodes_;         // size * node_words: [count, links.., vector (float bits)]
   std::vector<std::vector<uint32_t>> upper_;  // per node: levels * (M + 1)
   int64_t entry_ = -1;
   int max_level_ = -1;
