@@ -2,7 +2,7 @@
 # One entry point for a fresh machine: sets everything up, then runs a job.
 #   bash scripts/run.sh demo [args]   the main job on embedded default data
 #   bash scripts/run.sh test [args]   the test suite (pytest args pass through)
-#   bash scripts/run.sh bench [args]  the CPU benchmarks (pytest-benchmark)
+#   bash scripts/run.sh bench [args]  the benchmarks (pytest-benchmark, then the HNSW recall/QPS table)
 #   bash scripts/run.sh lint          ruff
 # Set-up is idempotent: Debian packages (as root, or through sudo), a virtual
 # environment in .venv, torch==2.13.0, and noiseforge built from source.
@@ -57,7 +57,10 @@ case "$job" in
     ;;
   bench)
     setup
-    exec "$VENV/bin/python" -m pytest benchmarks --benchmark-enable --benchmark-json=bench.json -q "$@"
+    "$VENV/bin/python" -m pip install -q ".[bench]"
+    "$VENV/bin/python" -m pytest benchmarks --benchmark-enable --benchmark-json=bench.json -q "$@"
+    "$VENV/bin/python" benchmarks/report.py bench.json
+    exec "$VENV/bin/python" benchmarks/hnsw_recall_qps.py
     ;;
   lint)
     setup
