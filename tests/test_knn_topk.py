@@ -79,9 +79,7 @@ def test_exclusions_and_padding(backend, device, metric):
     queries, corpus = _data(12, 40, 7, seed=3)
     _backend(backend, device, queries, corpus)
     rng = np.random.default_rng(0)
-    exclude = [
-        rng.choice(40, size=rng.integers(0, 36), replace=False) for _ in range(len(queries))
-    ]
+    exclude = [rng.choice(40, size=rng.integers(0, 36), replace=False) for _ in range(len(queries))]
     exclude[0] = np.arange(38)  # only two admissible rows: padded
     exclude[1] = np.zeros(0, dtype=np.int64)
     ids, scores = knn_topk(queries, corpus, 5, metric=metric, exclude=exclude, backend=backend)
