@@ -143,16 +143,18 @@ void normalize(float* v, int n) {
     for (int i = 0; i < n; ++i) v[i] /= norm;
 }
 
-struct Closer {  // min-heap by distance, then id
+// Heap orders by distance only: which of two equally distant candidates a beam
+// keeps does not matter, and results are sorted by (distance, id) at the end.
+struct Closer {  // min-heap
   template <typename C>
   bool operator()(const C& a, const C& b) const {
-    return a.dist > b.dist || (a.dist == b.dist && a.id > b.id);
+    return a.dist > b.dist;
   }
 };
-struct Farther {  // max-heap by distance, then id
+struct Farther {  // max-heap
   template <typename C>
   bool operator()(const C& a, const C& b) const {
-    return a.dist < b.dist || (a.dist == b.dist && a.id < b.id);
+    return a.dist < b.dist;
   }
 };
 
@@ -171,6 +173,7 @@ uint64_t fnv1a(const char* p, size_t n) {
 }  // namespace
 
 // Visited marks with an epoch counter, one per thread, sized to the index.
+// 16-bit epochs keep the marks of 100k nodes in 200 KB (L2-resident).
 class Index::Visited {
  public:
   void reset(size_t n) {
@@ -185,14 +188,16 @@ class Index::Visited {
     marks_[id] = epoch_;
     return false;
   }
+  const void* address(uint32_t id) const { return marks_.data() + id; }
 
  private:
-  std::vector<uint32_t> marks_;
-  uint32_t epoch_ = 0;
+  std::vector<uint16_t> marks_;
+  uint16_t epoch_ = 0;
 };
 
 Index::Index(int dim, Metric metric, int m, int ef_construction, uint64_t seed)
-    : dim_(dim), metric_(metric), m_(m), ef_construction_(ef_construction), seed_(seed),
+    : dim_(dim), metric_(metric), l2_metric_(metric == Metric::kL2), m_(m),
+      ef_construction_(ef_construction), seed_(seed),
       level_mult_(1.0 / std::log(static_cast<double>(std::max(m, 2)))),
       node_words_((static_cast<size_t>(2 * m + 1) + 15) / 16 * 16 +
                   (static_cast<size_t>(dim) + 15) / 16 * 16),
@@ -203,7 +208,10 @@ Index::Index(int dim, Metric metric, int m, int ef_construction, uint64_t seed)
 }
 
 float Index::distance(const float* a, const float* b) const {
-  return metric_ == Metric::kL2 ? l2_squared(a, b, dim_) : -dot(a, b, dim_);
+  // kernels picked once per process; the metric's sign is applied here
+  static const DistanceFn l2 = pick(true);
+  static const DistanceFn ip = pick(false);
+  return l2_metric_ ? l2(a, b, dim_) : -ip(a, b, dim_);
 }
 
 uint32_t* Index::links(uint32_t id, int level) {
@@ -238,8 +246,12 @@ std::vector<Index::Candidate> Index::search_layer(const float* q, uint32_t entry
     return excluded != nullptr && !excluded->empty() &&
            std::binary_search(excluded->begin(), excluded->end(), id);
   };
-  std::priority_queue<Candidate, std::vector<Candidate>, Closer> frontier;
-  std::priority_queue<Candidate, std::vector<Candidate>, Farther> best;
+  std::vector<Candidate> storage;
+  storage.reserve(static_cast<size_t>(ef) + 1);
+  std::priority_queue<Candidate, std::vector<Candidate>, Farther> best(Farther{}, std::move(storage));
+  std::vector<Candidate> fstorage;
+  fstorage.reserve(static_cast<size_t>(ef) * 2);
+  std::priority_queue<Candidate, std::vector<Candidate>, Closer> frontier(Closer{}, std::move(fstorage));
   visited.reset(labels_.size());
   const float d0 = distance(q, vec(entry));
   visited.test_and_set(entry);
@@ -259,8 +271,9 @@ std::vector<Index::Candidate> Index::search_layer(const float* q, uint32_t entry
       count = l[0];
       std::copy(l + 1, l + 1 + count, neighbors);
     }
-    // Prefetch the neighbors' vectors: the walk is bound by memory latency.
+    // Prefetch the neighbors' marks and vectors: the walk is bound by memory latency.
     for (uint32_t j = 0; j < count; ++j) {
+      __builtin_prefetch(visited.address(neighbors[j]));
       const char* p = reinterpret_cast<const char*>(vec(neighbors[j]));
       __builtin_prefetch(p);
       if (row_bytes > 64) __builtin_prefetch(p + 64);

@@ -89,6 +89,7 @@ class Index {
 
   int dim_;
   Metric metric_;
+  bool l2_metric_;
   int m_;
   int ef_construction_;
   uint64_t seed_;
