@@ -17,7 +17,9 @@ import triton.language as tl
 
 @triton.jit
 def _pack(score, ids, HIGHER_BETTER: tl.constexpr):
-    # float32 -> uint32 bits whose unsigned order is the order of "better"
+    # float32 -> uint32 bits whose unsigned order is the order of "better";
+    # -0.0 becomes +0.0 first so that equal scores tie (and the lower id wins)
+    score = tl.where(score == 0.0, 0.0, score)
     bits = score.to(tl.int32, bitcast=True)
     if not HIGHER_BETTER:
         bits = bits ^ -2147483648  # negate: flip the sign bit

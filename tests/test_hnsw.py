@@ -201,3 +201,41 @@ def test_bad_input(call, err, match):
 def test_bad_parameters(kwargs, match):
     with pytest.raises(ValueError, match=match):
         HNSWIndex(**kwargs)
+
+
+def _resign(blob: bytearray) -> bytes:
+    """Recompute the trailing FNV-1a checksum (as a crafted file would)."""
+    h = 1469598103934665603
+    for byte in bytes(blob[:-8]):
+        h = ((h ^ byte) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
+    return bytes(blob[:-8]) + h.to_bytes(8, "little")
+
+
+@pytest.mark.parametrize(
+    ("offset", "fmt", "value", "match"),
+    [
+        (52, "<i", 50, "max level|invalid"),  # max level beyond the nodes' levels
+        (24, "<I", 0, "invalid header"),  # ef_construction = 0
+        (12, "<I", 2**31, "invalid header"),  # absurd dimension
+        (36, "<Q", 2**32 - 3, "truncated"),  # more vectors announced than stored
+        (44, "<q", 5, "entry point"),  # entry point that is not the top node
+    ],
+)
+def test_crafted_files_with_a_valid_checksum_are_rejected(offset, fmt, value, match):
+    import struct
+
+    index = HNSWIndex(8, seed=1)
+    index.add(clustered(300, 8, seed=6))
+    blob = bytearray(index.to_bytes())
+    struct.pack_into(fmt, blob, offset, value)
+    with pytest.raises(IndexFormatError, match=match):
+        HNSWIndex.from_bytes(_resign(blob))
+
+
+def test_ids_beyond_int64_are_rejected():
+    index = HNSWIndex(4)
+    with pytest.raises(ValueError, match="fit in int64"):
+        index.add(np.ones((1, 4), np.float32), ids=np.array([2**64 - 1], dtype=np.uint64))
+    index.add(np.ones((2, 4), np.float32))
+    with pytest.raises(ValueError, match="fit in int64"):
+        index.search(np.ones((1, 4), np.float32), 1, exclude=[np.array([2**63], dtype=np.uint64)])

@@ -142,3 +142,22 @@ def test_non_contiguous_and_numpy_inputs(backend, device):
 def test_bad_input(args, kwargs, err, match):
     with pytest.raises(err, match=match):
         knn_topk(*args, **kwargs)
+
+
+@pytest.mark.parametrize(("backend", "device"), BACKENDS)
+def test_negative_zero_ties_with_zero(backend, device):
+    queries = torch.tensor([[1e-30]])
+    corpus = torch.tensor([[-1e-30], [1e-30]])  # scores -0.0 (row 0) and +0.0 (row 1) in float32
+    _backend(backend, device, torch.ones(1, 1), corpus)
+    ids, _ = knn_topk(queries, corpus, 1, metric="ip", backend=backend)
+    assert ids.tolist() == [[0]]  # equal scores: the lower id wins
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast")  # float64 -> float32 inf
+@pytest.mark.parametrize(("backend", "device"), BACKENDS)
+def test_infinite_scores_stay_admissible(backend, device):
+    queries = torch.tensor([[-3e38]])
+    corpus = torch.tensor([[3e38], [3e38]])  # squared distance overflows to inf in float32
+    _backend(backend, device, queries, corpus)
+    ids, scores = knn_topk(queries, corpus, 1, metric="l2", exclude=[[0]], backend=backend)
+    assert ids.tolist() == [[1]] and scores.tolist() == [[float("inf")]]

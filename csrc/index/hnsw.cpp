@@ -412,6 +412,7 @@ void Index::grow(size_t total) { nodes_.resize(total * node_words_, 0); }
 
 void Index::add(const float* vectors, const int64_t* ids, int64_t n, int num_threads) {
   if (n <= 0) return;
+  std::lock_guard<std::mutex> one_add_at_a_time(add_lock_);
   for (int64_t i = 0; i < n; ++i) {  // validate ids before changing anything
     if (label_index_.count(ids[i]))
       throw std::invalid_argument("id " + std::to_string(ids[i]) + " (row " + std::to_string(i) +
@@ -614,12 +615,19 @@ std::unique_ptr<Index> Index::deserialize(const std::string& bytes) {
   const uint32_t efc = r.get<uint32_t>("ef_construction");
   const uint64_t seed = r.get<uint64_t>("seed");
   const uint64_t count = r.get<uint64_t>("count");
-  if (metric > 2 || dim == 0 || m < 2 || m > 256 || count >= std::numeric_limits<uint32_t>::max())
+  // The checksum catches accidents, not crafted files: check every value the
+  // search relies on before allocating or trusting it.
+  if (metric > 2 || dim == 0 || dim > (1u << 20) || m < 2 || m > 256 || efc < 1 ||
+      efc > (1u << 20) || count >= std::numeric_limits<uint32_t>::max())
     throw std::runtime_error("invalid header values");
+  const uint64_t per_node_min = static_cast<uint64_t>(dim) * 4 + 8 + 4 + (2ull * m + 1) * 4;
+  if (count > (body - r.pos()) / per_node_min)
+    throw std::runtime_error("the file is truncated (header announces more vectors than it holds)");
   auto index = std::make_unique<Index>(static_cast<int>(dim), static_cast<Metric>(metric),
                                        static_cast<int>(m), static_cast<int>(efc), seed);
   index->entry_ = r.get<int64_t>("entry point");
   index->max_level_ = r.get<int32_t>("max level");
+  if (index->max_level_ < -1 || index->max_level_ > 64) throw std::runtime_error("invalid max level");
   index->grow(count);
   for (uint64_t i = 0; i < count; ++i)
     r.get_array(index->vec_mut(static_cast<uint32_t>(i)), dim, "vectors");
@@ -641,17 +649,20 @@ std::unique_ptr<Index> Index::deserialize(const std::string& bytes) {
     if (!index->label_index_.emplace(index->labels_[i], static_cast<uint32_t>(i)).second)
       throw std::runtime_error("duplicate id in file");
   }
-  if ((count == 0) != (index->entry_ < 0) || index->entry_ >= static_cast<int64_t>(count))
+  if ((count == 0) != (index->entry_ < 0) || index->entry_ >= static_cast<int64_t>(count) ||
+      (count > 0 && index->levels_[index->entry_] != index->max_level_))
     throw std::runtime_error("invalid entry point");
-  // every link must point inside the index
-  auto check = [count](const uint32_t* l, uint32_t limit) {
+  // every link must point inside the index, to a node that has that layer
+  const Index& idx = *index;
+  auto check = [&idx, count](const uint32_t* l, uint32_t limit, int lev) {
     if (l[0] > limit) throw std::runtime_error("invalid link count");
     for (uint32_t j = 1; j <= l[0]; ++j)
-      if (l[j] >= count) throw std::runtime_error("link outside the index");
+      if (l[j] >= count || idx.levels_[l[j]] < lev) throw std::runtime_error("invalid link");
   };
   for (uint64_t i = 0; i < count; ++i) {
-    check(index->links(static_cast<uint32_t>(i), 0), 2 * m);
-    for (int lev = 1; lev <= index->levels_[i]; ++lev) check(index->links(static_cast<uint32_t>(i), lev), m);
+    check(index->links(static_cast<uint32_t>(i), 0), 2 * m, 0);
+    for (int lev = 1; lev <= index->levels_[i]; ++lev)
+      check(index->links(static_cast<uint32_t>(i), lev), m, lev);
   }
   return index;
 }

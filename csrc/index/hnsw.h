@@ -21,6 +21,7 @@ class Index {
 
   // Adds n vectors (row-major, dim floats each) with user ids; throws
   // std::invalid_argument naming a duplicate id. Uses num_threads threads.
+  // Concurrent add() calls are serialised; search() must not run during add().
   void add(const float* vectors, const int64_t* ids, int64_t n, int num_threads);
 
   // k nearest non-excluded vectors of each query, best first (ties: lower id).
@@ -104,6 +105,7 @@ class Index {
   int max_level_ = -1;
   mutable std::unique_ptr<std::mutex[]> node_locks_;
   mutable std::mutex global_lock_;
+  std::mutex add_lock_;  // concurrent add() calls run one after the other
 };
 
 }  // namespace noiseforge::hnsw

@@ -56,13 +56,24 @@ def _as_matrix(name: str, x: ArrayLike, dim: int) -> np.ndarray:
     return arr
 
 
+def _int64_ids(name: str, values) -> np.ndarray:
+    arr = np.asarray(values)
+    if arr.size == 0:
+        return np.zeros(arr.shape, dtype=np.int64)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"{name} must be integers, got dtype {arr.dtype}")
+    if arr.dtype.kind == "u" and arr.max() > np.iinfo(np.int64).max:
+        raise ValueError(f"{name} must fit in int64; {int(arr.max())} does not")
+    return np.ascontiguousarray(arr, dtype=np.int64)
+
+
 def _exclusions(exclude, nq: int) -> tuple[np.ndarray, np.ndarray] | None:
     """CSR (offsets, ids) from a list of per-query id arrays or a (offsets, ids) pair."""
     if exclude is None:
         return None
     if isinstance(exclude, tuple) and len(exclude) == 2:
         offsets = np.ascontiguousarray(np.asarray(exclude[0]), dtype=np.int64)
-        ids = np.ascontiguousarray(np.asarray(exclude[1]), dtype=np.int64)
+        ids = _int64_ids("exclude ids", exclude[1]).reshape(-1)
         if (
             offsets.shape != (nq + 1,)
             or offsets[0] != 0
@@ -76,7 +87,7 @@ def _exclusions(exclude, nq: int) -> tuple[np.ndarray, np.ndarray] | None:
         return offsets, ids
     if len(exclude) != nq:
         raise ValueError(f"exclude has {len(exclude)} lists for {nq} queries; give one per query")
-    lists = [np.asarray(e, dtype=np.int64).reshape(-1) for e in exclude]
+    lists = [_int64_ids("exclude ids", e).reshape(-1) for e in exclude]
     offsets = np.zeros(nq + 1, dtype=np.int64)
     offsets[1:] = np.cumsum([e.size for e in lists])
     ids = np.concatenate(lists) if lists else np.zeros(0, dtype=np.int64)
@@ -174,13 +185,7 @@ class HNSWIndex:
         if ids is None:
             ids_arr = np.arange(len(self), len(self) + n, dtype=np.int64)
         else:
-            ids_arr = (
-                np.ascontiguousarray(np.asarray(ids), dtype=np.int64)
-                if np.asarray(ids).dtype.kind in "iu"
-                else None
-            )
-            if ids_arr is None:
-                raise TypeError("ids must be integers")
+            ids_arr = _int64_ids("ids", ids)
             if ids_arr.shape != (n,):
                 raise ValueError(f"ids has shape {ids_arr.shape}, expected ({n},)")
         try:
@@ -246,7 +251,7 @@ class HNSWIndex:
         self = cls.__new__(cls)
         try:
             self._index = _module().HNSW.deserialize(bytes(data))
-        except RuntimeError as exc:
+        except (RuntimeError, ValueError, MemoryError) as exc:
             raise IndexFormatError(f"cannot load HNSW index: {exc}") from None
         return self
 

@@ -66,8 +66,12 @@ def knn_topk_reference(
         cat_i = torch.cat([best_i, ids], dim=1)
         cat_ok = torch.cat([best_i >= 0, admissible], dim=1)
         key = cat_s if not higher else -cat_s
-        key = torch.where(cat_ok, key, torch.full_like(key, float("inf")))
-        order = torch.sort(key, dim=1, stable=True).indices[:, :k]
+        # two stable sorts: by score, then admissible entries first (no sentinel
+        # value, so admissible +-inf scores are kept)
+        by_score = torch.sort(key, dim=1, stable=True).indices
+        inadmissible = (~torch.gather(cat_ok, 1, by_score)).to(torch.int8)
+        order = torch.gather(by_score, 1, torch.sort(inadmissible, dim=1, stable=True).indices)
+        order = order[:, :k]
         best_s = torch.gather(cat_s, 1, order)
         best_i = torch.where(
             torch.gather(cat_ok, 1, order),
