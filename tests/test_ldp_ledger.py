@@ -82,3 +82,34 @@ def test_cloud_refuses_raw_data_and_answers_noised_batches():
     torch.testing.assert_close(probs.sum(1), torch.ones(5))
     derived = batch.derive(batch.data.flip(0), batch.records.flip(0))  # post-processing is free
     assert cloud.predict(derived).shape == (5, 3)
+
+
+def test_layer_two_expansion_is_free_and_stays_in_the_domain():
+    from noiseforge.ldp import add_noise_copies, concat, superimpose
+
+    x = torch.rand(6, 3)
+    ledger = PrivacyLedger(epsilon_budget=30.0)
+    batch = release(x, np.arange(10, 16), ledger, epsilon=5.0, lower=0.0, upper=1.0, seed=2)
+    spent = ledger.spent(10)
+    more = add_noise_copies(batch, 4, epsilon=5.0, lower=0.0, upper=1.0, seed=3)
+    mixed = superimpose(batch, 7, weight=0.3, seed=4)
+    assert ledger.spent(10) == spent and len(ledger.releases) == 1, "layer 2 must not charge"
+    assert (
+        more.data.shape == (24, 3)
+        and more.records.tolist() == np.repeat(np.arange(10, 16), 4).tolist()
+    )
+    assert mixed.data.shape == (7, 3) and (mixed.records == -1).all()
+    assert float(more.data.min()) >= 0.0 and float(more.data.max()) <= 1.0
+    assert float(mixed.data.min()) >= 0.0 and float(mixed.data.max()) <= 1.0
+    # each mixture is a convex combination of two released rows
+    d = batch.data
+    combos = 0.3 * d[:, None, :] + 0.7 * d[None, :, :]
+    for row in mixed.data:
+        assert torch.isclose(combos, row, atol=1e-6).all(-1).any()
+    joined = concat(batch, more, mixed)
+    assert len(joined) == 6 + 24 + 7
+    with pytest.raises(TypeError, match="not raw data"):
+        add_noise_copies(x, 2, epsilon=1.0, lower=0.0, upper=1.0)
+    other = release(torch.rand(2, 3), [0, 1], ledger, epsilon=1.0, lower=0.0, upper=1.0)
+    with pytest.raises(ValueError, match="one release only"):
+        concat(batch, other)

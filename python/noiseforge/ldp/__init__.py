@@ -1,10 +1,12 @@
 """LDPKiT: private inference through an untrusted cloud model (in progress).
 
-Built so far: the privacy ledger, layer-1 release into NoisedBatch, and the
-cloud interface that accepts only noised data.
+Built so far: the privacy ledger, layer-1 release into NoisedBatch, layer-2
+expansion (noise copies, superimposition), and the cloud interface that accepts
+only noised data.
 """
 
 from noiseforge.ldp.cloud import CloudModel, InProcessCloud
+from noiseforge.ldp.expand import add_noise_copies, concat, superimpose
 from noiseforge.ldp.ledger import BudgetExceededError, PrivacyLedger, Release
 from noiseforge.ldp.release import NoisedBatch, release
 
@@ -15,5 +17,8 @@ __all__ = [
     "NoisedBatch",
     "PrivacyLedger",
     "Release",
+    "add_noise_copies",
+    "concat",
     "release",
+    "superimpose",
 ]

@@ -1,0 +1,85 @@
+"""Layer 2 of LDPKiT: expanding released data into a larger query set.
+
+Everything here is post-processing of a :class:`NoisedBatch` -- it reads only
+already-released rows -- so it costs no privacy budget and never touches the
+ledger ("noise^2": more noise on noised inputs, and superimposed pairs).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from noiseforge.ldp.release import NoisedBatch
+from noiseforge.ops import ldp_noise
+
+
+def add_noise_copies(
+    batch: NoisedBatch,
+    copies: int,
+    *,
+    epsilon: float,
+    lower,
+    upper,
+    mechanism: str = "laplace",
+    delta: float | None = None,
+    seed: int | None = None,
+    backend: str | None = None,
+) -> NoisedBatch:
+    """K extra noisy copies of every released row (noise calibrated as for ``epsilon``).
+
+    Returns a NoisedBatch of ``len(batch) * copies`` rows, grouped by source row
+    (row i's copies are adjacent), each tagged with the source row's record.
+    """
+    if not isinstance(batch, NoisedBatch):
+        raise TypeError("add_noise_copies expands a NoisedBatch (released data), not raw data")
+    y = ldp_noise(
+        batch.data,
+        epsilon=epsilon,
+        lower=lower,
+        upper=upper,
+        mechanism=mechanism,
+        delta=delta,
+        copies=copies,
+        seed=seed,
+        backend=backend,
+    )
+    rows = y.reshape(len(batch) * copies, *batch.data.shape[1:])
+    return batch.derive(rows, batch.records.repeat_interleave(copies))
+
+
+def superimpose(
+    batch: NoisedBatch, pairs: int, *, weight: float = 0.5, seed: int | None = None
+) -> NoisedBatch:
+    """``pairs`` convex mixtures ``w * a + (1 - w) * b`` of random pairs of released rows.
+
+    Mixed rows come from two records, so their record id is -1 (they feed the
+    local model's training set, not per-input aggregation). ``seed`` makes the
+    pairing reproducible; the pairing itself is not secret (the rows are already
+    public to the client).
+    """
+    if not isinstance(batch, NoisedBatch):
+        raise TypeError("superimpose mixes a NoisedBatch (released data), not raw data")
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"weight must be in [0, 1], got {weight}")
+    if pairs < 0:
+        raise ValueError(f"pairs must be >= 0, got {pairs}")
+    if len(batch) < 2 and pairs:
+        raise ValueError("superimposition needs at least two released rows")
+    gen = torch.Generator().manual_seed(seed) if seed is not None else None
+    a = torch.randint(0, len(batch), (pairs,), generator=gen)
+    b = (a + torch.randint(1, max(2, len(batch)), (pairs,), generator=gen)) % len(batch)
+    data = batch.data.float()
+    mixed = weight * data[a.to(data.device)] + (1.0 - weight) * data[b.to(data.device)]
+    return batch.derive(mixed.to(batch.data.dtype), torch.full((pairs,), -1, dtype=torch.int64))
+
+
+def concat(*batches: NoisedBatch) -> NoisedBatch:
+    """Rows of several NoisedBatches descending from the same release, in order."""
+    if not batches or not all(isinstance(b, NoisedBatch) for b in batches):
+        raise TypeError("concat takes one or more NoisedBatch")
+    first = batches[0]
+    if any(b.release is not first.release for b in batches):
+        raise ValueError("concat joins batches of one release only (their guarantee is shared)")
+    return first.derive(
+        torch.cat([b.data for b in batches]), torch.cat([b.records for b in batches])
+    )
