@@ -64,7 +64,7 @@ case "$job" in
     ;;
   lint)
     setup
-    exec "$VENV/bin/ruff" check python kernels tests benchmarks
+    exec "$VENV/bin/ruff" check python kernels tests benchmarks examples
     ;;
   *)
     echo "usage: bash scripts/run.sh demo|test|bench|lint [args]" >&2
