@@ -113,3 +113,58 @@ def test_layer_two_expansion_is_free_and_stays_in_the_domain():
     other = release(torch.rand(2, 3), [0, 1], ledger, epsilon=1.0, lower=0.0, upper=1.0)
     with pytest.raises(ValueError, match="one release only"):
         concat(batch, other)
+
+
+class FlakyCloud:
+    """An in-process cloud that fails on chosen calls (to test retries and resuming)."""
+
+    def __init__(self, fail_calls):
+        from noiseforge.ldp import InProcessCloud
+
+        torch.manual_seed(0)
+        self.inner = InProcessCloud(torch.nn.Linear(3, 4))
+        self.fail_calls = set(fail_calls)
+        self.calls = 0
+        self.rows_seen = 0
+
+    def predict(self, batch):
+        self.calls += 1
+        if self.calls in self.fail_calls:
+            raise ConnectionError("connection reset by peer")
+        self.rows_seen += len(batch)
+        return self.inner.predict(batch)
+
+
+def test_query_cloud_retries_checkpoints_and_resumes(tmp_path):
+    from noiseforge.ldp import CloudQueryError, query_cloud
+
+    batch = release(
+        torch.rand(10, 3),
+        np.arange(10),
+        PrivacyLedger(100.0),
+        epsilon=5.0,
+        lower=0.0,
+        upper=1.0,
+        seed=1,
+    )
+    want = FlakyCloud([]).inner.predict(batch)
+    flaky = FlakyCloud([2])  # the second request fails once, then succeeds
+    got = query_cloud(flaky, batch, batch_size=4, retries=2, backoff=0.0, progress=False)
+    torch.testing.assert_close(got, want)
+    ckpt = tmp_path / "answers.pt"
+    dead = FlakyCloud([3, 4, 5])  # the third batch never succeeds
+    with pytest.raises(CloudQueryError, match=r"rows 8\.\.9 .*8 answers are kept"):
+        query_cloud(
+            dead, batch, batch_size=4, retries=2, backoff=0.0, checkpoint=ckpt, progress=False
+        )
+    resumed = FlakyCloud([])
+    got = query_cloud(resumed, batch, batch_size=4, backoff=0.0, checkpoint=ckpt, progress=False)
+    torch.testing.assert_close(got, want)
+    assert resumed.rows_seen == 2, "a resumed run asks only for the missing rows"
+    other = release(
+        torch.rand(3, 3), np.arange(20, 23), PrivacyLedger(100.0), epsilon=5.0, lower=0.0, upper=1.0
+    )
+    with pytest.raises(ValueError, match="holds answers for 10 rows"):
+        query_cloud(resumed, other, checkpoint=ckpt, progress=False)
+    with pytest.raises(TypeError, match="not raw data"):
+        query_cloud(resumed, torch.rand(2, 3), progress=False)

@@ -8,17 +8,20 @@ only noised data.
 from noiseforge.ldp.cloud import CloudModel, InProcessCloud
 from noiseforge.ldp.expand import add_noise_copies, concat, superimpose
 from noiseforge.ldp.ledger import BudgetExceededError, PrivacyLedger, Release
+from noiseforge.ldp.query import CloudQueryError, query_cloud
 from noiseforge.ldp.release import NoisedBatch, release
 
 __all__ = [
     "BudgetExceededError",
     "CloudModel",
+    "CloudQueryError",
     "InProcessCloud",
     "NoisedBatch",
     "PrivacyLedger",
     "Release",
     "add_noise_copies",
     "concat",
+    "query_cloud",
     "release",
     "superimpose",
 ]
