@@ -20,6 +20,17 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="print the build and the backend table")
     demo.add_arguments(sub.add_parser("demo", help="run the main job on embedded default data"))
+    cloud = sub.add_parser("cloud", help="the LDPKiT cloud model over HTTP")
+    cloud_sub = cloud.add_subparsers(dest="cloud_command", required=True)
+    serve = cloud_sub.add_parser("serve", help="serve a classifier on a port (protocol 1)")
+    serve.add_argument(
+        "--model",
+        default="fashion-cnn",
+        choices=["fashion-cnn"],
+        help="the model to serve (trained once and cached)",
+    )
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8765)
     args = parser.parse_args(argv)
     try:
         if args.command == "info":
@@ -27,10 +38,26 @@ def main(argv: list[str] | None = None) -> int:
 
             print(info_text())
             return 0
+        if args.command == "cloud":
+            server = build_cloud_server(args)
+            print(f"noiseforge cloud: serving {args.model} at {server.url} (Ctrl-C stops)")
+            try:
+                server.serve_forever()
+            except KeyboardInterrupt:
+                server.stop()
+            return 0
         return demo.run(args)
     except (DatasetNotFoundError, BackendUnavailableError, ValueError, TypeError) as exc:
         print(f"noiseforge {args.command}: error: {exc}", file=sys.stderr)
         return 2
+
+
+def build_cloud_server(args: argparse.Namespace):
+    """The server of ``noiseforge cloud serve`` (not yet serving)."""
+    from noiseforge.ldp.fashion import fashion_cloud_model
+    from noiseforge.ldp.http import CloudServer
+
+    return CloudServer(fashion_cloud_model(), host=args.host, port=args.port, name=args.model)
 
 
 if __name__ == "__main__":
