@@ -22,6 +22,7 @@ def add_noise_copies(
     upper,
     mechanism: str = "laplace",
     delta: float | None = None,
+    unit: str = "feature",
     seed: int | None = None,
     backend: str | None = None,
 ) -> NoisedBatch:
@@ -39,6 +40,7 @@ def add_noise_copies(
         upper=upper,
         mechanism=mechanism,
         delta=delta,
+        unit=unit,
         copies=copies,
         seed=seed,
         backend=backend,
