@@ -87,6 +87,16 @@ def triton_launch_options() -> dict[str, bool]:
     return {} if triton_interpreting() else {"enable_fp_fusion": False}
 
 
+def cdiv(a: int, b: int) -> int:
+    """Blocks of size b covering a items (launch grids)."""
+    return (a + b - 1) // b
+
+
+def next_pow2(v: int) -> int:
+    """Smallest power of two >= v (at least 1): Triton block sizes."""
+    return 1 << max(0, int(v - 1).bit_length())
+
+
 def device_guard(device: torch.device):
     """Make ``device`` current for a launch (kernels run on the current CUDA device)."""
     return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()

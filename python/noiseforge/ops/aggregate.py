@@ -13,7 +13,6 @@ bits on every run and every backend, in any summation order.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -237,19 +236,15 @@ def _launch_triton(p: _AggPlan, q, acc) -> None:
     from noiseforge.kernels.aggregate import scatter_add_kernel, scatter_rows_kernel
 
     if p.mode == "soft":
-        bc = min(64, triton_next_pow2(p.num_classes))
-        grid = (math.ceil(p.m / 64), math.ceil(p.num_classes / bc))
+        bc = min(64, B.next_pow2(p.num_classes))
+        grid = (B.cdiv(p.m, 64), B.cdiv(p.num_classes, bc))
         scatter_rows_kernel[grid](p.index, q, acc, p.m, p.num_classes, BLOCK_M=64, BLOCK_C=bc)
     else:
         values = q if q is not None else acc  # any tensor when HAS_VALUES is off
-        grid = (math.ceil(p.m / 1024),)
+        grid = (B.cdiv(p.m, 1024),)
         scatter_add_kernel[grid](
             p.index, p.labels, values, acc, p.m, p.num_classes, HAS_VALUES=q is not None, BLOCK=1024
         )
-
-
-def triton_next_pow2(v: int) -> int:
-    return 1 << max(0, int(v - 1).bit_length())
 
 
 _EXACT = {torch.float32: (0.0, 0.0)}

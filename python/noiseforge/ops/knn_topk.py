@@ -158,7 +158,7 @@ def _run_triton(p: _KnnPlan):
     block_q = 16
     if nq:
         with B.device_guard(p.device):
-            knn_topk_kernel[(triton_cdiv(nq, block_q),)](
+            knn_topk_kernel[(B.cdiv(nq, block_q),)](
                 p.queries,
                 p.corpus,
                 qn,
@@ -188,10 +188,6 @@ def _run_triton(p: _KnnPlan):
         keep, torch.gather(scores, 1, order), torch.full(order.shape, float("nan"), device=p.device)
     )
     return out_ids, out_scores
-
-
-def triton_cdiv(a: int, b: int) -> int:
-    return (a + b - 1) // b
 
 
 # No CUDA C++ kernel: on GPUs the Triton kernel is the fast path.

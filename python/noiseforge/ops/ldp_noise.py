@@ -421,7 +421,7 @@ def _run_triton(p: _Plan, out: torch.Tensor, seed: int, offset: int) -> None:
     x = p.x.contiguous()
     table = p.table if p.table is not None else torch.zeros(1, dtype=torch.int64, device=x.device)
     block = 1024
-    grid = (triton_cdiv(p.numel, block),)
+    grid = (B.cdiv(p.numel, block),)
     bf16 = p.out_dtype == torch.bfloat16
     with B.device_guard(p.device):
         _launch_triton(
@@ -459,10 +459,6 @@ def _launch_triton(kernel, grid, x, out, p: _Plan, table, seed, offset, bf16, bl
         BLOCK=block,
         **B.triton_launch_options(),
     )
-
-
-def triton_cdiv(a: int, b: int) -> int:
-    return (a + b - 1) // b
 
 
 _EXACT = {torch.float32: (0.0, 0.0), torch.float16: (0.0, 0.0), torch.bfloat16: (0.0, 0.0)}

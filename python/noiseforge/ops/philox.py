@@ -3,8 +3,6 @@ backend draws the same random numbers."""
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from noiseforge import _native
@@ -46,7 +44,7 @@ def _run_triton(count: int, seed: int, offset: int, device: torch.device) -> tor
     raw = torch.empty((count, 4), dtype=torch.int32, device=device)
     if count:
         block = 256
-        philox_words_kernel[(math.ceil(count / block),)](raw, count, seed, offset, BLOCK=block)
+        philox_words_kernel[(B.cdiv(count, block),)](raw, count, seed, offset, BLOCK=block)
     return _to_int64_words(raw)
 
 

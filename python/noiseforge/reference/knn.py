@@ -58,7 +58,6 @@ def knn_topk_reference(
         if rows is not None:
             inside = (cols >= start) & (cols < stop)
             admissible[rows[inside], cols[inside] - start] = False
-        s = torch.where(admissible, s, torch.full_like(s, worst))
         ids = torch.arange(start, stop, device=device).expand(nq, -1)
         # previous best (ids below start, already ordered) then this chunk in id order:
         # a stable sort on the score alone keeps equal scores in ascending id order
