@@ -68,3 +68,19 @@ def assert_close_report(
         )
         return
     torch.testing.assert_close(actual, expected, atol=atol, rtol=rtol)
+
+
+@pytest.fixture
+def tiny_fashion(tmp_path):
+    """A generated 40 + 12 image data set in Fashion-MNIST's idx format (random pixels)."""
+    import numpy as np
+
+    from tests.test_registry_and_cli import _write_idx
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 40), ("t10k", 12)):
+        _write_idx(
+            tmp_path / f"{split}-images-idx3-ubyte.gz", 2051, rng.integers(0, 256, (n, 28, 28))
+        )
+        _write_idx(tmp_path / f"{split}-labels-idx1-ubyte.gz", 2049, np.arange(n) % 10)
+    return tmp_path

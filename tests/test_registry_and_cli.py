@@ -92,17 +92,6 @@ def _write_idx(path, magic, array):
         f.write(array.astype(np.uint8).tobytes())
 
 
-@pytest.fixture
-def tiny_fashion(tmp_path):
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 40), ("t10k", 12)):
-        _write_idx(
-            tmp_path / f"{split}-images-idx3-ubyte.gz", 2051, rng.integers(0, 256, (n, 28, 28))
-        )
-        _write_idx(tmp_path / f"{split}-labels-idx1-ubyte.gz", 2049, np.arange(n) % 10)
-    return tmp_path
-
-
 def test_loader_reads_idx_files(tiny_fashion):
     x, y = load_fashion_mnist("test", root=tiny_fashion)
     assert x.shape == (12, 28, 28) and x.dtype == np.uint8 and x.flags.writeable

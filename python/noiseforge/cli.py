@@ -1,7 +1,8 @@
 """Command-line interface: ``noiseforge <command>``.
 
-Commands: ``info`` (build and backend table) and ``demo`` (the main job on
-embedded default data). Each command lives in its own module, which adds its
+Commands: ``info`` (build and backend table), ``demo`` (the main job on
+embedded default data), ``ldp run|sweep`` (LDPKiT experiments) and ``cloud
+serve`` (a model over HTTP). Each command lives in its own module, which adds its
 arguments and runs; later systems add their subcommands here.
 """
 
@@ -14,12 +15,16 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     from noiseforge import demo
     from noiseforge.data import DatasetNotFoundError
+    from noiseforge.ldp import command as ldp_command
     from noiseforge.ops import BackendUnavailableError
 
     parser = argparse.ArgumentParser(prog="noiseforge", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="print the build and the backend table")
     demo.add_arguments(sub.add_parser("demo", help="run the main job on embedded default data"))
+    ldp_command.add_arguments(
+        sub.add_parser("ldp", help="LDPKiT vs standard eps-LDP: one epsilon (run) or a sweep")
+    )
     cloud = sub.add_parser("cloud", help="the LDPKiT cloud model over HTTP")
     cloud_sub = cloud.add_subparsers(dest="cloud_command", required=True)
     serve = cloud_sub.add_parser("serve", help="serve a classifier on a port (protocol 1)")
@@ -38,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
 
             print(info_text())
             return 0
+        if args.command == "ldp":
+            return ldp_command.run(args)
         if args.command == "cloud":
             server = build_cloud_server(args)
             print(f"noiseforge cloud: serving {args.model} at {server.url} (Ctrl-C stops)")
