@@ -116,17 +116,29 @@ def test_loader_errors(tiny_fashion, tmp_path):
 @pytest.mark.parametrize("mechanism", ["laplace", "discrete_laplace", "gaussian"])
 def test_demo_runs_end_to_end(tiny_fashion, monkeypatch, capsys, mechanism):
     monkeypatch.setenv("NOISEFORGE_FASHION_MNIST", str(tiny_fashion))
-    assert (
-        main(["demo", "--limit", "10", "--copies", "2", "--mechanism", mechanism, "--seed", "5"])
-        == 0
-    )
+    args = ["--limit", "10", "--copies", "2", "--mechanism", mechanism, "--seed", "5"]
+    assert main(["demo", "--parts", "noise", *args]) == 0
     out = capsys.readouterr().out
     assert "backends agree" in out and "bit-identical" in out
     assert "LDP per record" in out and "accuracy noisy" in out
 
 
+def test_demo_ldpkit_part(tiny_fashion, monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("NOISEFORGE_FASHION_MNIST", str(tiny_fashion))
+    monkeypatch.setenv("NOISEFORGE_CACHE", str(tmp_path / "cache"))
+    assert main(["demo", "--parts", "ldpkit", "--seed", "1", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "LDPKiT vs standard eps-LDP" in out and "7 per pixel = 5488 per image" in out
+    assert "LDPKiT - standard" in out and "done in" in out
+    assert "fused LDP noise" not in out  # only the part asked for
+
+
 def test_demo_reports_bad_arguments(tiny_fashion, monkeypatch, capsys):
     monkeypatch.setenv("NOISEFORGE_FASHION_MNIST", str(tiny_fashion))
+    assert main(["demo", "--parts", "noise,nope"]) == 2
+    assert "unknown demo part(s) ['nope']" in capsys.readouterr().err
+    assert main(["demo", "--parts", "ldpkit", "--mechanism", "gaussian"]) == 2
+    assert "uses Laplace noise" in capsys.readouterr().err
     assert main(["demo", "--epsilon", "0"]) == 2
     assert "epsilon must be a finite number > 0" in capsys.readouterr().err
     monkeypatch.setenv("NOISEFORGE_FASHION_MNIST", str(tiny_fashion / "missing"))
