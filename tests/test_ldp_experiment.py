@@ -130,3 +130,25 @@ def test_cli_run_writes_the_report(tiny_fashion, monkeypatch, tmp_path, capsys):
     data = json.loads((out / "results.json").read_text())
     assert data["points"][0]["epsilon_per_input"] == 7 * 784
     assert data["points"][0]["queries"] == 12 * 4
+
+
+def test_cli_run_through_an_http_cloud(tiny_fashion, monkeypatch, tmp_path, capsys):
+    """--cloud-url: the methods query `noiseforge cloud serve`; the clean reference
+    (which would need un-noised images on the wire) is not measured, and eps = inf
+    is refused."""
+    import argparse
+
+    from noiseforge.cli import build_cloud_server
+
+    monkeypatch.setenv("NOISEFORGE_FASHION_MNIST", str(tiny_fashion))
+    monkeypatch.setenv("NOISEFORGE_CACHE", str(tmp_path / "cache"))
+    server = build_cloud_server(argparse.Namespace(model="fashion-cnn", host="127.0.0.1", port=0))
+    out = tmp_path / "remote"
+    with server:
+        args = ["ldp", "run", "--epochs", "1", "--quiet", "--cloud-url", server.url]
+        assert main([*args, "--out", str(out)]) == 0
+        text = capsys.readouterr().out
+        assert "queries go to the cloud at http://" in text and "clean n/a" in text
+        assert "| 7 | 5488 | n/a |" in (out / "results.md").read_text()
+        assert main(["ldp", "sweep", "--epsilons", "inf", "--cloud-url", server.url]) == 2
+        assert "never sent to a remote cloud" in capsys.readouterr().err

@@ -55,6 +55,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             help="folder for results.md/.csv/.json and accuracy.png "
             "(default noiseforge-out/ldp-<task>-<run|sweep>)",
         )
+        p.add_argument(
+            "--cloud-url",
+            default=None,
+            help="query a cloud served over HTTP (noiseforge cloud serve) instead of the "
+            "in-process model; only noised inputs are sent, so the clean reference is not measured",
+        )
         p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -82,11 +88,17 @@ def run(args: argparse.Namespace) -> int:
     if any(not e > 0 for e in epsilons):
         raise ValueError("epsilon must be > 0")
     setup = make_setup(args.task, args.limit, progress)
+    if args.cloud_url:
+        from noiseforge.ldp.http import HTTPCloud
+
+        setup.remote = HTTPCloud(args.cloud_url)
+        setup.description += f"; queries go to the cloud at {args.cloud_url}"
     print(f"noiseforge ldp {args.ldp_command}: {setup.description}")
 
     def show(p: ex.Point) -> None:
+        clean = "n/a" if math.isnan(p.clean) else f"{p.clean:.3f}"
         print(
-            f"  eps {ex._fmt_eps(p.epsilon):>4} per {setup.unit_name}: clean {p.clean:.3f}  "
+            f"  eps {ex._fmt_eps(p.epsilon):>4} per {setup.unit_name}: clean {clean}  "
             f"standard {p.standard:.3f}  LDPKiT {p.ldpkit:.3f}  ({100 * p.gain:+.1f} pts, "
             f"{p.seconds:.0f} s)",
             flush=True,

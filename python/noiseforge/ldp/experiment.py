@@ -23,14 +23,14 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from noiseforge.ldp.cloud import InProcessCloud
+from noiseforge.ldp.cloud import CloudModel, InProcessCloud
 from noiseforge.ldp.ledger import PrivacyLedger
 from noiseforge.ldp.models import accuracy, train_classifier
 from noiseforge.ldp.pipeline import NoiseSpec, ldpkit, standard_ldp
@@ -63,7 +63,10 @@ class Setup:
     upper: float
     make_model: Callable[[], nn.Module]
     unit_name: str = "feature"
-    extra: dict = field(default_factory=dict)
+    #: a cloud reached over the network (e.g. ``HTTPCloud``); when set, the methods
+    #: query it instead of ``cloud``, and the clean / eps = inf references (which
+    #: need un-noised inputs the client refuses to send) are not measured
+    remote: CloudModel | None = None
 
     @property
     def features(self) -> int:
@@ -76,7 +79,7 @@ class Point:
 
     epsilon: float
     epsilon_per_input: float
-    clean: float
+    clean: float  # NaN when not measured (a remote cloud)
     standard: float
     ldpkit: float
     queries: int
@@ -124,8 +127,13 @@ def run_point(
     settings = settings or Settings()
     t0 = time.perf_counter()
     x, y = setup.x, setup.y
-    clean = accuracy(setup.cloud, x, y)
-    cloud = InProcessCloud(setup.cloud)
+    if setup.remote is not None and math.isinf(epsilon):
+        raise ValueError(
+            "epsilon = inf needs clean inputs, which are never sent to a remote cloud; "
+            "drop inf from the epsilons or use the in-process cloud"
+        )
+    clean = accuracy(setup.cloud, x, y) if setup.remote is None else math.nan
+    cloud = setup.remote if setup.remote is not None else InProcessCloud(setup.cloud)
     if math.isinf(epsilon):
         standard = clean
         predictions, queries = _extraction(setup, settings, seed=seed, progress=progress)
@@ -255,7 +263,8 @@ def markdown_table(points: Sequence[Point], unit: str = "feature") -> str:
     ]
     for p in points:
         lines.append(
-            f"| {_fmt_eps(p.epsilon)} | {_fmt_eps(p.epsilon_per_input)} | {p.clean:.3f} | "
+            f"| {_fmt_eps(p.epsilon)} | {_fmt_eps(p.epsilon_per_input)} | "
+            f"{'n/a' if math.isnan(p.clean) else f'{p.clean:.3f}'} | "
             f"{p.standard:.3f} | {p.ldpkit:.3f} | {100 * p.gain:+.1f} pts | {p.queries} | "
             f"{p.seconds:.0f} |"
         )
