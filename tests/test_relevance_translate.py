@@ -57,6 +57,9 @@ ENG_DEU = {
     "red": ['red /red/\nI.  <Adj> 1.  rot  [Farbe]\n 2.  rötlich\n      "red wine"  - Rotwein\n'],
     "tshirt": ["T-shirt\nLeibchen <neut>\n"],
     "women": ["women\nFrauen <pl>\n"],
+    "de": [
+        "manojo, (de) /m/ <n, m>\nHandvoll <n, f>\n"
+    ],  # indexed under "de" too: not its translation
 }
 ENG_FRA = {"pan": ["pan\npoêle <fem>\n"], "red": ["red\nrouge\n"]}
 FRA_ENG = {"poêle": ["poêle <n, fem>\n1. frying pan, pan\n2. stove\n"], "rouge": ["rouge\nred\n"]}
@@ -91,6 +94,7 @@ def test_dictd_numbers_and_keys():
         ('x\n      "example"  - Beispiel\n   Synonym: {y}\nwahr\n', "wahr"),
         ("funda /f/ <n, f>\n1. Bezug <n, m>\n", "Bezug"),
         ("empty\n see: {other}\n", None),
+        ("bière /b/ <n, fem>\n1. birra 2.\nBoisson\n", "birra"),
     ],
 )
 def test_first_translation_strips_annotations(entry, expected):
@@ -101,11 +105,11 @@ def test_freedict_longest_match_keeps_unknown_tokens(dict_dir):
     t = tr.FreeDictTranslator(dict_dir)
     assert ("en", "de") in t.pairs() and ("fr", "de") in t.pairs()  # fr->de through English
     out = t.translate(
-        ["red frying pan 28cm", "pan", "Tefal frying", "t-shirt", "women's"], "en", "de"
+        ["red frying pan 28cm", "pan", "Tefal frying", "t-shirt", "women's", "de"], "en", "de"
     )
     # the phrase wins over its words; the plain sense beats the tagged one; numbers and brands stay
-    assert out == ["rot bratpfanne 28cm", "pfanne", "tefal frying", "leibchen", "frauen"]
-    assert t.stats[("en", "de")] == {"tokens": 9, "translated": 6}
+    assert out == ["rot bratpfanne 28cm", "pfanne", "tefal frying", "leibchen", "frauen", "de"]
+    assert t.stats[("en", "de")] == {"tokens": 10, "translated": 6}
 
 
 def test_freedict_pivot_and_missing_pair(dict_dir):

@@ -133,10 +133,17 @@ def first_translation(entry: str) -> str | None:
         s = _BRACKETS.sub(" ", s)
         s = re.sub(r"^(?:(?:[IVX]+|\d+|[a-z])\.\s*)+", "", s.strip())  # "I. 1. a." numbering
         for part in re.split(r"[,;]", s):
-            part = " ".join(part.split()).strip(" ./:")
+            part = re.sub(r"\s+\d+\.?$", "", " ".join(part.split())).strip(" ./:")  # "birra 2."
             if part:
                 return part
     return None
+
+
+def _headwords(entry: str) -> set[str]:
+    """The index keys an entry's header line names (the whole header word and its comma-separated forms)."""
+    head = re.split(r"\s/|\s<|\s\[", entry.split("\n", 1)[0])[0]
+    forms = {dictd_key(head)} | {dictd_key(re.sub(r"\([^)]*\)", "", f)) for f in head.split(",")}
+    return forms - {""}
 
 
 def _entry_penalty(entry: str) -> int:
@@ -192,6 +199,8 @@ class DictdDictionary:
         best = None
         for offset, length in self._index.get(key, ()):
             entry = self._data[offset : offset + length].decode("utf-8", errors="replace")
+            if key not in _headwords(entry):
+                continue  # indexed under a secondary form, e.g. "de" in "manojo, (de)"
             t = first_translation(entry)
             if t is not None:
                 cand = (_entry_penalty(entry), t)
