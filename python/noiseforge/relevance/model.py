@@ -16,6 +16,7 @@ F1 on dev data.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 from collections.abc import Sequence
@@ -115,6 +116,9 @@ class EmbeddingMLP:
     target_parts: also embed the last ``target_parts`` comma-separated levels of
         the target (for QC: the leaf category) and add their pair features; 0 to skip.
     seed: seeds the split, the initialisation and the batch order.
+    threads: torch CPU threads while training/predicting (default 1: the MLP is
+        small, and on a busy machine extra OpenMP threads spin and slow it down
+        by 10-50x).
     """
 
     def __init__(
@@ -133,9 +137,11 @@ class EmbeddingMLP:
         class_weight: str | float | None = None,
         target_parts: int = 1,
         seed: int = 0,
+        threads: int = 1,
         progress: bool = False,
     ) -> None:
         self.encoder = encoder
+        self.threads = threads
         self.cache_dir = cache_dir
         self.hidden = tuple(hidden)
         self.dropout, self.lr, self.weight_decay = dropout, lr, weight_decay
@@ -186,10 +192,11 @@ class EmbeddingMLP:
         else:
             _check_labelled(df_valid, "df_valid")
         self.nets_, self.history_ = {}, {}
-        for task in sorted(df_train["task"].unique()):
-            tr = df_train[df_train["task"] == task]
-            va = df_valid[df_valid["task"] == task]
-            self.nets_[task] = self._fit_one(task, tr, va)
+        with _torch_threads(self.threads):
+            for task in sorted(df_train["task"].unique()):
+                tr = df_train[df_train["task"] == task]
+                va = df_valid[df_valid["task"] == task]
+                self.nets_[task] = self._fit_one(task, tr, va)
         return self
 
     def _fit_one(self, task: str, tr: pd.DataFrame, va: pd.DataFrame) -> nn.Module:
@@ -250,9 +257,21 @@ class EmbeddingMLP:
                 raise ValueError(f"no model for task {task!r}: fit saw only {sorted(self.nets_)}")
             mask = tasks == task
             x = torch.from_numpy(self._features(df[mask]))
-            with torch.no_grad():
+            with torch.no_grad(), _torch_threads(self.threads):
                 out[mask] = torch.sigmoid(self.nets_[task](x).squeeze(1)).numpy()
         return out
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int | None):
+    """Run the block with ``n`` torch CPU threads (None: leave as is), then restore."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _check_labelled(df: pd.DataFrame, name: str) -> None:
