@@ -20,6 +20,14 @@ TRITON_SPEC="${NOISEFORGE_TRITON:-triton==3.9.0}"
 apt_install() {
   local missing=()
   [ -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ] || missing+=(dataset-fashion-mnist)
+  # relevance translation backends: Apertium pairs (mode files) and FreeDict dictionaries
+  command -v apertium >/dev/null || missing+=(apertium)
+  for m in eng-spa:apertium-eng-spa spa-ita:apertium-spa-ita fr-es:apertium-fr-es; do
+    [ -f "/usr/share/apertium/modes/${m%%:*}.mode" ] || missing+=("${m#*:}")
+  done
+  for d in eng-deu eng-ita eng-pol eng-ara fra-eng fra-deu fra-ita fra-pol spa-eng spa-deu; do
+    [ -f "/usr/share/dictd/freedict-$d.index" ] || missing+=("dict-freedict-$d")
+  done
   # Debian's own python3 needs these to create the venv and build the extension.
   "$PY" -c "import ensurepip, venv" 2>/dev/null || missing+=(python3-venv)
   "$PY" -c "import os, sysconfig; assert os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h'))" 2>/dev/null || missing+=(python3-dev)

@@ -1,0 +1,364 @@
+"""The model layer: any classifier that maps (query, target) rows to p(relevant).
+
+The engine improves the *data*, so the model is a plug-in: anything with
+``fit(df_train, df_valid=None)`` and ``predict_proba(df)`` works. Two backends:
+
+- :class:`EmbeddingMLP` (default, CPU-fast): frozen multilingual sentence
+  embeddings of query and target, the pair features of InferSent / SBERT
+  (Conneau et al. 2017; Reimers & Gurevych 2019) ``[q, t, q*t, |q-t|, cos]``,
+  and a small MLP trained per task with early stopping.
+- :class:`HFCrossEncoder`: fine-tunes a local Hugging Face sequence
+  classification model on ``(query, target)`` pairs (GPU recommended).
+
+:func:`tune_threshold` picks the decision threshold that maximises positive-class
+F1 on dev data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from noiseforge.relevance.embed import Encoder, USEEncoder, embed_cached
+
+
+@runtime_checkable
+class RelevanceModel(Protocol):
+    """A relevance classifier on the table (see ``relevance.schema``)."""
+
+    def fit(self, df_train: pd.DataFrame, df_valid: pd.DataFrame | None = None) -> RelevanceModel:
+        """Train on labelled rows; ``df_valid`` (optional) for early stopping."""
+        ...
+
+    def predict_proba(self, df: pd.DataFrame) -> np.ndarray:
+        """(n,) float p(label = 1) for each row."""
+        ...
+
+
+def tune_threshold(y_true, proba, *, grid: Sequence[float] | None = None) -> tuple[float, float]:
+    """The threshold t maximising positive-class F1 of ``proba >= t`` on (y, p).
+
+    Without ``grid`` every distinct probability is a candidate (exact, O(n log n));
+    the returned t is the midpoint between the chosen cut and the next lower
+    probability, so it is robust to ties. Returns ``(threshold, f1)``.
+    """
+    y = np.asarray(y_true).astype(bool)
+    p = np.asarray(proba, dtype=np.float64)
+    if y.shape != p.shape or y.ndim != 1 or y.size == 0:
+        raise ValueError(f"y_true and proba must be equal-length 1-D, got {y.shape}, {p.shape}")
+    if grid is not None:
+        best = max(
+            ((float(t), _f1(y, p >= t)) for t in grid), key=lambda tf: (tf[1], -abs(tf[0] - 0.5))
+        )
+        return best
+    order = np.argsort(-p, kind="stable")
+    ps, ys = p[order], y[order]
+    # cut after position i (predict the top i+1 positive); only at the end of a tie run
+    last_of_run = np.r_[ps[1:] != ps[:-1], True]
+    tp = np.cumsum(ys)[last_of_run]
+    k = np.flatnonzero(last_of_run) + 1
+    f1 = 2 * tp / (k + y.sum())
+    i = int(np.argmax(f1))
+    cut_pos = np.flatnonzero(last_of_run)[i]
+    lower = ps[cut_pos + 1] if cut_pos + 1 < ps.size else ps[cut_pos] - 1e-6
+    return float((ps[cut_pos] + lower) / 2), float(f1[i])
+
+
+def _f1(y: np.ndarray, pred: np.ndarray) -> float:
+    tp = np.sum(y & pred)
+    den = 2 * tp + np.sum(~y & pred) + np.sum(y & ~pred)
+    return float(2 * tp / den) if den else 0.0
+
+
+def grouped_split(
+    df: pd.DataFrame, fraction: float, seed: int, group_col: str = "query"
+) -> tuple[np.ndarray, np.ndarray]:
+    """(train_mask, held_mask): about ``fraction`` of the distinct ``group_col``
+    values held out, every row of a group on the same side."""
+    groups = df[group_col].to_numpy()
+    uniq = pd.unique(groups)
+    rng = np.random.default_rng(seed)
+    held = set(rng.permutation(uniq)[: round(fraction * len(uniq))].tolist())
+    held_mask = np.fromiter((g in held for g in groups), dtype=bool, count=len(groups))
+    return ~held_mask, held_mask
+
+
+def pair_features(q: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """``[q, t, q*t, |q-t|, cos(q, t)]`` for (n, d) vectors -> (n, 4d + 1) float32."""
+    qn = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+    tn = t / np.maximum(np.linalg.norm(t, axis=1, keepdims=True), 1e-12)
+    cos = np.sum(qn * tn, axis=1, keepdims=True)
+    return np.concatenate([q, t, q * t, np.abs(q - t), cos], axis=1).astype(np.float32)
+
+
+class EmbeddingMLP:
+    """Pair features of frozen embeddings + an MLP, one network per task.
+
+    Parameters
+    ----------
+    encoder: an :class:`~noiseforge.relevance.embed.Encoder` (default :class:`USEEncoder`).
+    cache_dir: embedding cache folder (default ``default_cache_dir()/embeddings``).
+    hidden: widths of the hidden layers.
+    dropout, lr, weight_decay, batch_size, max_epochs, patience: training of the MLP
+        (AdamW, binary cross-entropy, best-validation-loss weights restored).
+    valid_fraction: share of training queries held out for early stopping when
+        ``fit`` gets no ``df_valid`` (grouped by query).
+    class_weight: ``None``, ``"balanced"`` or a float weight of the negative class.
+    target_parts: also embed the last ``target_parts`` comma-separated levels of
+        the target (for QC: the leaf category) and add their pair features; 0 to skip.
+    seed: seeds the split, the initialisation and the batch order.
+    threads: torch CPU threads while training/predicting (default 1: the MLP is
+        small, and on a busy machine extra OpenMP threads spin and slow it down
+        by 10-50x).
+    """
+
+    def __init__(
+        self,
+        encoder: Encoder | None = None,
+        *,
+        cache_dir: str | os.PathLike | None = None,
+        hidden: Sequence[int] = (512, 128),
+        dropout: float = 0.3,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        batch_size: int = 256,
+        max_epochs: int = 40,
+        patience: int = 4,
+        valid_fraction: float = 0.1,
+        class_weight: str | float | None = None,
+        target_parts: int = 1,
+        seed: int = 0,
+        threads: int = 1,
+        progress: bool = False,
+    ) -> None:
+        self.encoder = encoder
+        self.threads = threads
+        self.cache_dir = cache_dir
+        self.hidden = tuple(hidden)
+        self.dropout, self.lr, self.weight_decay = dropout, lr, weight_decay
+        self.batch_size, self.max_epochs, self.patience = batch_size, max_epochs, patience
+        self.valid_fraction, self.class_weight = valid_fraction, class_weight
+        self.target_parts, self.seed, self.progress = target_parts, seed, progress
+        self.nets_: dict[str, nn.Module] = {}
+        self.history_: dict[str, list[float]] = {}
+
+    # ------------------------------------------------------------------ features
+    def _features(self, df: pd.DataFrame) -> np.ndarray:
+        if self.encoder is None:
+            self.encoder = USEEncoder()
+        q_txt = df["query"].astype(str).tolist()
+        t_txt = df["target"].astype(str).tolist()
+        texts = q_txt + t_txt
+        if self.target_parts:
+            leaves = [",".join(t.split(",")[-self.target_parts :]).strip() for t in t_txt]
+            texts += leaves
+        vec = embed_cached(self.encoder, texts, cache_dir=self.cache_dir, progress=self.progress)
+        n = len(df)
+        feats = [pair_features(vec[:n], vec[n : 2 * n])]
+        if self.target_parts:
+            leaf = vec[2 * n :]
+            q, ln = vec[:n], leaf
+            cos = np.sum(q * ln, axis=1, keepdims=True) / np.maximum(
+                np.linalg.norm(q, axis=1, keepdims=True)
+                * np.linalg.norm(ln, axis=1, keepdims=True),
+                1e-12,
+            )
+            feats.append(np.concatenate([q * ln, np.abs(q - ln), cos], axis=1).astype(np.float32))
+        return np.concatenate(feats, axis=1)
+
+    def _net(self, d: int) -> nn.Module:
+        layers: list[nn.Module] = []
+        for h in self.hidden:
+            layers += [nn.Linear(d, h), nn.GELU(), nn.Dropout(self.dropout)]
+            d = h
+        layers.append(nn.Linear(d, 1))
+        return nn.Sequential(*layers)
+
+    # ------------------------------------------------------------------ fit / predict
+    def fit(self, df_train: pd.DataFrame, df_valid: pd.DataFrame | None = None) -> EmbeddingMLP:
+        _check_labelled(df_train, "df_train")
+        if df_valid is None:
+            tr, va = grouped_split(df_train, self.valid_fraction, self.seed)
+            df_train, df_valid = df_train[tr], df_train[va]
+        else:
+            _check_labelled(df_valid, "df_valid")
+        self.nets_, self.history_ = {}, {}
+        with _torch_threads(self.threads):
+            for task in sorted(df_train["task"].unique()):
+                tr = df_train[df_train["task"] == task]
+                va = df_valid[df_valid["task"] == task]
+                self.nets_[task] = self._fit_one(task, tr, va)
+        return self
+
+    def _fit_one(self, task: str, tr: pd.DataFrame, va: pd.DataFrame) -> nn.Module:
+        gen = torch.Generator().manual_seed(self.seed)
+        torch.manual_seed(self.seed)
+        x = torch.from_numpy(self._features(tr))
+        y = torch.from_numpy(tr["label"].to_numpy(np.float32))
+        xv = torch.from_numpy(self._features(va)) if len(va) else None
+        yv = torch.from_numpy(va["label"].to_numpy(np.float32)) if len(va) else None
+        net = self._net(x.shape[1])
+        opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        w_neg = self._negative_weight(y)
+        best, best_state, bad, hist = float("inf"), None, 0, []
+        for _epoch in range(self.max_epochs):
+            net.train()
+            for idx in torch.randperm(len(x), generator=gen).split(self.batch_size):
+                logit = net(x[idx]).squeeze(1)
+                yb = y[idx]
+                w = torch.where(yb > 0.5, 1.0, w_neg)
+                loss = nn.functional.binary_cross_entropy_with_logits(logit, yb, weight=w)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            if xv is None:
+                continue
+            net.eval()
+            with torch.no_grad():
+                lv = net(xv).squeeze(1)
+                wv = torch.where(yv > 0.5, 1.0, w_neg)
+                vloss = float(nn.functional.binary_cross_entropy_with_logits(lv, yv, weight=wv))
+            hist.append(vloss)
+            if vloss < best - 1e-4:
+                best, best_state, bad = vloss, copy.deepcopy(net.state_dict()), 0
+            else:
+                bad += 1
+                if bad >= self.patience:
+                    break
+        if best_state is not None:
+            net.load_state_dict(best_state)
+        self.history_[task] = hist
+        return net.eval()
+
+    def _negative_weight(self, y: torch.Tensor) -> float:
+        if self.class_weight is None:
+            return 1.0
+        if self.class_weight == "balanced":
+            pos = float(y.mean())
+            return pos / max(1.0 - pos, 1e-6)
+        return float(self.class_weight)
+
+    def predict_proba(self, df: pd.DataFrame) -> np.ndarray:
+        if not self.nets_:
+            raise RuntimeError("EmbeddingMLP.predict_proba called before fit")
+        out = np.full(len(df), np.nan, dtype=np.float32)
+        tasks = df["task"].to_numpy()
+        for task in pd.unique(tasks):
+            if task not in self.nets_:
+                raise ValueError(f"no model for task {task!r}: fit saw only {sorted(self.nets_)}")
+            mask = tasks == task
+            x = torch.from_numpy(self._features(df[mask]))
+            with torch.no_grad(), _torch_threads(self.threads):
+                out[mask] = torch.sigmoid(self.nets_[task](x).squeeze(1)).numpy()
+        return out
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int | None):
+    """Run the block with ``n`` torch CPU threads (None: leave as is), then restore."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _check_labelled(df: pd.DataFrame, name: str) -> None:
+    missing = {"task", "query", "target", "label"} - set(df.columns)
+    if missing:
+        raise ValueError(f"{name} lacks columns {sorted(missing)} (see relevance.schema)")
+    bad = ~df["label"].isin((0, 1))
+    if bad.any():
+        raise ValueError(
+            f"{name} has {int(bad.sum())} rows without a 0/1 label "
+            f"(first id {df.loc[bad].iloc[0].get('id', '?')}); training needs labelled rows"
+        )
+
+
+class HFCrossEncoder:
+    """Fine-tunes a local Hugging Face sequence-classification model on (query, target).
+
+    ``path``: a local model directory (``AutoModelForSequenceClassification``; a
+    2-label head is created when the checkpoint has none). Needs ``transformers``.
+    p(relevant) is the softmax of label 1.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        max_length: int = 64,
+        batch_size: int = 32,
+        epochs: int = 1,
+        lr: float = 2e-5,
+        device: str | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            raise FileNotFoundError(f"HFCrossEncoder: no model directory at {self.path}")
+        try:
+            import transformers
+        except ImportError as exc:
+            raise ImportError(
+                "HFCrossEncoder needs transformers: pip install transformers "
+                "(and a local model directory)"
+            ) from exc
+        self._tf = transformers
+        self.max_length, self.batch_size, self.epochs, self.lr = max_length, batch_size, epochs, lr
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.seed = seed
+        self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(self.path))
+        self.model = transformers.AutoModelForSequenceClassification.from_pretrained(
+            str(self.path), num_labels=2
+        ).to(self.device)
+
+    def _batches(self, df: pd.DataFrame):
+        q, t = df["query"].astype(str).tolist(), df["target"].astype(str).tolist()
+        for i in range(0, len(df), self.batch_size):
+            enc = self.tokenizer(
+                q[i : i + self.batch_size],
+                t[i : i + self.batch_size],
+                truncation=True,
+                max_length=self.max_length,
+                padding=True,
+                return_tensors="pt",
+            )
+            yield i, {k: v.to(self.device) for k, v in enc.items()}
+
+    def fit(self, df_train: pd.DataFrame, df_valid: pd.DataFrame | None = None) -> HFCrossEncoder:
+        _check_labelled(df_train, "df_train")
+        torch.manual_seed(self.seed)
+        opt = torch.optim.AdamW(self.model.parameters(), lr=self.lr)
+        labels = torch.tensor(df_train["label"].to_numpy(), dtype=torch.long)
+        for epoch in range(self.epochs):
+            order = np.random.default_rng(self.seed + epoch).permutation(len(df_train))
+            shuffled, y = df_train.iloc[order], labels[order]
+            self.model.train()
+            for i, batch in self._batches(shuffled):
+                out = self.model(**batch, labels=y[i : i + self.batch_size].to(self.device))
+                opt.zero_grad()
+                out.loss.backward()
+                opt.step()
+        self.model.eval()
+        return self
+
+    def predict_proba(self, df: pd.DataFrame) -> np.ndarray:
+        out = np.empty(len(df), dtype=np.float32)
+        self.model.eval()
+        with torch.no_grad():
+            for i, batch in self._batches(df):
+                logits = self.model(**batch).logits
+                out[i : i + len(logits)] = torch.softmax(logits, -1)[:, 1].float().cpu().numpy()
+        return out
