@@ -1,8 +1,9 @@
 """Command-line interface: ``noiseforge <command>``.
 
 Commands: ``info`` (build and backend table), ``demo`` (the main job on
-embedded default data), ``ldp run|sweep`` (LDPKiT experiments) and ``cloud
-serve`` (a model over HTTP). Each command lives in its own module, which adds its
+embedded default data), ``ldp run|sweep`` (LDPKiT experiments), ``relevance
+augment|mine|filter|train|evaluate|run`` (the relevance data engine) and
+``cloud serve`` (a model over HTTP). Each command lives in its own module, which adds its
 arguments and runs; later systems add their subcommands here.
 """
 
@@ -17,6 +18,8 @@ def main(argv: list[str] | None = None) -> int:
     from noiseforge.data import DatasetNotFoundError
     from noiseforge.ldp import command as ldp_command
     from noiseforge.ops import BackendUnavailableError
+    from noiseforge.relevance import command as relevance_command
+    from noiseforge.relevance.translate import TranslationUnavailable
 
     parser = argparse.ArgumentParser(prog="noiseforge", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -24,6 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_arguments(sub.add_parser("demo", help="run the main job on embedded default data"))
     ldp_command.add_arguments(
         sub.add_parser("ldp", help="LDPKiT vs standard eps-LDP: one epsilon (run) or a sweep")
+    )
+    relevance_command.add_arguments(
+        sub.add_parser(
+            "relevance", help="the multilingual relevance data engine: steps or the whole ablation"
+        )
     )
     cloud = sub.add_parser("cloud", help="the LDPKiT cloud model over HTTP")
     cloud_sub = cloud.add_subparsers(dest="cloud_command", required=True)
@@ -45,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "ldp":
             return ldp_command.run(args)
+        if args.command == "relevance":
+            return relevance_command.run(args)
         if args.command == "cloud":
             server = build_cloud_server(args)
             print(f"noiseforge cloud: serving {args.model} at {server.url} (Ctrl-C stops)")
@@ -54,7 +64,15 @@ def main(argv: list[str] | None = None) -> int:
                 server.stop()
             return 0
         return demo.run(args)
-    except (DatasetNotFoundError, BackendUnavailableError, ValueError, TypeError) as exc:
+    except (
+        DatasetNotFoundError,
+        FileNotFoundError,
+        BackendUnavailableError,
+        TranslationUnavailable,
+        ImportError,
+        ValueError,
+        TypeError,
+    ) as exc:
         print(f"noiseforge {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,259 @@
+"""``noiseforge relevance augment|mine|filter|train|evaluate|run``.
+
+Each step reads competition files (JSON lines, CSV, Parquet) and writes a new
+file; an input file is never overwritten. ``run`` is the whole ablation with a
+report (Markdown table, CSV, JSON, plot).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+STEP_HELP = {
+    "augment": "translate training queries into other languages (new rows with provenance)",
+    "mine": "add semantic hard negatives found with the HNSW index",
+    "filter": "remove (or list for review) rows whose label out-of-fold models contradict",
+    "train": "train the default model (frozen embeddings + MLP) and save it",
+    "evaluate": "F1 per task and language of a saved model, next to the all-relevant baseline",
+    "run": "the whole ablation: baseline, +TA, +SNS, +SVF, +threshold, with a report",
+}
+
+
+def _langs(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    out = [t.strip() for t in text.split(",") if t.strip()]
+    if not out:
+        raise ValueError(f"no languages in {text!r}: give codes separated by commas, e.g. de,it")
+    return out
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="relevance_command", required=True)
+    p = {name: sub.add_parser(name, help=text) for name, text in STEP_HELP.items()}
+    for name in ("augment", "mine", "filter", "train", "evaluate"):
+        p[name].add_argument("data", nargs="+", help="input file(s)")
+    for name in ("augment", "mine", "filter"):
+        p[name].add_argument("--out", required=True, help="output file (.jsonl, .csv, .parquet)")
+        p[name].add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    for name in ("mine", "filter", "train", "evaluate", "run"):
+        p[name].add_argument(
+            "--encoder",
+            default=None,
+            help="use (multilingual USE, default), hashing (no model) or a local HF model path",
+        )
+    p["augment"].add_argument(
+        "--languages", required=True, help="target languages, e.g. de,it,pl,ar"
+    )
+    p["augment"].add_argument(
+        "--from", dest="source", default=None, help="source languages (default all others)"
+    )
+    p["augment"].add_argument(
+        "--translator",
+        default="auto",
+        help="auto (Apertium, else FreeDict) -- the only choice on the CLI",
+    )
+    p["augment"].add_argument(
+        "--per-language", type=int, default=None, help="sample N source rows per language"
+    )
+    p["mine"].add_argument(
+        "--positive-share", type=float, default=0.6, help="target share of positives"
+    )
+    p["filter"].add_argument(
+        "--confidence", type=float, default=0.8, help="flag when p(other label) > this"
+    )
+    p["filter"].add_argument("--folds", type=int, default=5)
+    p["filter"].add_argument(
+        "--review", default=None, help="also write flagged rows (with probabilities) to this CSV"
+    )
+    p["train"].add_argument(
+        "--dev", nargs="+", default=None, help="dev file(s) for early stopping and the threshold"
+    )
+    p["train"].add_argument("--model-out", required=True, help="file to save the model to")
+    p["evaluate"].add_argument("--model", required=True, help="a model saved by `relevance train`")
+    p["evaluate"].add_argument(
+        "--threshold", type=float, default=None, help="default: the saved one"
+    )
+    p["evaluate"].add_argument(
+        "--seen", default=None, help="training languages, to report seen vs unseen groups"
+    )
+    r = p["run"]
+    r.add_argument(
+        "--data", nargs="*", default=None, help="competition files (default: generated fixture)"
+    )
+    r.add_argument("--config", default=None, help="a .json or .toml file with RunConfig keys")
+    r.add_argument("--out", default=None, help="report folder (default noiseforge-out/relevance)")
+    r.add_argument("--train-languages", default=None, help="e.g. en,fr,es,ko,pt,ja")
+    r.add_argument("--unseen-languages", default=None, help="e.g. de,it,pl,ar")
+    r.add_argument(
+        "--strategies",
+        action="append",
+        default=None,
+        metavar="TASK=STEPS",
+        help="per task, e.g. QC=translate,mine,threshold (repeatable; 'none' for the bare model)",
+    )
+    r.add_argument("--seed", type=int, default=None)
+    for name in ("augment", "mine", "filter", "run"):
+        p[name].add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    return {
+        "augment": _augment,
+        "mine": _mine,
+        "filter": _filter,
+        "train": _train,
+        "evaluate": _evaluate,
+        "run": _run,
+    }[args.relevance_command](args)
+
+
+def _read(paths: list[str]):
+    from noiseforge.relevance.data import load
+
+    return load(paths)
+
+
+def _encoder(args):
+    from noiseforge.relevance.pipeline import make_encoder
+
+    return make_encoder(args.encoder or "use")
+
+
+def _write(df, args) -> None:
+    from noiseforge.relevance.data import write
+
+    path = write(df, args.out, overwrite=args.overwrite)
+    print(f"wrote {len(df)} rows to {path}")
+
+
+def _augment(args) -> int:
+    import pandas as pd
+
+    from noiseforge.relevance.pipeline import make_translator
+    from noiseforge.relevance.translate import augment_translations
+
+    df = _read(args.data)
+    new, report = augment_translations(
+        df,
+        _langs(args.languages),
+        make_translator(args.translator),
+        source_languages=_langs(args.source),
+        per_language=args.per_language,
+        progress=not args.quiet,
+    )
+    for lang, rep in report.items():
+        extra = f", no translator from {rep['unsupported']}" if rep["unsupported"] else ""
+        print(
+            f"  {lang}: {rep['added']} added of {rep['candidates']} candidates "
+            f"({rep['unchanged_dropped']} unchanged, {rep['duplicates_dropped']} duplicates dropped{extra})"
+        )
+    _write(pd.concat([df, new], ignore_index=True), args)
+    return 0
+
+
+def _mine(args) -> int:
+    from noiseforge.relevance.mining import add_semantic_negatives
+
+    df = _read(args.data)
+    out = add_semantic_negatives(
+        df, _encoder(args), positive_share=args.positive_share, progress=not args.quiet
+    )
+    print(f"  {len(out) - len(df)} semantic negatives added to {len(df)} rows")
+    _write(out, args)
+    return 0
+
+
+def _filter(args) -> int:
+    from noiseforge.relevance.filtering import self_validation_filter
+    from noiseforge.relevance.model import EmbeddingMLP
+
+    df = _read(args.data)
+    encoder = _encoder(args)
+    result = self_validation_filter(
+        df,
+        lambda: EmbeddingMLP(encoder=encoder),
+        k=args.folds,
+        confidence=args.confidence,
+        action="review" if args.review else "remove",
+        review_path=args.review,
+    )
+    flagged = int(result.flags["flagged"].sum())
+    kept = result.kept[~result.flags["flagged"].to_numpy()] if args.review else result.kept
+    print(
+        f"  {flagged} of {len(df)} rows flagged"
+        + (f"; listed in {args.review}" if args.review else "")
+    )
+    print(result.report.to_string(index=False))
+    _write(kept, args)
+    return 0
+
+
+def _train(args) -> int:
+    from noiseforge.relevance.model import EmbeddingMLP, tune_threshold
+
+    if Path(args.model_out).exists():
+        raise ValueError(
+            f"{args.model_out} exists: choose another --model-out (nothing is overwritten)"
+        )
+    df = _read(args.data)
+    dev = _read(args.dev) if args.dev else None
+    model = EmbeddingMLP(encoder=_encoder(args)).fit(df, dev)
+    threshold = 0.5
+    if dev is not None:
+        threshold, f1 = tune_threshold(dev["label"].to_numpy(), model.predict_proba(dev))
+        print(f"  threshold {threshold:.3f} tuned on dev (F1 {f1:.4f})")
+    model.threshold_ = threshold
+    model.save(args.model_out)
+    print(f"saved the model to {args.model_out}")
+    return 0
+
+
+def _evaluate(args) -> int:
+    from noiseforge.relevance.evaluate import evaluate
+    from noiseforge.relevance.model import EmbeddingMLP
+
+    df = _read(args.data)
+    model = EmbeddingMLP.load(args.model, encoder=_encoder(args) if args.encoder else None)
+    threshold = args.threshold if args.threshold is not None else getattr(model, "threshold_", 0.5)
+    pred = (model.predict_proba(df) >= threshold).astype(int)
+    table = evaluate(df, pred, seen_languages=_langs(args.seen))
+    cols = ["task", "group", "n", "f1", "f1_low", "f1_high", "baseline_f1", "delta_vs_baseline"]
+    print(f"threshold {threshold:.3f}")
+    print(table[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    return 0
+
+
+def _run(args) -> int:
+    from noiseforge.relevance.pipeline import RunConfig, Strategies, run
+
+    overrides = dict(
+        data=args.data or None,
+        out=args.out,
+        train_languages=_langs(args.train_languages),
+        unseen_languages=_langs(args.unseen_languages),
+        encoder=args.encoder,
+        seed=args.seed,
+    )
+    if args.strategies:
+        strategies = {}
+        for item in args.strategies:
+            task, sep, steps = item.partition("=")
+            if not sep:
+                raise ValueError(f"--strategies {item!r}: write TASK=STEPS, e.g. QC=translate,mine")
+            strategies[task.strip()] = Strategies.parse(steps)
+        overrides["strategies"] = strategies
+    if args.config:
+        cfg = RunConfig.from_file(args.config, **overrides)
+    else:
+        cfg = RunConfig.from_dict({k: v for k, v in overrides.items() if v is not None})
+    result = run(cfg, progress=not args.quiet)
+    print()
+    print(result.markdown)
+    print()
+    print("written: " + ", ".join(str(p) for p in result.files.values()))
+    if "plot" not in result.files:
+        print("(no plot: matplotlib is not installed; pip install matplotlib)", file=sys.stderr)
+    return 0

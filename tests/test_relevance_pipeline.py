@@ -1,0 +1,152 @@
+"""The relevance engine end to end (`relevance.run` and `noiseforge relevance ...`)
+on the generated fixture with the model-free hashing encoder: the protocol's
+invariants, per-task strategy switches, the report files and the CLI's errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from noiseforge.cli import main
+from noiseforge.relevance import data
+from noiseforge.relevance.fixture import make_fixture
+from noiseforge.relevance.pipeline import SYSTEMS, RunConfig, Strategies, run, split
+
+
+def _cfg(tmp_path, **kw) -> RunConfig:
+    base = dict(
+        out=str(tmp_path / "out"),
+        encoder="hashing",
+        fixture_rows=400,
+        filter_folds=2,
+        n_boot=50,
+    )
+    base.update(kw)
+    return RunConfig.from_dict(base)
+
+
+def test_split_keeps_queries_whole_and_unseen_languages_in_test(tmp_path):
+    rows = pd.concat([make_fixture("QC", 600, seed=1), make_fixture("QI", 300, seed=2)])
+    rows = rows.reset_index(drop=True)
+    cfg = _cfg(tmp_path)
+    parts = split(rows, ["en", "fr", "es", "pt"], cfg)
+    assert sum(len(p) for p in parts.values()) == len(rows)
+    keys = {name: set(p["query"].str.lower().str.strip()) for name, p in parts.items()}
+    assert not keys["train"] & keys["dev"] and not keys["train"] & keys["test"]
+    assert not keys["dev"] & keys["test"]
+    assert set(parts["train"]["language"]) <= {"en", "fr", "es", "pt"}
+    unseen = rows[~rows["language"].isin(["en", "fr", "es", "pt"])]
+    assert set(unseen["id"]) <= set(parts["test"]["id"])
+
+
+def test_run_writes_the_ablation_and_honours_switches(tmp_path):
+    cfg = _cfg(
+        tmp_path,
+        strategies={"QC": "translate,mine,threshold", "QI": "filter"},
+        unseen_languages=["de"],
+    )
+    lines = []
+    result = run(cfg, progress=False, echo=lines.append)
+    table = result.table
+    assert list(dict.fromkeys(table["system"])) == ["all-relevant", *SYSTEMS]
+    assert {"QC", "QC seen", "QC unseen", "QI", "QI seen", "QI unseen"} == set(table["column"])
+    assert ((table["low"] <= table["f1"]) & (table["f1"] <= table["high"])).all()
+    test = result.test
+    qi = test["task"] == "QI"
+    # QI: no translation, no mining, no threshold -> those rungs repeat the one below
+    assert (test.loc[qi, "pred +TA"] == test.loc[qi, "pred baseline"]).all()
+    assert (test.loc[qi, "pred +threshold"] == test.loc[qi, "pred +TA+SNS+SVF"]).all()
+    assert result.log["QI"]["steps"]["+TA"] == {"off": True}
+    assert result.log["QI"]["steps"]["+TA+SNS+SVF"]["removed"] >= 0
+    assert "threshold" in result.log["QC"]["steps"]["+threshold"]
+    assert any("GENERATED fixture" in line for line in lines)
+    # files: report, table, plot, predictions, final training sets with provenance
+    out = tmp_path / "out"
+    report = (out / "report.md").read_text()
+    assert "| all-relevant |" in report and "QI: +TA off" in report
+    assert json.loads((out / "run.json").read_text())["config"]["strategies"]["QI"] == ["filter"]
+    assert (out / "review-QI.csv").exists() and not (out / "review-QC.csv").exists()
+    final = data.load(out / "train-QC.jsonl")
+    assert set(final["strategy"]) <= {"original", "translation", "semantic_negative"}
+    assert len(pd.read_csv(out / "predictions.csv")) == len(test)
+    pytest.importorskip("matplotlib", reason="the plot needs matplotlib")
+    assert (out / "ablation.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_run_on_files_uses_only_labelled_rows(tmp_path):
+    rows = make_fixture("QC", 400, seed=3)
+    rows.loc[:9, "label"] = -1  # unlabelled (test-file) rows are set aside, not scored
+    path = tmp_path / "qc.jsonl"
+    data.write(rows, path)
+    cfg = _cfg(tmp_path, data=[str(path)], train_languages=["en", "fr", "es", "pt"])
+    lines = []
+    result = run(cfg, progress=False, echo=lines.append)
+    assert "10 unlabelled rows set aside" in lines[0]
+    assert (
+        len(result.test) + sum(s["baseline"]["train_rows"] for s in [result.log["QC"]["steps"]])
+        < 400
+    )
+    assert np.isin(result.test["label"], [0, 1]).all()
+
+
+def test_config_errors_are_clear(tmp_path):
+    with pytest.raises(ValueError, match="translator 'babel'"):
+        RunConfig.from_dict({"translator": "babel"})
+    with pytest.raises(ValueError, match="unknown config key"):
+        RunConfig.from_dict({"colour": "red"})
+    with pytest.raises(ValueError, match="unknown strategy"):
+        Strategies.parse("translate,dance")
+    with pytest.raises(ValueError, match="dev_fraction"):
+        RunConfig.from_dict({"dev_fraction": 0.7})
+    with pytest.raises(ValueError, match="both training and unseen"):
+        run(_cfg(tmp_path, train_languages=["en", "de"], unseen_languages=["de"]), echo=print)
+    with pytest.raises(ValueError, match="have no rows"):
+        run(_cfg(tmp_path, train_languages=["xx"]), echo=print)
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text('encoder = "hashing"\nfixture_rows = 300\n[strategies]\nQC = ["mine"]\n')
+    loaded = RunConfig.from_file(cfg, out=str(tmp_path / "o"))
+    assert loaded.strategies["QC"] == Strategies(False, True, False, False)
+    assert loaded.fixture_rows == 300 and loaded.out == str(tmp_path / "o")
+
+
+def test_cli_steps_write_new_files_and_never_overwrite_inputs(tmp_path, capsys):
+    rows = make_fixture("QC", 300, seed=4)
+    src = tmp_path / "qc.jsonl"
+    data.write(rows, src)
+    before = src.read_bytes()
+    mined = tmp_path / "mined.jsonl"
+    assert main(["relevance", "mine", str(src), "--out", str(mined), "--encoder", "hashing",
+                 "--positive-share", "0.5", "--quiet"]) == 0  # fmt: skip
+    out = data.load(mined)
+    assert len(out) > len(rows) and "semantic negatives added" in capsys.readouterr().out
+    assert abs(out["label"].mean() - 0.5) < 0.05
+    filtered = tmp_path / "filtered.jsonl"
+    review = tmp_path / "review.csv"
+    assert main(["relevance", "filter", str(src), "--out", str(filtered), "--encoder", "hashing",
+                 "--folds", "2", "--review", str(review)]) == 0  # fmt: skip
+    kept = data.load(filtered)
+    flagged = pd.read_csv(review) if review.stat().st_size else pd.DataFrame()
+    assert len(kept) + len(flagged) == len(rows)
+    # never overwrite an input, never overwrite an output without --overwrite
+    assert main(["relevance", "mine", str(src), "--out", str(src), "--encoder", "hashing"]) == 2
+    assert main(["relevance", "mine", str(src), "--out", str(mined), "--encoder", "hashing"]) == 2
+    assert src.read_bytes() == before
+    err = capsys.readouterr().err
+    assert "overwrite" in err
+
+
+def test_cli_run_and_bad_arguments(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["relevance", "run", "--encoder", "hashing", "--out", str(out), "--quiet"]
+    assert main([*args, "--strategies", "QC=dance"]) == 2
+    assert "unknown strategy ['dance']" in capsys.readouterr().err
+    assert main([*args, "--strategies", "QC"]) == 2
+    assert "TASK=STEPS" in capsys.readouterr().err
+    assert main(["relevance", "run", "--encoder", "nowhere/model"]) == 2
+    assert "neither 'use', 'hashing'" in capsys.readouterr().err
+    assert main(["relevance", "augment", str(tmp_path / "missing.jsonl"), "--out",
+                 str(tmp_path / "x.jsonl"), "--languages", "de"]) == 2  # fmt: skip
+    assert "missing.jsonl" in capsys.readouterr().err
