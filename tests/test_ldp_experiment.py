@@ -126,7 +126,7 @@ def test_cli_run_writes_the_report(tiny_fashion, monkeypatch, tmp_path, capsys):
     args = ["ldp", "run", "--epochs", "1", "--seed", "2", "--quiet", "--out", str(out)]
     assert main(args) == 0
     text = capsys.readouterr().out
-    assert "12 private test images" in text and "eps    7 per pixel" in text
+    assert "12 test images are private" in text and "eps    7 per pixel" in text
     data = json.loads((out / "results.json").read_text())
     assert data["points"][0]["epsilon_per_input"] == 7 * 784
     assert data["points"][0]["queries"] == 12 * 4

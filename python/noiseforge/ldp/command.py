@@ -8,7 +8,7 @@ import time
 
 from noiseforge.ldp import experiment as ex
 
-TASKS = ("fashion",)
+TASKS = ("fashion", "digits", "mnist5k", "text")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,7 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             default=d.superimposed,
             help="superimposed pairs as a fraction of the inputs",
         )
-        p.add_argument("--epochs", type=int, default=d.epochs, help="local model epochs")
+        p.add_argument(
+            "--epochs", type=int, default=None, help="local model epochs (default: the task's)"
+        )
         p.add_argument(
             "--targets",
             default=d.targets,
@@ -64,14 +66,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def make_setup(task: str, limit: int | None, progress: bool) -> ex.Setup:
-    if limit is not None and limit < 2:
-        raise ValueError(f"--limit must be at least 2 (superimposition mixes pairs), got {limit}")
-    if task == "fashion":
-        return ex.fashion_setup(limit=limit, progress=progress)
-    raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
-
-
 def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     progress = not args.quiet
@@ -87,7 +81,11 @@ def run(args: argparse.Namespace) -> int:
         epsilons = ex.parse_epsilons(args.epsilons)
     if any(not e > 0 for e in epsilons):
         raise ValueError("epsilon must be > 0")
-    setup = make_setup(args.task, args.limit, progress)
+    if args.limit is not None and args.limit < 2:
+        raise ValueError(
+            f"--limit must be at least 2 (superimposition mixes pairs), got {args.limit}"
+        )
+    setup = ex.task_setup(args.task, args.limit, progress=progress)
     if args.cloud_url:
         from noiseforge.ldp.http import HTTPCloud
 

@@ -46,7 +46,7 @@ class Settings:
     superimposed: float = 1.0
     weight: float = 0.5
     targets: str = "answers"
-    epochs: int = 4
+    epochs: int | None = None  # None: the task's own default
     batch_size: int = 128
 
 
@@ -63,6 +63,7 @@ class Setup:
     upper: float
     make_model: Callable[[], nn.Module]
     unit_name: str = "feature"
+    local_epochs: int = 4  # the local model's epochs when Settings.epochs is None
     #: a cloud reached over the network (e.g. ``HTTPCloud``); when set, the methods
     #: query it instead of ``cloud``, and the clean / eps = inf references (which
     #: need un-noised inputs the client refuses to send) are not measured
@@ -90,26 +91,36 @@ class Point:
         return self.ldpkit - self.standard
 
 
-def fashion_setup(limit: int | None = None, progress: bool = True) -> Setup:
-    """Fashion-MNIST: the cloud CNN trained on the 60k training split (cached),
-    private = the 10k test images (or the first ``limit``), pixels on [0, 1]."""
-    from noiseforge.data import load_fashion_mnist
-    from noiseforge.ldp.fashion import fashion_cloud_model
-    from noiseforge.ldp.models import SmallCNN
+def task_setup(
+    name: str = "fashion", limit: int | None = None, *, progress: bool = True, seed: int = 0
+) -> Setup:
+    """The experiment of an LDPKiT task (:func:`noiseforge.ldp.tasks.get_task`): its
+    cloud model trained on the cloud's split (cached on disk), the private inputs
+    (the first ``limit`` of them when given) and the local model factory."""
+    from noiseforge.ldp.tasks import get_task, task_cloud_model
 
-    images, labels = load_fashion_mnist("test", limit=limit)
-    x = torch.from_numpy(images).float().reshape(len(images), -1) / 255.0
+    if limit is not None and limit < 2:
+        raise ValueError(f"limit must be at least 2 (superimposition mixes pairs), got {limit}")
+    try:
+        task = get_task(name)
+    except KeyError as exc:
+        raise ValueError(exc.args[0]) from None
+    cloud = task_cloud_model(task, seed=seed, progress=progress)
+    x, y = task.x_private[:limit], task.y_private[:limit]
+    description = task.description
+    if limit is not None and limit < len(task.x_private):
+        description += f"; the first {len(x)} private inputs"
     return Setup(
-        name="fashion",
-        description=f"Fashion-MNIST, {len(x)} private test images of 28x28 pixels on [0, 1]; "
-        "cloud = CNN trained on the 60k training split",
-        cloud=fashion_cloud_model(progress=progress),
+        name=task.name,
+        description=description,
+        cloud=cloud,
         x=x,
-        y=torch.from_numpy(labels).long(),
-        lower=0.0,
-        upper=1.0,
-        make_model=SmallCNN,
-        unit_name="pixel",
+        y=y,
+        lower=task.lower,
+        upper=task.upper,
+        make_model=task.make_model,
+        unit_name="pixel" if len(task.input_shape) >= 2 else "feature",
+        local_epochs=task.local_epochs,
     )
 
 
@@ -156,7 +167,7 @@ def run_point(
             superimposed=settings.superimposed,
             weight=settings.weight,
             targets=settings.targets,
-            epochs=settings.epochs,
+            epochs=settings.epochs or setup.local_epochs,
             batch_size=settings.batch_size,
             seed=None if seed is None else seed + 1000,
             progress=progress,
@@ -198,7 +209,7 @@ def _extraction(
         local,
         queries,
         answers,
-        epochs=settings.epochs,
+        epochs=settings.epochs or setup.local_epochs,
         batch_size=settings.batch_size,
         seed=0 if seed is None else seed,
         progress=progress,
