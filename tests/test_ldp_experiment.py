@@ -150,5 +150,8 @@ def test_cli_run_through_an_http_cloud(tiny_fashion, monkeypatch, tmp_path, caps
         text = capsys.readouterr().out
         assert "queries go to the cloud at http://" in text and "clean n/a" in text
         assert "| 7 | 5488 | n/a |" in (out / "results.md").read_text()
-        assert main(["ldp", "sweep", "--epsilons", "inf", "--cloud-url", server.url]) == 2
-        assert "never sent to a remote cloud" in capsys.readouterr().err
+    # refused before any work: the default epsilons include inf
+    assert main(["ldp", "sweep", "--cloud-url", "http://127.0.0.1:9"]) == 2
+    assert "never sent to a remote cloud" in capsys.readouterr().err
+    assert main(["ldp", "run", "--epochs", "0"]) == 2
+    assert "--epochs must be >= 1" in capsys.readouterr().err

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+
+import pytest
 import torch
 
 from noiseforge.ldp.models import SmallCNN, accuracy, cached_model, train_classifier
@@ -51,3 +54,21 @@ def test_cached_model_trains_once(tmp_path):
     (next(tmp_path.glob("toy-*.pt"))).write_bytes(b"damaged")
     cached_model("toy", lambda: SmallCNN(num_classes=2), train, key="toy-v1", cache_dir=tmp_path)
     assert len(calls) == 2  # a damaged cache is retrained, not trusted
+
+
+def test_cosine_schedule_decays_the_learning_rate_to_zero():
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 4), torch.randint(0, 2, (64,))
+    model = torch.nn.Linear(4, 2)
+    seen = []
+    hook = torch.optim.optimizer.register_optimizer_step_pre_hook(
+        lambda opt, *_: seen.append(opt.param_groups[0]["lr"])
+    )
+    try:
+        train_classifier(model, x, y, epochs=2, batch_size=16, schedule="cosine", progress=False)
+    finally:
+        hook.remove()
+    assert len(seen) == 8 and seen[0] == pytest.approx(1e-3)
+    assert all(a > b for a, b in itertools.pairwise(seen)) and seen[-1] < 1e-4
+    with pytest.raises(ValueError, match="schedule must be"):
+        train_classifier(model, x, y, schedule="step", progress=False)

@@ -240,6 +240,17 @@ def test_write_refuses_to_overwrite_an_input(tmp_path):
     assert not list(tmp_path.glob(".*tmp"))  # no temporary file left behind
 
 
+def test_write_refuses_any_existing_file_without_overwrite(tmp_path):
+    target = tmp_path / "report.jsonl"
+    target.write_text("someone's notes\n")
+    df = make_fixture("QC", n=5, seed=0)
+    with pytest.raises(data.RelevanceDataError, match="it exists"):
+        data.write(df, target)
+    assert target.read_text() == "someone's notes\n"
+    data.write(df, target, overwrite=True)
+    assert len(data.load(target)) == 5
+
+
 def test_write_validates_the_table(tmp_path):
     df = make_fixture("QC", n=10, seed=0)
     df.loc[3, "label"] = 5

@@ -42,6 +42,25 @@ def test_split_keeps_queries_whole_and_unseen_languages_in_test(tmp_path):
     assert set(unseen["id"]) <= set(parts["test"]["id"])
 
 
+def test_a_query_shared_with_an_unseen_language_is_a_test_row(tmp_path):
+    rows = make_fixture("QC", 200, seed=1)
+    twin = rows[rows["language"] == "de"].iloc[0]
+    extra = rows.iloc[:3].copy()
+    extra["query"] = twin["query"].upper() + " "  # same query (case/space aside), in en
+    extra["language"] = "en"
+    extra["id"] = ["x1", "x2", "x3"]
+    rows = pd.concat([rows, extra], ignore_index=True)
+    for seed in range(5):
+        parts = split(rows, ["en", "fr", "es", "pt"], _cfg(tmp_path, seed=seed))
+        assert {"x1", "x2", "x3"} <= set(parts["test"]["id"])
+    # the split depends on the queries, not on the order of the rows
+    shuffled = rows.sample(frac=1.0, random_state=0).reset_index(drop=True)
+    a = split(rows, ["en", "fr", "es", "pt"], _cfg(tmp_path))
+    b = split(shuffled, ["en", "fr", "es", "pt"], _cfg(tmp_path))
+    for name in ("train", "dev", "test"):
+        assert set(a[name]["id"]) == set(b[name]["id"])
+
+
 def test_run_writes_the_ablation_and_honours_switches(tmp_path):
     cfg = _cfg(
         tmp_path,
@@ -105,11 +124,26 @@ def test_config_errors_are_clear(tmp_path):
         run(_cfg(tmp_path, train_languages=["en", "de"], unseen_languages=["de"]), echo=print)
     with pytest.raises(ValueError, match="have no rows"):
         run(_cfg(tmp_path, train_languages=["xx"]), echo=print)
+    with pytest.raises(ValueError, match=r"unseen language\(s\) \['itt'\] have no rows"):
+        run(_cfg(tmp_path, unseen_languages=["de", "itt"]), echo=print)
+    with pytest.raises(ValueError, match="filter_folds"):
+        RunConfig.from_dict({"filter_folds": 1})
+    with pytest.raises(ValueError, match="data must be a list"):
+        RunConfig.from_dict({"data": "qc.jsonl"})
+    inside = tmp_path / "out" / "train-QC.jsonl"
+    inside.parent.mkdir()
+    data.write(make_fixture("QC", 50), inside)
+    with pytest.raises(ValueError, match="inside the report folder"):
+        run(_cfg(tmp_path, data=[str(inside)]), echo=print)
     cfg = tmp_path / "cfg.toml"
     cfg.write_text('encoder = "hashing"\nfixture_rows = 300\n[strategies]\nQC = ["mine"]\n')
     loaded = RunConfig.from_file(cfg, out=str(tmp_path / "o"))
     assert loaded.strategies["QC"] == Strategies(False, True, False, False)
     assert loaded.fixture_rows == 300 and loaded.out == str(tmp_path / "o")
+    cfg.write_text('[strategies]\nQC = ["mine"]\nQI = "translate"\n')
+    merged = RunConfig.from_file(cfg, strategies={"QC": Strategies.parse("none")})
+    assert merged.strategies["QC"] == Strategies(False, False, False, False)
+    assert merged.strategies["QI"] == Strategies(True, False, False, False)  # kept from the file
 
 
 def test_cli_steps_write_new_files_and_never_overwrite_inputs(tmp_path, capsys):
@@ -130,12 +164,24 @@ def test_cli_steps_write_new_files_and_never_overwrite_inputs(tmp_path, capsys):
     kept = data.load(filtered)
     flagged = pd.read_csv(review) if review.stat().st_size else pd.DataFrame()
     assert len(kept) + len(flagged) == len(rows)
-    # never overwrite an input, never overwrite an output without --overwrite
-    assert main(["relevance", "mine", str(src), "--out", str(src), "--encoder", "hashing"]) == 2
-    assert main(["relevance", "mine", str(src), "--out", str(mined), "--encoder", "hashing"]) == 2
-    assert src.read_bytes() == before
-    err = capsys.readouterr().err
-    assert "overwrite" in err
+    # mining a mined file again gives new, unique ids
+    again = tmp_path / "again.jsonl"
+    assert main(["relevance", "mine", str(mined), "--out", str(again), "--encoder", "hashing",
+                 "--positive-share", "0.4", "--quiet"]) == 0  # fmt: skip
+    twice = data.load(again)
+    assert twice["id"].is_unique and len(twice) > len(out)
+    capsys.readouterr()
+    # never overwrite an input (even with --overwrite), an output only with --overwrite
+    mine = ["relevance", "mine", str(src), "--encoder", "hashing", "--quiet", "--out"]
+    assert main([*mine, str(src), "--overwrite"]) == 2
+    assert "is an input file" in capsys.readouterr().err
+    untouched = tmp_path / "precious.jsonl"
+    untouched.write_text("mine\n")
+    assert main([*mine, str(untouched)]) == 2
+    assert "exists: choose another file or pass --overwrite" in capsys.readouterr().err
+    assert untouched.read_text() == "mine\n" and src.read_bytes() == before
+    assert main([*mine, str(untouched), "--overwrite"]) == 0
+    assert len(data.load(untouched)) > len(rows)
 
 
 def test_cli_run_and_bad_arguments(tmp_path, capsys):

@@ -75,6 +75,12 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(
             f"unknown demo part(s) {unknown or args.parts!r}; choose from {', '.join(PARTS)}"
         )
+    if "ldpkit" in parts and args.mechanism != "laplace":
+        raise ValueError(
+            "the ldpkit part uses Laplace noise (the paper's setting); drop --mechanism"
+        )
+    if "ldpkit" in parts and args.limit is not None and args.limit < 2:
+        raise ValueError(f"--limit must be at least 2 for the ldpkit part, got {args.limit}")
     t0 = time.perf_counter()
     for i, part in enumerate(parts):
         if i:

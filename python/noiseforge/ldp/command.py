@@ -81,6 +81,13 @@ def run(args: argparse.Namespace) -> int:
         epsilons = ex.parse_epsilons(args.epsilons)
     if any(not e > 0 for e in epsilons):
         raise ValueError("epsilon must be > 0")
+    if args.epochs is not None and args.epochs < 1:
+        raise ValueError(f"--epochs must be >= 1, got {args.epochs}")
+    if args.cloud_url and any(math.isinf(e) for e in epsilons):
+        raise ValueError(
+            "epsilon = inf needs clean inputs, which are never sent to a remote cloud: "
+            "drop inf from --epsilons when using --cloud-url"
+        )
     if args.limit is not None and args.limit < 2:
         raise ValueError(
             f"--limit must be at least 2 (superimposition mixes pairs), got {args.limit}"

@@ -48,6 +48,7 @@ class Settings:
     targets: str = "answers"
     epochs: int | None = None  # None: the task's own default
     batch_size: int = 128
+    schedule: str = "constant"  # the local model's learning rate: "constant" or "cosine"
 
 
 @dataclass
@@ -167,8 +168,9 @@ def run_point(
             superimposed=settings.superimposed,
             weight=settings.weight,
             targets=settings.targets,
-            epochs=settings.epochs or setup.local_epochs,
+            epochs=setup.local_epochs if settings.epochs is None else settings.epochs,
             batch_size=settings.batch_size,
+            schedule=settings.schedule,
             seed=None if seed is None else seed + 1000,
             progress=progress,
         )
@@ -209,8 +211,9 @@ def _extraction(
         local,
         queries,
         answers,
-        epochs=settings.epochs or setup.local_epochs,
+        epochs=setup.local_epochs if settings.epochs is None else settings.epochs,
         batch_size=settings.batch_size,
+        schedule=settings.schedule,
         seed=0 if seed is None else seed,
         progress=progress,
         desc="local model",

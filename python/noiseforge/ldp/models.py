@@ -52,12 +52,17 @@ def train_classifier(
     epochs: int = 3,
     batch_size: int = 128,
     lr: float = 1e-3,
+    schedule: str = "constant",
     seed: int = 0,
     progress: bool = True,
     desc: str = "training",
 ) -> list[float]:
     """Adam on cross-entropy. ``targets``: (N,) class ids or (N, C) probabilities
-    (soft labels, e.g. aggregated cloud answers). Returns the mean loss per epoch."""
+    (soft labels, e.g. aggregated cloud answers). ``schedule``: ``"constant"`` or
+    ``"cosine"`` (the learning rate decays to 0 over all steps). Returns the mean
+    loss per epoch."""
+    if schedule not in ("constant", "cosine"):
+        raise ValueError(f"schedule must be 'constant' or 'cosine', got {schedule!r}")
     if x.shape[0] != targets.shape[0]:
         raise ValueError(f"{x.shape[0]} inputs but {targets.shape[0]} targets")
     if x.shape[0] == 0:
@@ -65,6 +70,12 @@ def train_classifier(
     soft = targets.is_floating_point()
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
+    total_steps = epochs * -(-x.shape[0] // batch_size)
+    sched = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps)
+        if schedule == "cosine"
+        else None
+    )
     model.train()
     losses = []
     for epoch in range(epochs):
@@ -83,6 +94,8 @@ def train_classifier(
             opt.zero_grad()
             loss.backward()
             opt.step()
+            if sched is not None:
+                sched.step()
             total += float(loss.detach())
             batches += 1
         losses.append(total / batches)

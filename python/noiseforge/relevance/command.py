@@ -100,6 +100,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    for name in ("out", "review", "model_out"):
+        if getattr(args, name, None) and args.relevance_command != "run":
+            _check_output(getattr(args, name), args)
     return {
         "augment": _augment,
         "mine": _mine,
@@ -108,6 +111,16 @@ def run(args: argparse.Namespace) -> int:
         "evaluate": _evaluate,
         "run": _run,
     }[args.relevance_command](args)
+
+
+def _check_output(path: str, args: argparse.Namespace) -> None:
+    """Before any work: an output is never an input, and an existing file is replaced
+    only with --overwrite."""
+    target = Path(path).resolve()
+    if any(Path(p).resolve() == target for p in [*args.data, *(getattr(args, "dev", None) or [])]):
+        raise ValueError(f"{path} is an input file: write the result elsewhere")
+    if target.exists() and not getattr(args, "overwrite", False):
+        raise ValueError(f"{path} exists: choose another file or pass --overwrite")
 
 
 def _read(paths: list[str]):
@@ -174,7 +187,7 @@ def _filter(args) -> int:
     encoder = _encoder(args)
     result = self_validation_filter(
         df,
-        lambda: EmbeddingMLP(encoder=encoder),
+        lambda: EmbeddingMLP(encoder=encoder, progress=not args.quiet),
         k=args.folds,
         confidence=args.confidence,
         action="review" if args.review else "remove",

@@ -318,15 +318,18 @@ def write(df: pd.DataFrame, path: str | os.PathLike, *, overwrite: bool = False)
 
     ``.jsonl``/``.json``: the competition format (``origin_query``, ``category_path`` for QC,
     ``item_title`` for QI, ``label`` unless -1), with provenance keys on synthesized rows.
-    ``.csv``/``.parquet``: the schema's columns. A file that :func:`load` read in this process
-    (or listed in ``df.attrs["source_files"]``) is not replaced unless ``overwrite=True``.
+    ``.csv``/``.parquet``: the schema's columns. An existing file is never replaced unless
+    ``overwrite=True``; the message says so more firmly for a file that :func:`load` read in
+    this process (or one listed in ``df.attrs["source_files"]``).
     """
     validate(df)
     path = Path(path)
     inputs = _INPUT_FILES | {Path(p) for p in df.attrs.get("source_files", [])}
-    if path.exists() and path.resolve() in inputs and not overwrite:
+    if path.exists() and not overwrite:
+        what = "it is an input file" if path.resolve() in inputs else "it exists"
         raise RelevanceDataError(
-            f"refusing to overwrite {path}: it is an input file; write elsewhere or pass overwrite=True"
+            f"refusing to overwrite {path}: {what}; write elsewhere or pass overwrite=True "
+            "(--overwrite on the command line)"
         )
     suffix = path.suffix.lower()
     if suffix not in _READERS:

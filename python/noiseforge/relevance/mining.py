@@ -34,6 +34,11 @@ def negatives_needed(n_pos: int, n_neg: int, positive_share: float) -> int:
     return max(0, math.ceil(n_pos / positive_share - n_pos - n_neg - 1e-9))
 
 
+def _unit(v: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (the ratio test compares cosines, whatever the encoder)."""
+    return (v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
 def mine_semantic_negatives(
     df: pd.DataFrame,
     encoder: Encoder | None = None,
@@ -84,6 +89,7 @@ def mine_semantic_negatives(
     family = query_groups(df)
     rng = np.random.default_rng(seed)
     out = []
+    taken = set(df["id"].astype(str)) if "id" in df.columns else set()
     for task in sorted(df["task"].unique()):
         rows = np.flatnonzero((df["task"] == task).to_numpy())
         sub = df.iloc[rows]
@@ -107,9 +113,9 @@ def mine_semantic_negatives(
             want = None
         if len(pos) == 0 or want == 0:
             continue
-        tvec = embed_cached(encoder, list(targets), cache_dir=cache_dir, progress=progress)
+        tvec = _unit(embed_cached(encoder, list(targets), cache_dir=cache_dir, progress=progress))
         qtxt = sub["query"].astype(str).to_numpy()[pos]
-        qvec = embed_cached(encoder, list(qtxt), cache_dir=cache_dir, progress=progress)
+        qvec = _unit(embed_cached(encoder, list(qtxt), cache_dir=cache_dir, progress=progress))
         index = HNSWIndex(encoder.dim, "cosine", M=M, ef_construction=ef_construction, seed=seed)
         index.add(tvec, num_threads=1)
         k = min(hi, len(targets))
@@ -142,9 +148,14 @@ def mine_semantic_negatives(
         for j, (r, t, s) in enumerate(chosen):
             src = sub.iloc[pos[r]]
             source_id = str(src["id"]) if "id" in sub.columns else str(rows[pos[r]])
+            new_id, n = f"{source_id}:{STRATEGY}:{j}", j
+            while new_id in taken:  # mined before (a second pass over a mined file)
+                n += len(chosen)
+                new_id = f"{source_id}:{STRATEGY}:{n}"
+            taken.add(new_id)
             out.append(
                 {
-                    "id": f"{source_id}:{STRATEGY}:{j}",
+                    "id": new_id,
                     "task": task,
                     "language": src["language"],
                     "query": src["query"],

@@ -20,6 +20,7 @@ interval, next to the all-relevant baseline.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -84,8 +85,9 @@ class RunConfig:
     ``data``: competition files (JSON lines, CSV, Parquet); empty -> a generated
     multilingual fixture (labelled as generated in the report).
     ``train_languages`` / ``unseen_languages``: default for files: the
-    competition's QC split (en fr es ko pt ja seen; the rest unseen); for the
-    fixture en fr es pt seen, de it pl unseen.
+    competition's training languages present in the data (en fr es ko pt ja, and
+    th for QI), every other language unseen; for the fixture en fr es pt seen,
+    de it pl unseen. Rows of a language in neither list are left out (counted).
     """
 
     data: list[str] = field(default_factory=list)
@@ -122,7 +124,10 @@ class RunConfig:
             raw = json.loads(p.read_text())
         else:
             raise ValueError(f"config file {p}: use a .json or .toml file")
-        raw.update({k: v for k, v in overrides.items() if v is not None})
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+        if "strategies" in overrides and "strategies" in raw:  # per task: the CLI wins
+            overrides["strategies"] = {**raw["strategies"], **overrides["strategies"]}
+        raw.update(overrides)
         return cls.from_dict(raw)
 
     @classmethod
@@ -146,6 +151,16 @@ class RunConfig:
         return cfg
 
     def check(self) -> None:
+        for name in ("data", "tasks", "train_languages", "unseen_languages", "translate_from"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, str) or not all(isinstance(x, str) for x in v)):
+                raise ValueError(f"{name} must be a list of strings, got {v!r}")
+        if self.tasks is not None and not set(self.tasks) <= {"QC", "QI"}:
+            raise ValueError(f"tasks must be 'QC' and/or 'QI', got {self.tasks}")
+        if self.filter_folds < 2:
+            raise ValueError(f"filter_folds must be >= 2, got {self.filter_folds}")
+        if self.n_boot < 1:
+            raise ValueError(f"n_boot must be >= 1, got {self.n_boot}")
         for name in ("dev_fraction", "test_fraction"):
             v = getattr(self, name)
             if not 0 < v < 0.5:
@@ -230,7 +245,7 @@ def languages(cfg: RunConfig, rows: pd.DataFrame) -> tuple[list[str], list[str]]
         train = list(cfg.train_languages)
     elif not cfg.data:
         train = ["en", "fr", "es", "pt"]
-    else:
+    else:  # the competition's training languages (th: QI only)
         train = [x for x in ("en", "fr", "es", "ko", "pt", "ja", "th") if x in present]
     unseen = (
         list(cfg.unseen_languages)
@@ -246,22 +261,38 @@ def languages(cfg: RunConfig, rows: pd.DataFrame) -> tuple[list[str], list[str]]
     overlap = sorted(set(train) & set(unseen))
     if overlap:
         raise ValueError(f"languages {overlap} are both training and unseen languages")
-    return train, [x for x in unseen if x in present]
+    empty = [x for x in unseen if x not in present]
+    if empty:
+        raise ValueError(
+            f"unseen language(s) {empty} have no rows; the data has {present}: fix unseen_languages"
+        )
+    return train, unseen
+
+
+def _query_key(q: pd.Series) -> pd.Series:
+    return q.astype(str).str.lower().str.strip()
+
+
+def _uniform(key: str, seed: int) -> float:
+    """A query's fixed draw in [0, 1): independent of row order and file layout."""
+    digest = hashlib.sha1(f"{seed}:{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") / 2.0**64
 
 
 def split(
     rows: pd.DataFrame, train_languages: Sequence[str], cfg: RunConfig
 ) -> dict[str, pd.DataFrame]:
-    """train / dev / test: queries of the training languages go to exactly one part
-    (seeded); every row of another language is a test row."""
+    """train / dev / test: each query (lower-cased) of the training languages goes to
+    exactly one part by a seeded hash; every row of another language is a test row, and
+    so is a training-language row whose query also occurs in another language (no query
+    is ever on both sides)."""
     seen = rows["language"].isin(list(train_languages)).to_numpy()
-    queries = pd.unique(rows.loc[seen, "query"].str.lower().str.strip())
-    rng = np.random.default_rng(cfg.seed)
-    u = dict(zip(queries, rng.random(len(queries)), strict=True))
-    key = rows["query"].str.lower().str.strip().map(u).to_numpy()
+    keys = _query_key(rows["query"])
+    u = keys.map({k: _uniform(k, cfg.seed) for k in pd.unique(keys)}).to_numpy()
+    shared = keys.isin(set(keys[~seen])).to_numpy()
     part = np.full(len(rows), "test", dtype=object)
-    part[seen & (key >= cfg.dev_fraction + cfg.test_fraction)] = "train"
-    part[seen & (key < cfg.dev_fraction)] = "dev"
+    part[seen & ~shared & (u >= cfg.dev_fraction + cfg.test_fraction)] = "train"
+    part[seen & ~shared & (u < cfg.dev_fraction)] = "dev"
     return {p: rows[part == p].reset_index(drop=True) for p in ("train", "dev", "test")}
 
 
@@ -274,21 +305,37 @@ def run(
 ) -> RunResult:
     """The ablation of ``cfg`` (see the module docstring); writes the report to ``cfg.out``."""
     cfg.check()
+    out = Path(cfg.out).resolve()
+    inside = [p for p in cfg.data if out in Path(p).resolve().parents]
+    if inside:
+        raise ValueError(
+            f"input file(s) {inside} are inside the report folder {cfg.out}, whose files a run "
+            "replaces: copy them elsewhere or choose another out folder"
+        )
     t0 = time.perf_counter()
     rows, source = load_rows(cfg)
     tasks = cfg.tasks or sorted(rows["task"].unique())
     rows = rows[rows["task"].isin(tasks)].reset_index(drop=True)
     train_langs, unseen = languages(cfg, rows)
-    rows = rows[rows["language"].isin(train_langs + unseen)].reset_index(drop=True)
-    parts = split(rows, train_langs, cfg)
     echo(f"data: {source}")
+    used = rows["language"].isin(train_langs + unseen)
+    if not used.all():
+        left = rows.loc[~used, "language"].value_counts().sort_index()
+        echo(
+            "left out (language neither trained on nor unseen): "
+            + ", ".join(f"{lang} {n}" for lang, n in left.items())
+        )
+    rows = rows[used].reset_index(drop=True)
+    parts = split(rows, train_langs, cfg)
     echo(
         f"split: train {len(parts['train'])} / dev {len(parts['dev'])} / test "
         f"{len(parts['test'])} rows; training languages {' '.join(train_langs)}; "
         f"unseen {' '.join(unseen) or '(none)'}"
     )
     encoder = make_encoder(cfg.encoder)
-    factory = model_factory or (lambda enc, seed: EmbeddingMLP(encoder=enc, seed=seed))
+    factory = model_factory or (
+        lambda enc, seed: EmbeddingMLP(encoder=enc, seed=seed, progress=progress)
+    )
     test = parts["test"].copy()
     systems = {name: np.zeros(len(test), dtype=np.int64) for name in SYSTEMS}
     log: dict = {"source": source, "train_languages": train_langs, "unseen_languages": unseen}
@@ -365,11 +412,22 @@ class _Ladder:
                 seed=cfg.seed,
                 progress=progress,
             )
-            self.current = pd.concat([self.current, new], ignore_index=True)
-            self.fit("+TA")
-            self.steps["+TA"]["added"] = {k: v["added"] for k, v in report.items()}
-            self.steps["+TA"]["unsupported"] = {k: v["unsupported"] for k, v in report.items()}
-            echo(f"[{task}] +TA: {len(new)} translated rows ({_per_lang(report)})")
+            missing = {k: v["unsupported"] for k, v in report.items() if v["unsupported"]}
+            if missing:
+                echo(
+                    f"[{task}] +TA: no translator for "
+                    + "; ".join(f"{'/'.join(srcs)} -> {t}" for t, srcs in missing.items())
+                    + " (apt packages: see noiseforge.relevance.translate.available_translators())"
+                )
+            if len(new):
+                self.current = pd.concat([self.current, new], ignore_index=True)
+                self.fit("+TA")
+                self.steps["+TA"]["added"] = {k: v["added"] for k, v in report.items()}
+                self.steps["+TA"]["unsupported"] = missing
+                echo(f"[{task}] +TA: {len(new)} translated rows ({_per_lang(report)})")
+            else:
+                self.steps["+TA"] = {"off": True, "reason": "no query could be translated"}
+                echo(f"[{task}] +TA: nothing translated, so the step is off")
         else:
             self.steps["+TA"] = {"off": True}
         preds["+TA"] = self.p_test >= 0.5
@@ -447,7 +505,8 @@ def write_report(
     rows: pd.DataFrame,
 ) -> dict[str, Path]:
     """report.md, ablation.csv, run.json, predictions.csv, train-<task>.jsonl and
-    (with matplotlib) ablation.png in ``cfg.out``; only these names are written."""
+    (with matplotlib) ablation.png in ``cfg.out`` (the filtering step also wrote
+    review-<task>.csv there); only these names are written."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, Path] = {}

@@ -50,6 +50,10 @@ def to_iso2(code: str) -> str:
     return _ISO2.get(code, code)
 
 
+#: bump when FreeDict parsing or lookup changes, so cached translations are redone
+FREEDICT_RULES = 2
+
+
 class TranslationUnavailable(RuntimeError):
     """No installed backend can translate a language pair; the message says what to install."""
 
@@ -242,7 +246,8 @@ class FreeDictTranslator(Translator):
             m = re.fullmatch(r"freedict-([a-z]{3})-([a-z]{3})\.index", index.name)
             if m:
                 self._dicts[(to_iso2(m.group(1)), to_iso2(m.group(2)))] = DictdDictionary(index)
-        digest = hashlib.sha256()
+        # the cache key covers the dictionaries, the settings and the lookup rules' version
+        digest = hashlib.sha256(f"{FREEDICT_RULES}|{pivot}|{max_phrase}".encode())
         for pair, d in sorted(self._dicts.items()):
             st = d.dict_path.stat() if d.dict_path.exists() else None
             digest.update(f"{pair}{st.st_size if st else 0}".encode())
@@ -365,7 +370,10 @@ class ApertiumTranslator(Translator):
                     pair = (to_iso2(m.group(1)), to_iso2(m.group(2)))
                     self.modes.setdefault(pair, mode)
         self.version = (
-            "1-" + hashlib.sha256(repr(sorted(self.modes.items())).encode()).hexdigest()[:10]
+            "1-"
+            + hashlib.sha256(repr((sorted(self.modes.items()), self.pivots)).encode()).hexdigest()[
+                :10
+            ]
         )
 
     def route(self, src: str, tgt: str) -> list[str]:
