@@ -6,6 +6,7 @@ import itertools
 
 import pytest
 import torch
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from noiseforge.ldp.models import SmallCNN, accuracy, cached_model, train_classifier
 
@@ -61,9 +62,7 @@ def test_cosine_schedule_decays_the_learning_rate_to_zero():
     x, y = torch.randn(64, 4), torch.randint(0, 2, (64,))
     model = torch.nn.Linear(4, 2)
     seen = []
-    hook = torch.optim.optimizer.register_optimizer_step_pre_hook(
-        lambda opt, *_: seen.append(opt.param_groups[0]["lr"])
-    )
+    hook = register_optimizer_step_pre_hook(lambda opt, *_: seen.append(opt.param_groups[0]["lr"]))
     try:
         train_classifier(model, x, y, epochs=2, batch_size=16, schedule="cosine", progress=False)
     finally:
