@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from noiseforge.relevance.embed import Encoder, USEEncoder, embed_cached
+from noiseforge.relevance.label_features import LabelStatistics
 
 
 @runtime_checkable
@@ -101,7 +102,13 @@ def pair_features(q: np.ndarray, t: np.ndarray) -> np.ndarray:
 
 
 class EmbeddingMLP:
-    """Pair features of frozen embeddings + an MLP, one network per task.
+    """Pair features of frozen embeddings + label statistics + an MLP, one network per task.
+
+    Input of a row: the pair features of the query and target embeddings (and of
+    the query and the target's leaf, see ``target_parts``) and, with
+    ``label_features``, the standardised :class:`LabelStatistics` of the row
+    against the training rows of its task (category label rates, query word x
+    top-level rates, kNN labels), computed out of fold on the training rows.
 
     Parameters
     ----------
@@ -110,15 +117,21 @@ class EmbeddingMLP:
     hidden: widths of the hidden layers.
     dropout, lr, weight_decay, batch_size, max_epochs, patience: training of the MLP
         (AdamW, binary cross-entropy, best-validation-loss weights restored).
-    valid_fraction: share of training queries held out for early stopping when
-        ``fit`` gets no ``df_valid`` (grouped by query).
+    valid_fraction: share of training queries held out for early stopping (and the
+        per-task F1 threshold ``thresholds_``) when ``fit`` gets no ``df_valid``.
     class_weight: ``None``, ``"balanced"`` or a float weight of the negative class.
     target_parts: also embed the last ``target_parts`` comma-separated levels of
         the target (for QC: the leaf category) and add their pair features; 0 to skip.
-    seed: seeds the split, the initialisation and the batch order.
+    label_features: add the label-statistics features (the main gain on QC data).
+    te_smoothing, knn_k, oof_folds: their smoothing pseudo-count, kNN sizes and
+        number of out-of-fold folds on the training rows.
+    seed: seeds the split, the folds, the initialisation and the batch order.
     threads: torch CPU threads while training/predicting (default 1: the MLP is
         small, and on a busy machine extra OpenMP threads spin and slow it down
         by 10-50x).
+
+    Attributes after ``fit``: ``nets_`` and ``thresholds_`` (positive-class-F1
+    threshold on the validation rows, 0.5 without them) per task, ``history_``.
     """
 
     def __init__(
@@ -126,8 +139,8 @@ class EmbeddingMLP:
         encoder: Encoder | None = None,
         *,
         cache_dir: str | os.PathLike | None = None,
-        hidden: Sequence[int] = (512, 128),
-        dropout: float = 0.3,
+        hidden: Sequence[int] = (64,),
+        dropout: float = 0.2,
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
         batch_size: int = 256,
@@ -136,6 +149,10 @@ class EmbeddingMLP:
         valid_fraction: float = 0.1,
         class_weight: str | float | None = None,
         target_parts: int = 1,
+        label_features: bool = True,
+        te_smoothing: float = 5.0,
+        knn_k: Sequence[int] = (5, 20),
+        oof_folds: int = 5,
         seed: int = 0,
         threads: int = 1,
         progress: bool = False,
@@ -148,32 +165,64 @@ class EmbeddingMLP:
         self.batch_size, self.max_epochs, self.patience = batch_size, max_epochs, patience
         self.valid_fraction, self.class_weight = valid_fraction, class_weight
         self.target_parts, self.seed, self.progress = target_parts, seed, progress
+        self.label_features, self.te_smoothing = label_features, te_smoothing
+        self.knn_k, self.oof_folds = tuple(knn_k), oof_folds
         self.nets_: dict[str, nn.Module] = {}
         self.history_: dict[str, list[float]] = {}
+        self.thresholds_: dict[str, float] = {}
+        self._side: dict[str, tuple[LabelStatistics, np.ndarray, np.ndarray]] = {}
+        self._reference: dict[str, pd.DataFrame] = {}
 
     # ------------------------------------------------------------------ features
-    def _features(self, df: pd.DataFrame) -> np.ndarray:
+    def _embed(self, df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(query, target, target-leaf or None) vectors of the rows."""
         if self.encoder is None:
             self.encoder = USEEncoder()
         q_txt = df["query"].astype(str).tolist()
         t_txt = df["target"].astype(str).tolist()
         texts = q_txt + t_txt
         if self.target_parts:
-            leaves = [",".join(t.split(",")[-self.target_parts :]).strip() for t in t_txt]
-            texts += leaves
+            texts += [",".join(t.split(",")[-self.target_parts :]).strip() for t in t_txt]
         vec = embed_cached(self.encoder, texts, cache_dir=self.cache_dir, progress=self.progress)
         n = len(df)
-        feats = [pair_features(vec[:n], vec[n : 2 * n])]
-        if self.target_parts:
-            leaf = vec[2 * n :]
-            q, ln = vec[:n], leaf
-            cos = np.sum(q * ln, axis=1, keepdims=True) / np.maximum(
-                np.linalg.norm(q, axis=1, keepdims=True)
-                * np.linalg.norm(ln, axis=1, keepdims=True),
-                1e-12,
-            )
-            feats.append(np.concatenate([q * ln, np.abs(q - ln), cos], axis=1).astype(np.float32))
+        return vec[:n], vec[n : 2 * n], (vec[2 * n :] if self.target_parts else None)
+
+    @staticmethod
+    def _pair(q: np.ndarray, t: np.ndarray, leaf: np.ndarray | None) -> np.ndarray:
+        feats = [pair_features(q, t)]
+        if leaf is not None:
+            feats.append(pair_features(q, leaf)[:, 2 * q.shape[1] :])  # q*l, |q-l|, cos
         return np.concatenate(feats, axis=1)
+
+    def _features(self, df: pd.DataFrame, task: str | None = None) -> np.ndarray:
+        """(n, d) float32 model input of rows of one task (fitted label statistics)."""
+        q, t, leaf = self._embed(df)
+        x = self._pair(q, t, leaf)
+        if self.label_features and task is not None:
+            stats, mu, sd = self._side[task]
+            side = stats.transform(df["query"].astype(str).tolist(), df["target"].tolist(), q, t)
+            x = np.concatenate([x, (side - mu) / sd], axis=1)
+        return x.astype(np.float32)
+
+    def _train_features(self, task: str, tr: pd.DataFrame) -> np.ndarray:
+        """Model input of the training rows: label statistics out of fold; fits ``_side``."""
+        q, t, leaf = self._embed(tr)
+        x = self._pair(q, t, leaf)
+        if not self.label_features:
+            return x
+        stats = LabelStatistics(smoothing=self.te_smoothing, ks=self.knn_k)
+        side = stats.out_of_fold(
+            tr["query"].astype(str).tolist(),
+            tr["target"].astype(str).tolist(),
+            tr["label"].to_numpy(),
+            q,
+            t,
+            folds=self.oof_folds,
+            seed=self.seed,
+        )
+        mu, sd = side.mean(0), side.std(0) + 1e-6
+        self._side[task] = (stats, mu, sd)
+        return np.concatenate([x, (side - mu) / sd], axis=1).astype(np.float32)
 
     def _net(self, d: int) -> nn.Module:
         layers: list[nn.Module] = []
@@ -191,20 +240,22 @@ class EmbeddingMLP:
             df_train, df_valid = df_train[tr], df_train[va]
         else:
             _check_labelled(df_valid, "df_valid")
-        self.nets_, self.history_ = {}, {}
+        self.nets_, self.history_, self.thresholds_ = {}, {}, {}
+        self._side, self._reference = {}, {}
         with _torch_threads(self.threads):
             for task in sorted(df_train["task"].unique()):
                 tr = df_train[df_train["task"] == task]
                 va = df_valid[df_valid["task"] == task]
+                self._reference[task] = tr[["query", "target", "label"]].reset_index(drop=True)
                 self.nets_[task] = self._fit_one(task, tr, va)
         return self
 
     def _fit_one(self, task: str, tr: pd.DataFrame, va: pd.DataFrame) -> nn.Module:
         gen = torch.Generator().manual_seed(self.seed)
         torch.manual_seed(self.seed)
-        x = torch.from_numpy(self._features(tr))
+        x = torch.from_numpy(self._train_features(task, tr))
         y = torch.from_numpy(tr["label"].to_numpy(np.float32))
-        xv = torch.from_numpy(self._features(va)) if len(va) else None
+        xv = torch.from_numpy(self._features(va, task)) if len(va) else None
         yv = torch.from_numpy(va["label"].to_numpy(np.float32)) if len(va) else None
         net = self._net(x.shape[1])
         opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
@@ -237,7 +288,13 @@ class EmbeddingMLP:
         if best_state is not None:
             net.load_state_dict(best_state)
         self.history_[task] = hist
-        return net.eval()
+        net.eval()
+        self.thresholds_[task] = 0.5
+        if xv is not None and bool((yv > 0.5).any()):
+            with torch.no_grad():
+                pv = torch.sigmoid(net(xv).squeeze(1)).numpy()
+            self.thresholds_[task] = tune_threshold(yv.numpy(), pv)[0]
+        return net
 
     def _negative_weight(self, y: torch.Tensor) -> float:
         if self.class_weight is None:
@@ -256,10 +313,143 @@ class EmbeddingMLP:
             if task not in self.nets_:
                 raise ValueError(f"no model for task {task!r}: fit saw only {sorted(self.nets_)}")
             mask = tasks == task
-            x = torch.from_numpy(self._features(df[mask]))
             with torch.no_grad(), _torch_threads(self.threads):
+                x = torch.from_numpy(self._features(df[mask], task))
                 out[mask] = torch.sigmoid(self.nets_[task](x).squeeze(1)).numpy()
         return out
+
+    def predict(self, df: pd.DataFrame) -> np.ndarray:
+        """(n,) int 0/1: ``predict_proba >= thresholds_[task]`` (tuned on the validation rows)."""
+        p = self.predict_proba(df)
+        th = df["task"].map(self.thresholds_).to_numpy(np.float64)
+        return (p >= th).astype(int)
+
+    # ------------------------------------------------------------------ persistence
+    _FORMAT = "noiseforge.relevance.EmbeddingMLP"
+
+    def _config(self) -> dict:
+        return {
+            "hidden": list(self.hidden),
+            "dropout": self.dropout,
+            "lr": self.lr,
+            "weight_decay": self.weight_decay,
+            "batch_size": self.batch_size,
+            "max_epochs": self.max_epochs,
+            "patience": self.patience,
+            "valid_fraction": self.valid_fraction,
+            "class_weight": self.class_weight,
+            "target_parts": self.target_parts,
+            "label_features": self.label_features,
+            "te_smoothing": self.te_smoothing,
+            "knn_k": list(self.knn_k),
+            "oof_folds": self.oof_folds,
+            "seed": self.seed,
+            "threads": self.threads,
+        }
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the fitted model to one torch file (tensors, numbers and strings only).
+
+        Stores the config, the encoder's name, and per task the network's state
+        dict, threshold, feature standardisation and the training rows (query,
+        target, label) the label statistics are rebuilt from on :meth:`load`
+        (their embeddings come back from the cache). Returns the path.
+        """
+        if not self.nets_:
+            raise RuntimeError("EmbeddingMLP.save called before fit")
+        if self.encoder is None:
+            self.encoder = USEEncoder()
+        tasks = {}
+        for task, net in self.nets_.items():
+            ref = self._reference[task]
+            entry = {
+                "state": net.state_dict(),
+                "threshold": float(self.thresholds_.get(task, 0.5)),
+                "queries": ref["query"].astype(str).tolist(),
+                "targets": ref["target"].astype(str).tolist(),
+                "labels": torch.tensor(ref["label"].to_numpy(np.int64)),
+            }
+            if self.label_features:
+                _, mu, sd = self._side[task]
+                entry["side_mean"], entry["side_std"] = torch.from_numpy(mu), torch.from_numpy(sd)
+            tasks[task] = entry
+        blob = {
+            "format": self._FORMAT,
+            "version": 1,
+            "encoder": self.encoder.name,
+            "config": self._config(),
+            "tasks": tasks,
+        }
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(blob, path)
+        return path
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike,
+        encoder: Encoder | None = None,
+        *,
+        cache_dir: str | os.PathLike | None = None,
+        progress: bool = False,
+    ) -> EmbeddingMLP:
+        """Read a model written by :meth:`save`.
+
+        ``encoder`` must be the one it was trained with (same ``name``; default
+        :class:`USEEncoder`). Raises ``FileNotFoundError`` for a missing file and
+        ``ValueError`` for a file that is not a saved EmbeddingMLP or an encoder
+        that does not match.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"EmbeddingMLP.load: no file at {path}")
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise ValueError(
+                f"{path} is not a saved EmbeddingMLP (torch.load failed: {exc}); "
+                "write one with EmbeddingMLP.save"
+            ) from exc
+        if not isinstance(blob, dict) or blob.get("format") != cls._FORMAT:
+            raise ValueError(
+                f"{path} is not a saved EmbeddingMLP (format tag missing); "
+                "write one with EmbeddingMLP.save"
+            )
+        if blob.get("version") != 1:
+            raise ValueError(f"{path}: unsupported EmbeddingMLP file version {blob.get('version')}")
+        encoder = encoder if encoder is not None else USEEncoder()
+        if encoder.name != blob["encoder"]:
+            raise ValueError(
+                f"{path} was trained with encoder {blob['encoder']!r}, got {encoder.name!r}: "
+                "pass the same encoder to EmbeddingMLP.load"
+            )
+        model = cls(encoder, cache_dir=cache_dir, progress=progress, **blob["config"])
+        with _torch_threads(model.threads):
+            for task, entry in blob["tasks"].items():
+                ref = pd.DataFrame(
+                    {
+                        "query": entry["queries"],
+                        "target": entry["targets"],
+                        "label": entry["labels"].numpy(),
+                    }
+                )
+                model._reference[task] = ref
+                if model.label_features:
+                    q, t, _ = model._embed(ref)
+                    stats = LabelStatistics(smoothing=model.te_smoothing, ks=model.knn_k)
+                    stats.fit(ref["query"].tolist(), ref["target"].tolist(), ref["label"], q, t)
+                    model._side[task] = (
+                        stats,
+                        entry["side_mean"].numpy(),
+                        entry["side_std"].numpy(),
+                    )
+                first = entry["state"]["0.weight"]
+                net = model._net(first.shape[1])
+                net.load_state_dict(entry["state"])
+                model.nets_[task] = net.eval()
+                model.thresholds_[task] = float(entry["threshold"])
+        return model
 
 
 @contextlib.contextmanager
