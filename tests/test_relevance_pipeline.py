@@ -196,3 +196,29 @@ def test_cli_run_and_bad_arguments(tmp_path, capsys):
     assert main(["relevance", "augment", str(tmp_path / "missing.jsonl"), "--out",
                  str(tmp_path / "x.jsonl"), "--languages", "de"]) == 2  # fmt: skip
     assert "missing.jsonl" in capsys.readouterr().err
+
+
+def test_cli_train_then_evaluate(tmp_path, capsys):
+    rows = make_fixture("QC", 500, seed=6)
+    parts = split(rows, ["en", "fr", "es", "pt"], _cfg(tmp_path))
+    paths = {}
+    for name in ("train", "dev", "test"):
+        paths[name] = tmp_path / f"{name}.jsonl"
+        data.write(parts[name], paths[name])
+    model = tmp_path / "qc.nfmodel"
+    enc = ["--encoder", "hashing"]
+    assert main(["relevance", "train", str(paths["train"]), "--dev", str(paths["dev"]),
+                 "--model-out", str(model), *enc]) == 0  # fmt: skip
+    assert "QC: threshold" in capsys.readouterr().out and model.exists()
+    assert main(["relevance", "evaluate", str(paths["test"]), "--model", str(model), *enc,
+                 "--seen", "en,fr,es,pt"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "thresholds (saved): QC" in out and "unseen" in out and "baseline_f1" in out
+    # a model file is never replaced; train and dev must not share queries
+    assert main(["relevance", "train", str(paths["train"]), "--model-out", str(model), *enc]) == 2
+    assert "exists" in capsys.readouterr().err
+    assert main(["relevance", "train", str(paths["train"]), "--dev", str(paths["train"]),
+                 "--model-out", str(tmp_path / "m2"), *enc]) == 2  # fmt: skip
+    assert "in both the training and the dev files" in capsys.readouterr().err
+    assert main(["relevance", "evaluate", str(paths["test"]), "--model", str(paths["test"])]) == 2
+    assert "not a saved EmbeddingMLP" in capsys.readouterr().err

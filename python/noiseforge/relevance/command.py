@@ -123,6 +123,10 @@ def _check_output(path: str, args: argparse.Namespace) -> None:
         raise ValueError(f"{path} exists: choose another file or pass --overwrite")
 
 
+def _query_keys(df):
+    return df["query"].astype(str).str.lower().str.strip()
+
+
 def _read(paths: list[str]):
     from noiseforge.relevance.data import load
 
@@ -207,34 +211,51 @@ def _filter(args) -> int:
 def _train(args) -> int:
     from noiseforge.relevance.model import EmbeddingMLP, tune_threshold
 
-    if Path(args.model_out).exists():
-        raise ValueError(
-            f"{args.model_out} exists: choose another --model-out (nothing is overwritten)"
-        )
     df = _read(args.data)
     dev = _read(args.dev) if args.dev else None
-    model = EmbeddingMLP(encoder=_encoder(args)).fit(df, dev)
-    threshold = 0.5
     if dev is not None:
-        threshold, f1 = tune_threshold(dev["label"].to_numpy(), model.predict_proba(dev))
-        print(f"  threshold {threshold:.3f} tuned on dev (F1 {f1:.4f})")
-    model.threshold_ = threshold
+        shared = set(_query_keys(df)) & set(_query_keys(dev))
+        if shared:
+            raise ValueError(
+                f"{len(shared)} queries are in both the training and the dev files (e.g. "
+                f"{sorted(shared)[:3]}): split by query, so that dev measures unseen queries"
+            )
+    model = EmbeddingMLP(encoder=_encoder(args), progress=True).fit(df, dev)
+    if dev is not None:  # one threshold per task, tuned on the dev file
+        for task in sorted(dev["task"].unique()):
+            rows = dev[dev["task"] == task]
+            t, f1 = tune_threshold(rows["label"].to_numpy(), model.predict_proba(rows))
+            model.thresholds_[task] = float(t)
+            print(f"  {task}: threshold {t:.3f} tuned on dev (F1 {f1:.4f})")
     model.save(args.model_out)
-    print(f"saved the model to {args.model_out}")
+    print(f"saved the model to {args.model_out} (it holds the training queries and targets)")
     return 0
 
 
 def _evaluate(args) -> int:
+    import numpy as np
+
     from noiseforge.relevance.evaluate import evaluate
     from noiseforge.relevance.model import EmbeddingMLP
 
     df = _read(args.data)
+    unlabelled = int((df["label"] < 0).sum())
+    if unlabelled:
+        raise ValueError(
+            f"{unlabelled} rows have no label: evaluate needs labelled rows (0/1); "
+            "drop the test-file rows"
+        )
     model = EmbeddingMLP.load(args.model, encoder=_encoder(args) if args.encoder else None)
-    threshold = args.threshold if args.threshold is not None else getattr(model, "threshold_", 0.5)
-    pred = (model.predict_proba(df) >= threshold).astype(int)
+    if args.threshold is not None:
+        pred = (model.predict_proba(df) >= args.threshold).astype(np.int64)
+        print(f"threshold {args.threshold:.3f} (given)")
+    else:
+        pred = model.predict(df)
+        print(
+            "thresholds (saved): " + ", ".join(f"{t} {v:.3f}" for t, v in model.thresholds_.items())
+        )
     table = evaluate(df, pred, seen_languages=_langs(args.seen))
     cols = ["task", "group", "n", "f1", "f1_low", "f1_high", "baseline_f1", "delta_vs_baseline"]
-    print(f"threshold {threshold:.3f}")
     print(table[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     return 0
 
