@@ -13,7 +13,7 @@ import pytest
 from noiseforge.cli import main
 from noiseforge.relevance import data
 from noiseforge.relevance.fixture import make_fixture
-from noiseforge.relevance.pipeline import SYSTEMS, RunConfig, Strategies, run, split
+from noiseforge.relevance.pipeline import SYSTEMS, TUNED, RunConfig, Strategies, run, split
 
 
 def _cfg(tmp_path, **kw) -> RunConfig:
@@ -73,6 +73,9 @@ def test_run_writes_the_ablation_and_honours_switches(tmp_path):
     assert list(dict.fromkeys(table["system"])) == ["all-relevant", *SYSTEMS]
     assert {"QC", "QC seen", "QC unseen", "QI", "QI seen", "QI unseen"} == set(table["column"])
     assert ((table["low"] <= table["f1"]) & (table["f1"] <= table["high"])).all()
+    tuned = result.table_tuned
+    assert list(dict.fromkeys(tuned["system"])) == ["all-relevant", *TUNED]
+    assert result.log["QC"]["steps"]["baseline"]["dev_threshold"] > 0
     test = result.test
     qi = test["task"] == "QI"
     # QI: no translation, no mining, no threshold -> those rungs repeat the one below
@@ -86,6 +89,7 @@ def test_run_writes_the_ablation_and_honours_switches(tmp_path):
     out = tmp_path / "out"
     report = (out / "report.md").read_text()
     assert "| all-relevant |" in report and "QI: +TA off" in report
+    assert "own threshold tuned on dev" in report
     assert json.loads((out / "run.json").read_text())["config"]["strategies"]["QI"] == ["filter"]
     assert (out / "review-QI.csv").exists() and not (out / "review-QC.csv").exists()
     final = data.load(out / "train-QC.jsonl")

@@ -160,6 +160,8 @@ def _relevance_part(args: argparse.Namespace) -> None:
     result = run(cfg, progress=not args.quiet, echo=lambda line: print(f"  {line}", flush=True))
     print()
     print(result.markdown)
+    print("\n  each data rung at its own dev-tuned threshold:\n")
+    print(result.markdown_tuned)
     print(f"  (F1 of the positive class [95 % interval]; report in {cfg.out}/report.md)")
 
 

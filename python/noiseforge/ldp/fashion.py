@@ -10,13 +10,13 @@ import torch
 from noiseforge.data.fashion_mnist import ENV_ROOT, load_fashion_mnist
 from noiseforge.ldp.models import SmallCNN, cached_model, train_classifier
 
-EPOCHS = 2
+EPOCHS = 5
 
 
 def fashion_cloud_model(
     *, cache_dir: str | os.PathLike | None = None, progress: bool = True, seed: int = 0
 ) -> SmallCNN:
-    """The cached cloud CNN (about 33 s to train on 2 CPU cores, ~0.88 test accuracy)."""
+    """The cached cloud CNN (5 epochs, about 80 s to train on 2 CPU cores, ~0.91 test accuracy)."""
     images, labels = load_fashion_mnist("train")
     key = f"fashion-cnn|{images.shape}|{int(images.sum())}|{int(labels.sum())}|{EPOCHS}|{seed}|{os.environ.get(ENV_ROOT, '')}"
 

@@ -168,6 +168,7 @@ def fashion_task(limit: int | None = None) -> LDPTask:
             "images are private; 28x28 pixels on [0, 1]; SmallCNN"
         ),
         input_shape=(1, 28, 28),
+        local_epochs=8,
     )
 
 

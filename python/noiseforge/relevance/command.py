@@ -286,6 +286,8 @@ def _run(args) -> int:
     result = run(cfg, progress=not args.quiet)
     print()
     print(result.markdown)
+    print("\nEach data rung at its own dev-tuned threshold:\n")
+    print(result.markdown_tuned)
     print()
     print("written: " + ", ".join(str(p) for p in result.files.values()))
     if "plot" not in result.files:
