@@ -1,6 +1,7 @@
-"""LDPKiT against standard eps-LDP on Fashion-MNIST, with the pieces built so far.
+"""LDPKiT against standard eps-LDP on Fashion-MNIST, spelled out with the library's
+pieces (``noiseforge ldp run`` does the same from the command line).
 
-About 90 s on 2 CPU cores (the cloud CNN is trained once and cached):
+About 2-3 minutes on 2 CPU cores (the cloud CNN is trained once and cached):
 the cloud trains a CNN on the 60k training images; the client releases the 10k
 test images once with per-pixel Laplace noise (the ledger charges eps per pixel,
 784 eps per image), expands them for free (2 extra noise copies and 10k
@@ -48,7 +49,7 @@ def main() -> None:
         SmallCNN,
         noise_copies=2,
         superimposed=1.0,
-        epochs=4,
+        epochs=8,
     )
     eps = args.epsilon
     print(f"epsilon {eps:g} per pixel ({eps * 784:g} per image, charged once per image)")
