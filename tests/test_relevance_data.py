@@ -309,3 +309,13 @@ def test_reads_shared_qc_sample():
     s = data.summary(df).set_index("language")
     assert s.loc["all", "positive_share"] == pytest.approx(0.684, abs=0.002)
     assert s.loc["en", "rows"] == 2287
+
+
+def test_fixture_label_noise_flips_the_listed_rows():
+    clean = make_fixture("QI", n=300, seed=2)
+    noisy = make_fixture("QI", n=300, seed=2, label_noise=0.1)
+    changed = clean["id"][clean["label"] != noisy["label"]].tolist()
+    assert changed == noisy.attrs["flipped_ids"] and 10 < len(changed) < 50
+    assert clean.attrs["flipped_ids"] == []
+    with pytest.raises(ValueError, match="label_noise"):
+        make_fixture("QC", n=10, label_noise=0.5)

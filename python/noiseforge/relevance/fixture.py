@@ -168,13 +168,18 @@ def make_fixture(
     seed: int = 0,
     languages: tuple[str, ...] = LANGUAGES,
     positive_share: float = 0.65,
+    label_noise: float = 0.0,
 ) -> pd.DataFrame:
     """Generate ``n`` labelled rows of ``task`` ("QC" or "QI") in ``languages``.
 
     Returns a table with the schema's columns; ids ``gen-qc-000000``...; strategy
     ``"original"``; ``attrs["generated"] = True``. Rows are unique on (language, query,
     target); the same seed gives the same table. Positives: P(label = 1) = ``positive_share``.
+    ``label_noise``: the share of rows whose label is then flipped (as annotators err in real
+    data); the flipped rows are listed in ``attrs["flipped_ids"]``.
     """
+    if not 0.0 <= label_noise < 0.5:
+        raise ValueError(f"label_noise must be in [0, 0.5), got {label_noise}")
     if task not in ("QC", "QI"):
         raise ValueError(f"task must be 'QC' or 'QI', got {task!r}")
     unknown = [lang for lang in languages if lang not in LANGUAGES]
@@ -220,5 +225,8 @@ def make_fixture(
     df["translator"] = ""
     df["score"] = np.nan
     df = df[list(COLUMNS)].astype({"label": np.int64, "score": np.float64})
+    flip = np.random.default_rng(seed + 7919).random(n) < label_noise
+    df.loc[flip, "label"] = 1 - df.loc[flip, "label"]
     df.attrs["generated"] = True
+    df.attrs["flipped_ids"] = df.loc[flip, "id"].tolist()
     return df

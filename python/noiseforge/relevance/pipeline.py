@@ -52,6 +52,7 @@ from noiseforge.relevance.translate import (
 
 STEPS = ("translate", "mine", "filter", "threshold")
 TRANSLATORS = ("auto", "apertium", "freedict")
+FIXTURE_NOISE = 0.08  # label noise of the generated fixture, for filtering to find
 SYSTEMS = ("baseline", "+TA", "+TA+SNS", "+TA+SNS+SVF", "+threshold")
 #: the data rungs again, each at its own dev-tuned threshold
 TUNED = ("baseline", "+TA", "+TA+SNS", "+TA+SNS+SVF")
@@ -227,13 +228,14 @@ def load_rows(cfg: RunConfig) -> tuple[pd.DataFrame, str]:
     """The labelled rows to work on and a one-line description of where they come from."""
     if not cfg.data:
         parts = [
-            make_fixture("QC", cfg.fixture_rows, seed=cfg.seed),
-            make_fixture("QI", cfg.fixture_rows, seed=cfg.seed + 1),
+            make_fixture("QC", cfg.fixture_rows, seed=cfg.seed, label_noise=FIXTURE_NOISE),
+            make_fixture("QI", cfg.fixture_rows, seed=cfg.seed + 1, label_noise=FIXTURE_NOISE),
         ]
         rows = pd.concat(parts, ignore_index=True)
         return rows, (
             f"GENERATED fixture ({len(rows)} rows made by noiseforge.relevance.fixture, "
-            "not real data; point --data at competition files for real results)"
+            f"{FIXTURE_NOISE:.0%} of labels flipped on purpose; not real data: point --data at "
+            "competition files for real results)"
         )
     rows = load(cfg.data)
     unlabelled = int((rows["label"] < 0).sum())
