@@ -217,3 +217,39 @@ def test_hf_cross_encoder_plumbing(tmp_path, fixture_split):
 def test_hf_cross_encoder_missing_path_is_clear(tmp_path):
     with pytest.raises(FileNotFoundError, match="no model directory"):
         HFCrossEncoder(tmp_path / "nope")
+
+
+def test_label_statistics_folds_keep_a_translation_with_its_original():
+    """Without family groups, a translation (same embedding, same target, same label)
+    in another fold hands its original's label to the kNN features: a leak."""
+    from noiseforge.relevance.groups import query_groups
+    from noiseforge.relevance.label_features import LabelStatistics
+
+    rng = np.random.default_rng(0)
+    n = 200
+    base = rng.standard_normal((n, 16)).astype(np.float32)
+    base /= np.linalg.norm(base, axis=1, keepdims=True)
+    qvec = np.concatenate([base, base])  # a translation embeds like its original
+    tb = rng.standard_normal((n, 16)).astype(np.float32)
+    tvec = np.concatenate([tb, tb])  # the same target text
+    y = np.tile(rng.integers(0, 2, n), 2)
+    df = pd.DataFrame(
+        {
+            "id": [f"o{i}" for i in range(n)] + [f"t{i}" for i in range(n)],
+            "query": [f"query {i}" for i in range(n)] + [f"anfrage {i}" for i in range(n)],
+            "target": [f"cat {i}" for i in range(n)] * 2,
+            "source_id": [""] * n + [f"o{i}" for i in range(n)],
+        }
+    )
+    stats = LabelStatistics()
+    col = stats.names.index(f"knn_joint_mean{stats.ks[0]}")
+    args = (df["query"].tolist(), df["target"].tolist(), y, qvec, tvec)
+    leaky = stats.out_of_fold(*args, seed=1)[:, col]
+    grouped = stats.out_of_fold(*args, seed=1, groups=query_groups(df))[:, col]
+    assert np.corrcoef(leaky, y)[0, 1] > 0.4
+    assert abs(np.corrcoef(grouped, y)[0, 1]) < 0.15
+    # mined negatives (reference=False) get features but do not feed the statistics
+    ref = np.ones(2 * n, bool)
+    ref[:n] = False
+    stats.out_of_fold(*args, groups=query_groups(df), reference=ref)
+    assert len(stats.level_stats_[0]) <= n  # fitted on the n reference rows only

@@ -21,45 +21,13 @@ import pandas as pd
 import torch
 
 from noiseforge.ops import vote_histogram
+from noiseforge.relevance.groups import query_groups
 from noiseforge.relevance.model import RelevanceModel
+
+__all__ = ["query_groups"]  # re-exported: it lives in groups.py
 
 #: vote classes of one run
 KEEP, CONTRADICTED, BOUNDARY = 0, 1, 2
-
-
-def query_groups(df: pd.DataFrame) -> np.ndarray:
-    """(n,) int64 family id: rows are in one family when they share a query or when
-    one was synthesized from the other (``source_id`` -> ``id``), transitively.
-
-    Union-find over rows; a translation and its original (and all rows of either
-    query) get the same id, so grouped folds and negative mining see them as one.
-    """
-    n = len(df)
-    parent = np.arange(n)
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    def union(a: int, b: int) -> None:
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-
-    first_of_query: dict[str, int] = {}
-    for i, q in enumerate(df["query"].astype(str).to_numpy()):
-        j = first_of_query.setdefault(q, i)
-        if j != i:
-            union(i, j)
-    if "source_id" in df.columns and "id" in df.columns:
-        pos_of_id = {str(v): i for i, v in enumerate(df["id"].to_numpy())}
-        for i, src in enumerate(df["source_id"].fillna("").astype(str).to_numpy()):
-            if src and src in pos_of_id:
-                union(i, pos_of_id[src])
-    roots = np.fromiter((find(i) for i in range(n)), dtype=np.int64, count=n)
-    return pd.factorize(roots)[0].astype(np.int64)
 
 
 def grouped_folds(df: pd.DataFrame, k: int = 5, *, seed: int = 0) -> np.ndarray:

@@ -98,22 +98,45 @@ class LabelStatistics:
         )
 
     def out_of_fold(
-        self, queries, targets, labels, qvec, tvec, *, folds: int = 5, seed: int = 0
+        self,
+        queries,
+        targets,
+        labels,
+        qvec,
+        tvec,
+        *,
+        folds: int = 5,
+        seed: int = 0,
+        groups=None,
+        reference=None,
     ) -> np.ndarray:
         """Features of the training rows, each from a model of the other folds.
 
-        Folds group rows by query (a query's rows share a fold), so a row never
-        sees its own label or a duplicate of its query. Leaves ``self`` fitted on
-        all rows. Returns (n, len(names)) float32.
+        Folds group rows by query, or by ``groups`` (e.g. query families that join a
+        query with its translations), so a row never sees its own label, a duplicate
+        of its query or a translation of it. ``reference`` (bool mask) limits the rows
+        whose labels feed the statistics (e.g. leave out synthetic negatives, whose
+        labels are 0 by construction); every row still gets features. Leaves ``self``
+        fitted on all reference rows. Returns (n, len(names)) float32.
         """
         queries, targets = list(map(str, queries)), list(map(str, targets))
         y, qvec, tvec = np.asarray(labels), np.asarray(qvec), np.asarray(tvec)
-        codes, uniq = pd.factorize(pd.Series(queries))
-        fold_of_query = np.random.default_rng(seed).permutation(len(uniq)) % max(2, folds)
+        if groups is None:
+            codes, uniq = pd.factorize(pd.Series(queries))
+            n_groups = len(uniq)
+        else:
+            codes = np.asarray(groups, dtype=np.int64)
+            if codes.shape != y.shape:
+                raise ValueError(f"groups has shape {codes.shape}, labels {y.shape}")
+            n_groups = int(codes.max()) + 1 if len(codes) else 0
+        use = np.ones(len(y), bool) if reference is None else np.asarray(reference, bool)
+        if not use.any():
+            raise ValueError("no reference rows: the statistics need labelled original rows")
+        fold_of_query = np.random.default_rng(seed).permutation(n_groups) % max(2, folds)
         fold = fold_of_query[codes]
         out = np.zeros((len(y), len(self.names)), dtype=np.float32)
         for f in np.unique(fold):
-            held, ref = np.flatnonzero(fold == f), np.flatnonzero(fold != f)
+            held, ref = np.flatnonzero(fold == f), np.flatnonzero((fold != f) & use)
             if not len(ref):
                 continue
             self.fit(
@@ -122,7 +145,10 @@ class LabelStatistics:
             out[held] = self.transform(
                 [queries[i] for i in held], [targets[i] for i in held], qvec[held], tvec[held]
             )
-        self.fit(queries, targets, y, qvec, tvec)
+        keep = np.flatnonzero(use)
+        self.fit(
+            [queries[i] for i in keep], [targets[i] for i in keep], y[keep], qvec[keep], tvec[keep]
+        )
         return out
 
     # ------------------------------------------------------------------ the two families

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from noiseforge.relevance.embed import Encoder, USEEncoder, embed_cached
+from noiseforge.relevance.groups import query_groups
 from noiseforge.relevance.label_features import LabelStatistics
 
 
@@ -211,6 +212,12 @@ class EmbeddingMLP:
         if not self.label_features:
             return x
         stats = LabelStatistics(smoothing=self.te_smoothing, ks=self.knn_k)
+        # folds by query family (a translation never informs its original's features);
+        # mined negatives get features but do not feed the label rates (their label is 0
+        # by construction, which would bias the rates of the targets they were mined for)
+        reference = None
+        if "strategy" in tr.columns:
+            reference = (tr["strategy"] != "semantic_negative").to_numpy()
         side = stats.out_of_fold(
             tr["query"].astype(str).tolist(),
             tr["target"].astype(str).tolist(),
@@ -219,6 +226,8 @@ class EmbeddingMLP:
             t,
             folds=self.oof_folds,
             seed=self.seed,
+            groups=query_groups(tr.reset_index(drop=True)),
+            reference=reference,
         )
         mu, sd = side.mean(0), side.std(0) + 1e-6
         self._side[task] = (stats, mu, sd)
@@ -246,7 +255,13 @@ class EmbeddingMLP:
             for task in sorted(df_train["task"].unique()):
                 tr = df_train[df_train["task"] == task]
                 va = df_valid[df_valid["task"] == task]
-                self._reference[task] = tr[["query", "target", "label"]].reset_index(drop=True)
+                # the rows the label statistics were fitted on (what load() refits)
+                ref = (
+                    tr
+                    if "strategy" not in tr.columns
+                    else tr[tr["strategy"] != "semantic_negative"]
+                )
+                self._reference[task] = ref[["query", "target", "label"]].reset_index(drop=True)
                 self.nets_[task] = self._fit_one(task, tr, va)
         return self
 
