@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from noiseforge.data import load_fashion_mnist
-from noiseforge.ldp import InProcessCloud, NoiseSpec, PrivacyLedger, ldpkit
+from noiseforge.ldp import InProcessCloud, NoiseSpec, PrivacyLedger, fashion, ldpkit
 from noiseforge.ldp.extraction import extract_model
 from noiseforge.ldp.fashion import fashion_cloud_model
 from noiseforge.ldp.models import SmallCNN, accuracy, cached_model
@@ -95,7 +95,11 @@ def main() -> None:
         train, key = recipes[name]
         torch.manual_seed(10)
         models[name] = cached_model(
-            f"fashion-{name}", SmallCNN, train, key=key + "|cloud-seed0", progress=False
+            f"fashion-{name}",
+            SmallCNN,
+            train,
+            key=f"{key}|cloud-seed0-epochs{fashion.EPOCHS}",  # answers depend on the cloud
+            progress=False,
         )
         print(f"{name} ready ({time.time() - t0:.0f} s)")
 

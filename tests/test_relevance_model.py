@@ -252,4 +252,26 @@ def test_label_statistics_folds_keep_a_translation_with_its_original():
     ref = np.ones(2 * n, bool)
     ref[:n] = False
     stats.out_of_fold(*args, groups=query_groups(df), reference=ref)
-    assert len(stats.level_stats_[0]) <= n  # fitted on the n reference rows only
+    assert stats.y_.numel() == n and stats.level_stats_[0]["n"].sum() == n  # reference rows only
+    with pytest.raises(ValueError, match="folds must be >= 2"):
+        stats.out_of_fold(*args, folds=1)
+
+
+def test_embedding_mlp_label_statistics_skip_mined_negatives():
+    from noiseforge.relevance.mining import add_semantic_negatives
+
+    rows = make_fixture("QC", n=240, seed=3)
+    enc = HashingEncoder(dim=32)
+    grown = add_semantic_negatives(rows, enc, positive_share=0.5, progress=False)
+    mined = int((grown["strategy"] == "semantic_negative").sum())
+    assert mined > 0
+    model = EmbeddingMLP(encoder=enc, max_epochs=2, seed=0).fit(grown)
+    stats = model._side["QC"][0]
+    tr = grown[grouped_split(grown, model.valid_fraction, model.seed)[0]]  # the training side
+    originals = int((tr["strategy"] != "semantic_negative").sum())
+    assert stats.y_.numel() == originals < len(tr)  # the mined rows feed no statistics
+    assert len(model._reference["QC"]) == originals
+    with pytest.raises(ValueError, match="oof_folds must be >= 2"):
+        EmbeddingMLP(encoder=enc, oof_folds=1)
+    with pytest.raises(ValueError, match="no rows of task"):
+        EmbeddingMLP(encoder=enc).fit(grown, make_fixture("QI", n=20, seed=1))

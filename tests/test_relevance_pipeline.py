@@ -134,6 +134,13 @@ def test_config_errors_are_clear(tmp_path):
         RunConfig.from_dict({"filter_folds": 1})
     with pytest.raises(ValueError, match="data must be a list"):
         RunConfig.from_dict({"data": "qc.jsonl"})
+    augmented = make_fixture("QC", 60, seed=2)
+    augmented.loc[:4, "strategy"] = "translation"
+    augmented.loc[:4, "source_id"] = augmented.loc[5:9, "id"].to_numpy()
+    aug_path = tmp_path / "augmented.jsonl"
+    data.write(augmented, aug_path)
+    with pytest.raises(ValueError, match=r"5 input rows are synthesized \(translation\)"):
+        run(_cfg(tmp_path, data=[str(aug_path)]), echo=print)
     inside = tmp_path / "out" / "train-QC.jsonl"
     inside.parent.mkdir()
     data.write(make_fixture("QC", 50), inside)
@@ -220,9 +227,26 @@ def test_cli_train_then_evaluate(tmp_path, capsys):
     assert "thresholds (saved): QC" in out and "unseen" in out and "baseline_f1" in out
     # a model file is never replaced; train and dev must not share queries
     assert main(["relevance", "train", str(paths["train"]), "--model-out", str(model), *enc]) == 2
-    assert "exists" in capsys.readouterr().err
+    assert "models are never replaced" in capsys.readouterr().err
     assert main(["relevance", "train", str(paths["train"]), "--dev", str(paths["train"]),
                  "--model-out", str(tmp_path / "m2"), *enc]) == 2  # fmt: skip
     assert "in both the training and the dev files" in capsys.readouterr().err
     assert main(["relevance", "evaluate", str(paths["test"]), "--model", str(paths["test"])]) == 2
     assert "not a saved EmbeddingMLP" in capsys.readouterr().err
+    assert main(["relevance", "evaluate", str(paths["test"]), "--model", str(model)]) == 2
+    assert "--encoder" in capsys.readouterr().err  # trained with hashing, loaded with USE
+    # a dev row that is a translation of a training row (source_id) is caught too
+    dev = parts["dev"].copy()
+    twin = parts["train"].iloc[0]
+    dev.loc[0, ["query", "source_id", "strategy", "language"]] = [
+        "ganz anders",
+        twin["id"],
+        "translation",
+        "de",
+    ]
+    dev.loc[0, "target"] = twin["target"]
+    dev_path = tmp_path / "dev-leaky.jsonl"
+    data.write(dev, dev_path)
+    assert main(["relevance", "train", str(paths["train"]), "--dev", str(dev_path),
+                 "--model-out", str(tmp_path / "m3"), *enc]) == 2  # fmt: skip
+    assert "query families are in both" in capsys.readouterr().err

@@ -120,11 +120,34 @@ def _check_output(path: str, args: argparse.Namespace) -> None:
     if any(Path(p).resolve() == target for p in [*args.data, *(getattr(args, "dev", None) or [])]):
         raise ValueError(f"{path} is an input file: write the result elsewhere")
     if target.exists() and not getattr(args, "overwrite", False):
+        if not hasattr(args, "overwrite"):  # `train`: models are never replaced
+            raise ValueError(
+                f"{path} exists: choose another --model-out (models are never replaced)"
+            )
         raise ValueError(f"{path} exists: choose another file or pass --overwrite")
 
 
-def _query_keys(df):
-    return df["query"].astype(str).str.lower().str.strip()
+def _check_disjoint(train, dev) -> None:
+    """No query family (a query, case aside, with its translations and mined rows) of a
+    task may have rows in both the training and the dev files."""
+    import pandas as pd
+
+    from noiseforge.relevance.groups import query_groups
+
+    for task in sorted(set(train["task"]) & set(dev["task"])):
+        both = pd.concat(
+            [train[train["task"] == task], dev[dev["task"] == task]], ignore_index=True
+        )
+        fam = query_groups(both)
+        n_train = int((train["task"] == task).sum())
+        shared = set(fam[:n_train]) & set(fam[n_train:])
+        if shared:
+            example = both["query"][fam == min(shared)].iloc[0]
+            raise ValueError(
+                f"{task}: {len(shared)} query families are in both the training and the dev "
+                f"files (e.g. {example!r}, with its translations): split by query so that dev "
+                "measures unseen queries"
+            )
 
 
 def _read(paths: list[str]):
@@ -214,12 +237,7 @@ def _train(args) -> int:
     df = _read(args.data)
     dev = _read(args.dev) if args.dev else None
     if dev is not None:
-        shared = set(_query_keys(df)) & set(_query_keys(dev))
-        if shared:
-            raise ValueError(
-                f"{len(shared)} queries are in both the training and the dev files (e.g. "
-                f"{sorted(shared)[:3]}): split by query, so that dev measures unseen queries"
-            )
+        _check_disjoint(df, dev)
     model = EmbeddingMLP(encoder=_encoder(args), progress=True).fit(df, dev)
     if dev is not None:  # one threshold per task, tuned on the dev file
         for task in sorted(dev["task"].unique()):

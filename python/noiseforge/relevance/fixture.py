@@ -174,7 +174,8 @@ def make_fixture(
 
     Returns a table with the schema's columns; ids ``gen-qc-000000``...; strategy
     ``"original"``; ``attrs["generated"] = True``. Rows are unique on (language, query,
-    target); the same seed gives the same table. Positives: P(label = 1) = ``positive_share``.
+    target); the same seed gives the same table. Positives: P(label = 1) = ``positive_share``
+    before label noise (``positive_share * (1 - 2 r) + r`` after a noise share ``r``).
     ``label_noise``: the share of rows whose label is then flipped (as annotators err in real
     data); the flipped rows are listed in ``attrs["flipped_ids"]``.
     """

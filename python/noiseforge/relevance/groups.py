@@ -7,7 +7,8 @@ import pandas as pd
 
 
 def query_groups(df: pd.DataFrame) -> np.ndarray:
-    """(n,) int64 family id: rows are in one family when they share a query or when
+    """(n,) int64 family id: rows are in one family when they share a query (case and
+    surrounding spaces aside) or when
     one was synthesized from the other (``source_id`` -> ``id``), transitively.
 
     Union-find over rows; a translation and its original (and all rows of either
@@ -28,7 +29,8 @@ def query_groups(df: pd.DataFrame) -> np.ndarray:
             parent[max(ra, rb)] = min(ra, rb)
 
     first_of_query: dict[str, int] = {}
-    for i, q in enumerate(df["query"].astype(str).to_numpy()):
+    # the same query up to case and surrounding spaces is one query
+    for i, q in enumerate(df["query"].astype(str).str.lower().str.strip().to_numpy()):
         j = first_of_query.setdefault(q, i)
         if j != i:
             union(i, j)

@@ -129,16 +129,21 @@ class LabelStatistics:
             if codes.shape != y.shape:
                 raise ValueError(f"groups has shape {codes.shape}, labels {y.shape}")
             n_groups = int(codes.max()) + 1 if len(codes) else 0
+        if folds < 2:
+            raise ValueError(f"folds must be >= 2, got {folds}")
         use = np.ones(len(y), bool) if reference is None else np.asarray(reference, bool)
         if not use.any():
             raise ValueError("no reference rows: the statistics need labelled original rows")
-        fold_of_query = np.random.default_rng(seed).permutation(n_groups) % max(2, folds)
+        fold_of_query = np.random.default_rng(seed).permutation(n_groups) % folds
         fold = fold_of_query[codes]
         out = np.zeros((len(y), len(self.names)), dtype=np.float32)
         for f in np.unique(fold):
             held, ref = np.flatnonzero(fold == f), np.flatnonzero((fold != f) & use)
             if not len(ref):
-                continue
+                raise ValueError(
+                    f"fold {f} of the label statistics has no reference rows outside it: "
+                    "give more original rows or fewer folds"
+                )
             self.fit(
                 [queries[i] for i in ref], [targets[i] for i in ref], y[ref], qvec[ref], tvec[ref]
             )

@@ -82,11 +82,13 @@ def _f1(y: np.ndarray, pred: np.ndarray) -> float:
 
 
 def grouped_split(
-    df: pd.DataFrame, fraction: float, seed: int, group_col: str = "query"
+    df: pd.DataFrame, fraction: float, seed: int, group_col: str | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(train_mask, held_mask): about ``fraction`` of the distinct ``group_col``
-    values held out, every row of a group on the same side."""
-    groups = df[group_col].to_numpy()
+    """(train_mask, held_mask): about ``fraction`` of the groups held out, every row
+    of a group on the same side. Groups: query families (:func:`query_groups`: a
+    query, case aside, with its translations and mined rows) unless ``group_col``
+    names a column."""
+    groups = query_groups(df) if group_col is None else df[group_col].to_numpy()
     uniq = pd.unique(groups)
     rng = np.random.default_rng(seed)
     held = set(rng.permutation(uniq)[: round(fraction * len(uniq))].tolist())
@@ -167,6 +169,8 @@ class EmbeddingMLP:
         self.valid_fraction, self.class_weight = valid_fraction, class_weight
         self.target_parts, self.seed, self.progress = target_parts, seed, progress
         self.label_features, self.te_smoothing = label_features, te_smoothing
+        if oof_folds < 2:
+            raise ValueError(f"oof_folds must be >= 2, got {oof_folds}")
         self.knn_k, self.oof_folds = tuple(knn_k), oof_folds
         self.nets_: dict[str, nn.Module] = {}
         self.history_: dict[str, list[float]] = {}
@@ -249,6 +253,12 @@ class EmbeddingMLP:
             df_train, df_valid = df_train[tr], df_train[va]
         else:
             _check_labelled(df_valid, "df_valid")
+            missing = sorted(set(df_train["task"]) - set(df_valid["task"]))
+            if missing:
+                raise ValueError(
+                    f"df_valid has no rows of task(s) {missing}: early stopping and the "
+                    "threshold need dev rows of every trained task (or pass no df_valid)"
+                )
         self.nets_, self.history_, self.thresholds_ = {}, {}, {}
         self._side, self._reference = {}, {}
         with _torch_threads(self.threads):
@@ -437,7 +447,8 @@ class EmbeddingMLP:
         if encoder.name != blob["encoder"]:
             raise ValueError(
                 f"{path} was trained with encoder {blob['encoder']!r}, got {encoder.name!r}: "
-                "pass the same encoder to EmbeddingMLP.load"
+                "pass the same encoder to EmbeddingMLP.load (on the command line: --encoder "
+                "use | hashing | the model path used for training)"
             )
         model = cls(encoder, cache_dir=cache_dir, progress=progress, **blob["config"])
         with _torch_threads(model.threads):

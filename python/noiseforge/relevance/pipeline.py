@@ -238,6 +238,15 @@ def load_rows(cfg: RunConfig) -> tuple[pd.DataFrame, str]:
             "competition files for real results)"
         )
     rows = load(cfg.data)
+    synthetic = rows["strategy"] != "original"
+    if synthetic.any():
+        kinds = ", ".join(sorted(set(rows.loc[synthetic, "strategy"])))
+        raise ValueError(
+            f"{int(synthetic.sum())} input rows are synthesized ({kinds}): run() splits original "
+            "rows and synthesizes from the training part itself, so a translation or mined row "
+            "of a test query would leak; give the original files (or drop rows whose strategy "
+            "is not 'original')"
+        )
     unlabelled = int((rows["label"] < 0).sum())
     rows = rows[rows["label"] >= 0].reset_index(drop=True)
     if rows.empty:
