@@ -39,6 +39,9 @@ def _case(name, gen):
     elif name == "large-random":  # takes the partitioned (radix) path of the C++ backend
         m, n, c = 70_001, 3_001, 6
         index = torch.randint(0, n, (m,), generator=gen)
+    elif name == "large-random-many-blocks":  # partitioned, 16-bit cells, ~25 row blocks
+        m, n, c = 70_001, 200_000, 6
+        index = torch.randint(0, n, (m,), generator=gen)
     elif name == "sparse-inputs":  # most inputs receive nothing
         m, n, c = 100, 10_000, 3
         index = torch.randint(0, n, (m,), generator=gen).sort().values
@@ -53,6 +56,8 @@ def _case(name, gen):
 
 CASES = [
     "random",
+    "large-random",
+    "large-random-many-blocks",
     "sorted",
     "grouped-copies",
     "all-to-one",
@@ -304,3 +309,17 @@ def test_empty_output_shapes():
     e = torch.zeros(0, dtype=torch.int64)
     assert vote_histogram(e, e, 0, 3).shape == (0, 3)
     assert soft_label_sum(e, torch.zeros(0, 2), 4).tolist() == [[0.0, 0.0]] * 4
+
+
+@pytest.mark.parametrize("weighted", [False, True], ids=["counts", "weighted"])
+def test_partitioned_path_with_wide_cells(weighted):
+    """More than 2^16 classes: the C++ partition carries 32-bit cell ids."""
+    _backend_ok("cpu", "cpu")
+    gen = torch.Generator().manual_seed(11)
+    m, n, c = 70_001, 30, 70_000
+    index = torch.randint(0, n, (m,), generator=gen)
+    labels = torch.randint(0, c, (m,), generator=gen)
+    weights = torch.rand(m, generator=gen) if weighted else None
+    got = vote_histogram(index, labels, n, c, weights=weights, backend="cpu")
+    want = vote_histogram(index, labels, n, c, weights=weights, backend="torch")
+    assert torch.equal(got, want)

@@ -198,15 +198,12 @@ int64_t atomic_pass(const AggregateArgs& a, const TI* index, const TL* labels, T
 // is summed in a thread-local table with plain adds and written out once.
 // Random updates thus hit cache instead of memory, with no atomics.
 // Writes nothing when an index is invalid (bad_index_out names the first).
-template <typename TI, typename TL, typename TOut>
+template <typename TCell, typename TI, typename TL, typename TOut>
 void partitioned_pass(const AggregateArgs& a, const TI* index, const TL* labels, double scale,
-                      const RowWriter<TOut>& w, int nt, int64_t* bad_index_out,
+                      const RowWriter<TOut>& w, int nt, int shift, int64_t* bad_index_out,
                       int64_t* bad_label_out) {
   const int64_t M = a.m, N = a.n, C = a.c;
   const bool counts = a.mode == AggregateMode::kCounts;
-  constexpr int64_t kBlockBytes = 256 * 1024;
-  int shift = 0;
-  while ((int64_t{2} << shift) * C * 8 <= kBlockBytes && (int64_t{1} << shift) < N) ++shift;
   const int64_t blocks = (N >> shift) + 1;
   std::vector<int64_t> first(nt + 1);
   for (int t = 0; t <= nt; ++t) first[t] = M * t / nt;
@@ -239,8 +236,9 @@ void partitioned_pass(const AggregateArgs& a, const TI* index, const TL* labels,
     }
   }
   block_start[blocks] = running;
-  constexpr uint32_t kSkip = 0xffffffffu;  // the slot of an answer with an invalid label
-  std::unique_ptr<uint32_t[]> cells(new uint32_t[static_cast<size_t>(M)]);
+  // the slot of an answer with an invalid label (cells of a block stay below it)
+  constexpr TCell kSkip = std::numeric_limits<TCell>::max();
+  std::unique_ptr<TCell[]> cells(new TCell[static_cast<size_t>(M)]);
   // Weights travel as float32 (half the traffic of quantised int64) and are
   // quantised where they are summed; quantisation is per weight, so the sums agree.
   std::unique_ptr<float[]> wv(counts ? nullptr : new float[static_cast<size_t>(M)]);
@@ -257,7 +255,7 @@ void partitioned_pass(const AggregateArgs& a, const TI* index, const TL* labels,
         cells[slot] = kSkip;
         continue;
       }
-      cells[slot] = static_cast<uint32_t>((r & ((int64_t{1} << shift) - 1)) * C + l);
+      cells[slot] = static_cast<TCell>((r & ((int64_t{1} << shift) - 1)) * C + l);
       if (!counts) wv[slot] = a.values[i];
     }
   }
@@ -272,7 +270,7 @@ void partitioned_pass(const AggregateArgs& a, const TI* index, const TL* labels,
       if (r1 <= r0) continue;
       std::fill(acc.begin(), acc.begin() + (r1 - r0) * C, 0);
       for (int64_t j = block_start[b]; j < block_start[b + 1]; ++j) {
-        const uint32_t cell = cells[j];
+        const TCell cell = cells[j];
         if (cell == kSkip) continue;
         acc[cell] += counts ? 1 : fixed_point_quantize(wv[j], scale);
       }
@@ -280,6 +278,29 @@ void partitioned_pass(const AggregateArgs& a, const TI* index, const TL* labels,
     }
   }
   *bad_label_out = bad_label == M ? -1 : bad_label;
+}
+
+// Rows per partition block (2^shift): as many as keep the block's table in L2
+// (kBlockBytes), fewer blocks meaning fewer scatter streams; cells travel as
+// 16-bit ids when a block has fewer than 2^16 - 1 cells (half the traffic).
+template <typename TI, typename TL, typename TOut>
+void partitioned(const AggregateArgs& a, const TI* index, const TL* labels, double scale,
+                 const RowWriter<TOut>& w, int nt, int64_t* bad_index_out,
+                 int64_t* bad_label_out) {
+  constexpr int64_t kBlockBytes = 512 * 1024;
+  const int64_t C = a.c, N = a.n;
+  int shift = 0;
+  while ((int64_t{2} << shift) * C * 8 <= kBlockBytes && (int64_t{1} << shift) < N) ++shift;
+  int shift16 = 0;
+  while ((int64_t{2} << shift16) * C < 0xffff && (int64_t{2} << shift16) * C * 8 <= kBlockBytes &&
+         (int64_t{1} << shift16) < N)
+    ++shift16;
+  if ((int64_t{1} << shift16) * C < 0xffff && shift16 + 2 >= shift)
+    partitioned_pass<uint16_t>(a, index, labels, scale, w, nt, shift16, bad_index_out,
+                               bad_label_out);
+  else
+    partitioned_pass<uint32_t>(a, index, labels, scale, w, nt, shift, bad_index_out,
+                               bad_label_out);
 }
 
 template <typename TI, typename TL, typename TOut>
@@ -309,8 +330,8 @@ AggregateStatus run(const AggregateArgs& a, int nt) {
   // Unordered answers. The partition needs cell ids below 2^32 within a block.
   if (a.mode != AggregateMode::kSoft && M >= (int64_t{1} << 16) && C < (int64_t{1} << 24)) {
     // On an invalid index it writes nothing and st.bad_index names the first one.
-    partitioned_pass<TI, TL, TOut>(a, index, labels, scale, writer, nt, &st.bad_index,
-                                   &st.bad_label);
+    partitioned<TI, TL, TOut>(a, index, labels, scale, writer, nt, &st.bad_index,
+                              &st.bad_label);
     return st;
   }
   st.bad_index = scan_index(index, M, N, nt);
