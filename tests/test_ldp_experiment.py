@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from noiseforge.cli import main
 from noiseforge.ldp import experiment as ex
@@ -124,7 +125,12 @@ def test_cli_run_writes_the_report(tiny_fashion, monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("NOISEFORGE_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "run"
     args = ["ldp", "run", "--epochs", "1", "--seed", "2", "--quiet", "--out", str(out)]
-    assert main(args) == 0
+    threads = torch.get_num_threads()
+    try:
+        assert main([*args, "--threads", "1"]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
     text = capsys.readouterr().out
     assert "12 test images are private" in text and "eps    7 per pixel" in text
     data = json.loads((out / "results.json").read_text())
@@ -155,3 +161,5 @@ def test_cli_run_through_an_http_cloud(tiny_fashion, monkeypatch, tmp_path, caps
     assert "never sent to a remote cloud" in capsys.readouterr().err
     assert main(["ldp", "run", "--epochs", "0"]) == 2
     assert "--epochs must be >= 1" in capsys.readouterr().err
+    assert main(["ldp", "run", "--threads", "0"]) == 2
+    assert "--threads must be >= 1" in capsys.readouterr().err

@@ -63,6 +63,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             help="query a cloud served over HTTP (noiseforge cloud serve) instead of the "
             "in-process model; only noised inputs are sent, so the clean reference is not measured",
         )
+        p.add_argument(
+            "--threads",
+            type=int,
+            default=None,
+            help="torch CPU threads for the models (default: torch's choice); on a machine "
+            "busy with other work, 1 avoids spinning threads that slow small models down",
+        )
         p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -81,6 +88,12 @@ def run(args: argparse.Namespace) -> int:
         epsilons = ex.parse_epsilons(args.epsilons)
     if any(not e > 0 for e in epsilons):
         raise ValueError("epsilon must be > 0")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
     if args.epochs is not None and args.epochs < 1:
         raise ValueError(f"--epochs must be >= 1, got {args.epochs}")
     if args.cloud_url and any(math.isinf(e) for e in epsilons):
