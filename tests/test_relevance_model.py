@@ -275,3 +275,62 @@ def test_embedding_mlp_label_statistics_skip_mined_negatives():
         EmbeddingMLP(encoder=enc, oof_folds=1)
     with pytest.raises(ValueError, match="no rows of task"):
         EmbeddingMLP(encoder=enc).fit(grown, make_fixture("QI", n=20, seed=1))
+
+
+def _tiny_causal_lm(path, texts):
+    """A randomly initialised 1-layer GPT-2 with a word-level tokenizer (plumbing only)."""
+    transformers = pytest.importorskip(
+        "transformers", reason="transformers is not installed (HFYesNoJudge is optional)"
+    )
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    words = sorted({w for s in texts for w in s.replace(":", " ").replace("?", " ").split()})
+    vocab = {w: i for i, w in enumerate(["<pad>", "<unk>", "yes", "no", *words])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    fast = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>"
+    )
+    cfg = transformers.GPT2Config(
+        vocab_size=len(vocab), n_positions=128, n_embd=16, n_layer=1, n_head=2
+    )
+    torch.manual_seed(0)
+    transformers.GPT2LMHeadModel(cfg).save_pretrained(path)
+    fast.save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize("lora", [True, False], ids=["lora", "full"])
+def test_hf_yes_no_judge_plumbing(tmp_path, fixture_split, lora):
+    from noiseforge.relevance.model import HFYesNoJudge
+
+    if lora:
+        pytest.importorskip("peft", reason="peft is not installed (LoRA is optional)")
+    train, test = fixture_split
+    texts = HFYesNoJudge.PROMPT.split() + train["query"].tolist() + train["target"].tolist()
+    path = _tiny_causal_lm(tmp_path / "lm", texts)
+    judge = HFYesNoJudge(
+        path, lora=lora, target_modules=["c_attn"] if lora else None, device="cpu", epochs=1
+    )
+    before = {n: p.detach().clone() for n, p in judge.model.named_parameters()}
+    zero = judge.predict_proba(test.head(12))
+    judge.fit(train.head(64))
+    after = dict(judge.model.named_parameters())
+    changed = {n for n in before if not torch.equal(before[n], after[n])}
+    if lora:  # only the adapters learn; the base weights stay as they were
+        assert changed and all("lora_" in n for n in changed)
+    else:
+        assert any("lora_" not in n for n in changed)
+    p = judge.predict_proba(test.head(12))
+    assert p.shape == (12,) and np.all((p > 0) & (p < 1)) and not np.allclose(p, zero)
+
+
+def test_hf_yes_no_judge_errors(tmp_path, fixture_split):
+    from noiseforge.relevance.model import HFYesNoJudge
+
+    with pytest.raises(FileNotFoundError, match="no model directory"):
+        HFYesNoJudge(tmp_path / "nope")
+    train, _ = fixture_split
+    path = _tiny_causal_lm(tmp_path / "lm", train["query"].tolist())
+    with pytest.raises(ValueError, match="epochs must be >= 0"):
+        HFYesNoJudge(path, epochs=-1, lora=False)

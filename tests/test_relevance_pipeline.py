@@ -250,3 +250,25 @@ def test_cli_train_then_evaluate(tmp_path, capsys):
     assert main(["relevance", "train", str(paths["train"]), "--dev", str(dev_path),
                  "--model-out", str(tmp_path / "m3"), *enc]) == 2  # fmt: skip
     assert "query families are in both" in capsys.readouterr().err
+
+
+def test_run_with_an_llm_judge(tmp_path):
+    pytest.importorskip("transformers", reason="transformers is not installed (optional)")
+    from noiseforge.relevance.model import HFYesNoJudge
+    from tests.test_relevance_model import _tiny_causal_lm
+
+    rows = make_fixture("QC", 300, seed=0)
+    texts = HFYesNoJudge.PROMPT.split() + rows["query"].tolist() + rows["target"].tolist()
+    lm = _tiny_causal_lm(tmp_path / "lm", texts)
+    cfg = _cfg(
+        tmp_path,
+        tasks=["QC"],
+        fixture_rows=300,
+        model=f"llm-judge:{lm}",
+        strategies={"QC": "threshold"},
+    )
+    result = run(cfg, progress=False, echo=lambda line: None)
+    assert set(result.table["column"]) == {"QC", "QC seen", "QC unseen"}
+    assert result.test["p_final"].between(0, 1).all()
+    with pytest.raises(ValueError, match="model 'gpt'"):
+        RunConfig.from_dict({"model": "gpt"})

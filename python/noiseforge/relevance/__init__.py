@@ -12,7 +12,7 @@ train any model and evaluate it against the all-relevant baseline.
 - :mod:`~noiseforge.relevance.mining`: :func:`mine_semantic_negatives`;
 - :mod:`~noiseforge.relevance.filtering`: :func:`self_validation_filter`;
 - :mod:`~noiseforge.relevance.model`: :class:`EmbeddingMLP` (default), HF cross-encoder,
-  :func:`tune_threshold`;
+  a causal LM judged by p(yes) (LoRA with peft), :func:`tune_threshold`;
 - :mod:`~noiseforge.relevance.evaluate`: F1 with bootstrap intervals, the ablation table;
 - :mod:`~noiseforge.relevance.pipeline`: :func:`run`, the whole ablation.
 """
@@ -23,7 +23,7 @@ from noiseforge.relevance.evaluate import ablation, evaluate, format_ablation
 from noiseforge.relevance.filtering import self_validation_filter
 from noiseforge.relevance.fixture import make_fixture
 from noiseforge.relevance.mining import add_semantic_negatives, mine_semantic_negatives
-from noiseforge.relevance.model import EmbeddingMLP, HFCrossEncoder, tune_threshold
+from noiseforge.relevance.model import EmbeddingMLP, HFCrossEncoder, HFYesNoJudge, tune_threshold
 from noiseforge.relevance.pipeline import RunConfig, Strategies, run
 from noiseforge.relevance.translate import (
     ApertiumTranslator,
@@ -41,6 +41,7 @@ __all__ = [
     "HFCrossEncoder",
     "HFEncoder",
     "HFTranslator",
+    "HFYesNoJudge",
     "HashingEncoder",
     "RelevanceDataError",
     "RunConfig",

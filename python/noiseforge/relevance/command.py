@@ -94,6 +94,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="TASK=STEPS",
         help="per task, e.g. QC=translate,mine,threshold (repeatable; 'none' for the bare model)",
     )
+    r.add_argument(
+        "--model",
+        default=None,
+        help="embedding-mlp (default), cross-encoder:<local path> or llm-judge:<local path> "
+        "(a causal LM judged by p(yes); LoRA when peft is installed)",
+    )
     r.add_argument("--seed", type=int, default=None)
     for name in ("augment", "mine", "filter", "run"):
         p[name].add_argument("--quiet", action="store_true", help="no progress bars")
@@ -287,6 +293,7 @@ def _run(args) -> int:
         train_languages=_langs(args.train_languages),
         unseen_languages=_langs(args.unseen_languages),
         encoder=args.encoder,
+        model=args.model,
         seed=args.seed,
     )
     if args.strategies:

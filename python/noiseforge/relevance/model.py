@@ -578,3 +578,142 @@ class HFCrossEncoder:
                 logits = self.model(**batch).logits
                 out[i : i + len(logits)] = torch.softmax(logits, -1)[:, 1].float().cpu().numpy()
         return out
+
+
+class HFYesNoJudge:
+    """A local causal language model as the relevance judge: p(relevant) =
+    p(" yes") / (p(" yes") + p(" no")) for the next token after a prompt that shows
+    the query and the category path (QC) or item title (QI).
+
+    ``fit`` trains on that two-way choice (cross-entropy on the yes/no logits):
+    with ``lora=True`` (default) only low-rank adapters are trained (``peft``;
+    ``target_modules`` names the layers for architectures peft does not know),
+    with ``lora=False`` the whole model; ``epochs=0`` keeps the model as it is
+    (zero-shot). Needs ``transformers`` (and ``peft`` for LoRA) and a local model
+    directory; nothing is downloaded.
+    """
+
+    PROMPT = "Query: {query}\n{kind}: {target}\nIs the {kind_lower} relevant to the query? Answer:"
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        lora: bool = True,
+        lora_r: int = 8,
+        lora_alpha: int = 16,
+        target_modules: Sequence[str] | None = None,
+        max_length: int = 128,
+        batch_size: int = 16,
+        epochs: int = 1,
+        lr: float = 1e-4,
+        device: str | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            raise FileNotFoundError(f"HFYesNoJudge: no model directory at {self.path}")
+        try:
+            import transformers
+        except ImportError as exc:
+            raise ImportError(
+                "HFYesNoJudge needs transformers: pip install transformers "
+                "(and a local model directory)"
+            ) from exc
+        if epochs < 0 or batch_size < 1 or max_length < 8:
+            raise ValueError("epochs must be >= 0, batch_size >= 1 and max_length >= 8")
+        self.lora, self.epochs, self.lr, self.seed = lora, epochs, lr, seed
+        self.max_length, self.batch_size = max_length, batch_size
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        tok = transformers.AutoTokenizer.from_pretrained(str(self.path))
+        if tok.pad_token is None:
+            if tok.eos_token is None:
+                raise ValueError(f"{self.path}: the tokenizer has neither a pad nor an eos token")
+            tok.pad_token = tok.eos_token
+        tok.padding_side = "left"  # the answer is predicted at the last position of every row
+        self.tokenizer = tok
+        self.answer_ids = []
+        for word in (" yes", " no"):
+            ids = tok(word, add_special_tokens=False)["input_ids"]
+            if not ids:
+                raise ValueError(f"{self.path}: the tokenizer cannot encode {word.strip()!r}")
+            self.answer_ids.append(ids[0])  # the first token decides between the two
+        if self.answer_ids[0] == self.answer_ids[1]:
+            raise ValueError(f"{self.path}: ' yes' and ' no' start with the same token")
+        model = transformers.AutoModelForCausalLM.from_pretrained(str(self.path))
+        if lora and epochs > 0:
+            try:
+                import peft
+            except ImportError as exc:
+                raise ImportError(
+                    "LoRA needs peft: pip install peft (or HFYesNoJudge(..., lora=False) to "
+                    "fine-tune every weight)"
+                ) from exc
+            config = peft.LoraConfig(
+                r=lora_r,
+                lora_alpha=lora_alpha,
+                target_modules=list(target_modules) if target_modules else None,
+                task_type="CAUSAL_LM",
+            )
+            try:
+                model = peft.get_peft_model(model, config)
+            except ValueError as exc:
+                raise ValueError(
+                    f"{self.path}: peft cannot place LoRA adapters on this architecture by "
+                    f"itself ({exc}); pass target_modules=[...] (e.g. ['c_attn'] for GPT-2, "
+                    "['q_proj', 'v_proj'] for Llama/Qwen)"
+                ) from None
+        self.model = model.to(self.device)
+
+    def _prompts(self, df: pd.DataFrame) -> list[str]:
+        out = []
+        for task, q, t in zip(df["task"], df["query"], df["target"], strict=True):
+            kind = "Category" if task == "QC" else "Title"
+            out.append(self.PROMPT.format(query=q, target=t, kind=kind, kind_lower=kind.lower()))
+        return out
+
+    def _logits(self, prompts: list[str]) -> torch.Tensor:
+        enc = self.tokenizer(
+            prompts,
+            truncation=True,
+            max_length=self.max_length,
+            padding=True,
+            return_tensors="pt",
+        )
+        enc = {k: v.to(self.device) for k, v in enc.items()}
+        last = self.model(**enc).logits[:, -1, :]  # left padding: the prompt's last token
+        return last[:, self.answer_ids]  # (n, 2): yes, no
+
+    def fit(self, df_train: pd.DataFrame, df_valid: pd.DataFrame | None = None) -> HFYesNoJudge:
+        """Trains ``epochs`` passes (``df_valid`` is not used: pick epochs on dev)."""
+        _check_labelled(df_train, "df_train")
+        if self.epochs == 0:
+            return self
+        torch.manual_seed(self.seed)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=self.lr)
+        prompts = self._prompts(df_train)
+        # class 0 = " yes" (relevant), class 1 = " no"
+        target = torch.tensor(1 - df_train["label"].to_numpy(np.int64), dtype=torch.long)
+        self.model.train()
+        for epoch in range(self.epochs):
+            order = np.random.default_rng(self.seed + epoch).permutation(len(prompts))
+            for s in range(0, len(order), self.batch_size):
+                idx = order[s : s + self.batch_size]
+                logits = self._logits([prompts[i] for i in idx])
+                loss = nn.functional.cross_entropy(logits, target[idx].to(self.device))
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        self.model.eval()
+        return self
+
+    def predict_proba(self, df: pd.DataFrame) -> np.ndarray:
+        prompts = self._prompts(df)
+        out = np.empty(len(df), dtype=np.float32)
+        self.model.eval()
+        with torch.no_grad():
+            for s in range(0, len(prompts), self.batch_size):
+                logits = self._logits(prompts[s : s + self.batch_size])
+                out[s : s + len(logits)] = torch.softmax(logits.float(), -1)[:, 0].cpu().numpy()
+        return out

@@ -108,6 +108,9 @@ class RunConfig:
     translate_from: list[str] | None = None  # default: every training language
     translate_per_language: int | None = None
     encoder: str = "use"  # "use", "hashing", or a local Hugging Face model path
+    #: "embedding-mlp" (default), "cross-encoder:<local path>" (HFCrossEncoder) or
+    #: "llm-judge:<local path>" (HFYesNoJudge, LoRA when peft is installed)
+    model: str = "embedding-mlp"
     positive_share: float = 0.6  # mining: add negatives until positives are this share
     filter_confidence: float = 0.8
     filter_folds: int = 5
@@ -177,6 +180,14 @@ class RunConfig:
             raise ValueError(f"positive_share must be in (0, 1], got {self.positive_share}")
         if not 0.5 < self.filter_confidence < 1:
             raise ValueError(f"filter_confidence must be in (0.5, 1), got {self.filter_confidence}")
+        kind, _, where = self.model.partition(":")
+        if not (
+            self.model == "embedding-mlp" or (kind in ("cross-encoder", "llm-judge") and where)
+        ):
+            raise ValueError(
+                f"model {self.model!r}: use 'embedding-mlp', 'cross-encoder:<local path>' or "
+                "'llm-judge:<local path>'"
+            )
         if self.translator not in TRANSLATORS:
             raise ValueError(
                 f"translator {self.translator!r}: choose one of {', '.join(TRANSLATORS)}"
@@ -209,6 +220,30 @@ def make_encoder(spec: str) -> Encoder:
         return HFEncoder(spec)
     raise ValueError(
         f"encoder {spec!r} is neither 'use', 'hashing' nor an existing local model folder"
+    )
+
+
+def make_model_factory(
+    spec: str, progress: bool = True
+) -> Callable[[Encoder, int], RelevanceModel]:
+    """``(encoder, seed) -> model`` for a RunConfig ``model`` string."""
+    kind, _, where = spec.partition(":")
+    if spec == "embedding-mlp":
+        return lambda enc, seed: EmbeddingMLP(encoder=enc, seed=seed, progress=progress)
+    if kind == "cross-encoder" and where:
+        from noiseforge.relevance.model import HFCrossEncoder
+
+        return lambda enc, seed: HFCrossEncoder(where, seed=seed)
+    if kind == "llm-judge" and where:
+        import importlib.util
+
+        from noiseforge.relevance.model import HFYesNoJudge
+
+        lora = importlib.util.find_spec("peft") is not None
+        return lambda enc, seed: HFYesNoJudge(where, lora=lora, seed=seed)
+    raise ValueError(
+        f"model {spec!r}: use 'embedding-mlp', 'cross-encoder:<local path>' or "
+        "'llm-judge:<local path>'"
     )
 
 
@@ -351,9 +386,7 @@ def run(
         f"unseen {' '.join(unseen) or '(none)'}"
     )
     encoder = make_encoder(cfg.encoder)
-    factory = model_factory or (
-        lambda enc, seed: EmbeddingMLP(encoder=enc, seed=seed, progress=progress)
-    )
+    factory = model_factory or make_model_factory(cfg.model, progress)
     test = parts["test"].copy()
     systems = {name: np.zeros(len(test), dtype=np.int64) for name in SYSTEMS}
     tuned = {name: np.zeros(len(test), dtype=np.int64) for name in TUNED}
