@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from noiseforge._files import atomic_write_text, pyplot, save_figure
 from noiseforge.ldp.cloud import CloudModel, InProcessCloud
 from noiseforge.ldp.ledger import PrivacyLedger
 from noiseforge.ldp.models import accuracy, train_classifier
@@ -307,18 +308,18 @@ def write_report(
         f"{'secret (OS randomness)' if seed is None else f'{seed} (reproducible, not private)'}.\n\n"
     )
     rows = [dict(asdict(p), gain=p.gain) for p in points]
-    paths["md"] = _atomic_write(
+    paths["md"] = atomic_write_text(
         out / "results.md", header + markdown_table(points, setup.unit_name) + "\n"
     )
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
     writer.writeheader()
     writer.writerows(rows)
-    paths["csv"] = _atomic_write(out / "results.csv", buf.getvalue())
+    paths["csv"] = atomic_write_text(out / "results.csv", buf.getvalue())
     meta = dict(
         task=setup.name, description=setup.description, settings=asdict(settings), seed=seed
     )
-    paths["json"] = _atomic_write(
+    paths["json"] = atomic_write_text(
         out / "results.json", json.dumps(dict(meta, points=rows), indent=2, default=str) + "\n"
     )
     png = plot(
@@ -335,12 +336,8 @@ def write_report(
 def plot(points: Sequence[Point], path: Path, *, title: str, unit: str) -> Path | None:
     """Accuracy against epsilon (log axis; inf drawn at the right edge). None when
     matplotlib is missing (``pip install matplotlib``)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
     finite = [p.epsilon for p in points if not math.isinf(p.epsilon)]
     right = (max(finite) * 2) if finite else 1.0
@@ -368,15 +365,4 @@ def plot(points: Sequence[Point], path: Path, *, title: str, unit: str) -> Path 
     ax.legend(loc="lower right")
     ax.set_title(title)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
-
-
-def _atomic_write(path: Path, text: str) -> Path:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path)

@@ -14,13 +14,14 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import tempfile
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
+
+from noiseforge._files import atomic_write
 
 
 @runtime_checkable
@@ -205,17 +206,6 @@ def _load_shards(folder: Path, dim: int) -> dict[str, np.ndarray]:
     return found
 
 
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def embed_cached(
     encoder: Encoder,
     texts: Sequence[str],
@@ -279,8 +269,8 @@ def embed_cached(
         bar.close()
         new_vecs = np.concatenate(chunks)
         shard = uuid.uuid4().hex
-        _atomic_write(folder / f"{shard}.npy", lambda fh: np.save(fh, new_vecs))
-        _atomic_write(
+        atomic_write(folder / f"{shard}.npy", lambda fh: np.save(fh, new_vecs))
+        atomic_write(
             folder / f"{shard}.keys", lambda fh: fh.write(("\n".join(new_keys) + "\n").encode())
         )
         cached.update(zip(new_keys, new_vecs, strict=True))

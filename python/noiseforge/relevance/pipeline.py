@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from noiseforge._files import atomic_write_text, pyplot, save_figure
 from noiseforge.relevance.data import load, summary, write
 from noiseforge.relevance.embed import Encoder, HashingEncoder, HFEncoder, USEEncoder
 from noiseforge.relevance.evaluate import ablation, format_ablation
@@ -558,9 +559,7 @@ def _write_review(df: pd.DataFrame, flags: pd.DataFrame, path: Path) -> None:
     for col in flags.columns:
         if col not in out.columns:
             out[col] = flags[col].to_numpy()[flagged]
-    tmp = path.with_suffix(".csv.tmp")
-    out.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    atomic_write_text(path, out.to_csv(index=False))
 
 
 def write_report(
@@ -619,14 +618,16 @@ def write_report(
         "```",
         f"\nTotal time: {log['seconds']} s.",
     ]
-    files["report"] = _atomic_text(out / "report.md", "\n".join(text) + "\n")
+    files["report"] = atomic_write_text(out / "report.md", "\n".join(text) + "\n")
     both = pd.concat(
         [table.assign(decision="0.5 / +threshold"), table_tuned.assign(decision="dev-tuned")]
     )
-    files["ablation"] = _atomic_text(out / "ablation.csv", both.to_csv(index=False))
+    files["ablation"] = atomic_write_text(out / "ablation.csv", both.to_csv(index=False))
     meta = dict(config=_jsonable(cfg), log=log)
-    files["run"] = _atomic_text(out / "run.json", json.dumps(meta, indent=2, default=str) + "\n")
-    files["predictions"] = _atomic_text(out / "predictions.csv", test.to_csv(index=False))
+    files["run"] = atomic_write_text(
+        out / "run.json", json.dumps(meta, indent=2, default=str) + "\n"
+    )
+    files["predictions"] = atomic_write_text(out / "predictions.csv", test.to_csv(index=False))
     for task, df in train_sets.items():
         files[f"train-{task}"] = write(df, out / f"train-{task}.jsonl", overwrite=True)
     png = plot_ablation(table, out / "ablation.png")
@@ -652,12 +653,8 @@ def _jsonable(cfg: RunConfig) -> dict:
 
 def plot_ablation(table: pd.DataFrame, path: Path) -> Path | None:
     """Grouped bars: F1 per system for each task / language group, with intervals."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
     cols = list(dict.fromkeys(table["column"]))
     systems = list(dict.fromkeys(table["system"]))
@@ -677,15 +674,4 @@ def plot_ablation(table: pd.DataFrame, path: Path) -> Path | None:
     ax.grid(axis="y", alpha=0.3)
     ax.set_title("relevance ablation (95 % bootstrap intervals)")
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
-
-
-def _atomic_text(path: Path, text: str) -> Path:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path)
