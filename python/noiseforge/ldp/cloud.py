@@ -6,6 +6,7 @@ from abc import ABC, abstractmethod
 
 import torch
 
+from noiseforge.ldp.models import predict_proba
 from noiseforge.ldp.release import NoisedBatch
 
 
@@ -46,10 +47,5 @@ class InProcessCloud(CloudModel):
         self.module = module.eval()
         self.batch_size = batch_size
 
-    @torch.no_grad()
     def _predict(self, data: torch.Tensor) -> torch.Tensor:
-        outs = [
-            torch.softmax(self.module(data[s : s + self.batch_size].float()), dim=1)
-            for s in range(0, data.shape[0], self.batch_size)
-        ]
-        return torch.cat(outs) if outs else torch.zeros((0, 0))
+        return predict_proba(self.module, data, self.batch_size)

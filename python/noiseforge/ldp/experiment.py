@@ -33,7 +33,7 @@ from torch import nn
 from noiseforge._files import atomic_write_text, pyplot, save_figure
 from noiseforge.ldp.cloud import CloudModel, InProcessCloud
 from noiseforge.ldp.ledger import PrivacyLedger
-from noiseforge.ldp.models import accuracy, train_classifier
+from noiseforge.ldp.models import accuracy, predict_labels, predict_proba, train_classifier
 from noiseforge.ldp.pipeline import NoiseSpec, ldpkit, standard_ldp
 
 DEFAULT_EPSILONS = (1.0, 2.0, 4.0, 7.0, 10.0, 15.0, math.inf)
@@ -199,14 +199,7 @@ def _extraction(
     b = torch.randint(0, len(x), (pairs,), generator=gen)
     w = settings.weight
     queries = torch.cat([x, w * x[a] + (1 - w) * x[b]])
-    with torch.no_grad():
-        setup.cloud.eval()
-        answers = torch.cat(
-            [
-                torch.softmax(setup.cloud(queries[s : s + 1024]), 1)
-                for s in range(0, len(queries), 1024)
-            ]
-        )
+    answers = predict_proba(setup.cloud, queries)
     local = setup.make_model()
     train_classifier(
         local,
@@ -219,10 +212,7 @@ def _extraction(
         progress=progress,
         desc="local model",
     )
-    with torch.no_grad():
-        local.eval()
-        pred = torch.cat([local(x[s : s + 1024]).argmax(1) for s in range(0, len(x), 1024)])
-    return pred, len(queries)
+    return predict_labels(local, x), len(queries)
 
 
 def sweep(

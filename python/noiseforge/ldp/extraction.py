@@ -18,10 +18,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from noiseforge.ldp.models import train_classifier
+from noiseforge.ldp.models import predict_proba, train_classifier
 
 
-@torch.no_grad()
 def cloud_answers(cloud, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
     """(N, C) float32 class probabilities of the cloud's model on clean ``x``."""
     module = getattr(cloud, "module", cloud)
@@ -30,12 +29,7 @@ def cloud_answers(cloud, x: torch.Tensor, batch_size: int = 1024) -> torch.Tenso
             f"extraction queries the cloud's model on clean data: give an nn.Module or an "
             f"InProcessCloud, not {type(cloud).__name__}"
         )
-    module.eval()
-    parts = [
-        torch.softmax(module(x[s : s + batch_size].float()), dim=1)
-        for s in range(0, x.shape[0], batch_size)
-    ]
-    return torch.cat(parts).float()
+    return predict_proba(module, x, batch_size)
 
 
 def extract_model(

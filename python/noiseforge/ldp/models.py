@@ -104,13 +104,28 @@ def train_classifier(
 
 
 @torch.no_grad()
+def predict_proba(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """(N, C) float32 softmax of ``model`` on ``x`` in batches (eval mode); (0, 0) for no rows."""
+    model.eval()
+    parts = [
+        torch.softmax(model(x[s : s + batch_size].float()), dim=1).float()
+        for s in range(0, x.shape[0], batch_size)
+    ]
+    return torch.cat(parts) if parts else torch.zeros((0, 0))
+
+
+@torch.no_grad()
+def predict_labels(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """(N,) int64 argmax class of ``model`` on ``x`` in batches (eval mode)."""
+    model.eval()
+    parts = [model(x[s : s + batch_size]).argmax(1) for s in range(0, x.shape[0], batch_size)]
+    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.int64)
+
+
 def accuracy(
     model: nn.Module, x: torch.Tensor, labels: torch.Tensor, batch_size: int = 1024
 ) -> float:
-    model.eval()
-    correct = 0
-    for s in range(0, x.shape[0], batch_size):
-        correct += int((model(x[s : s + batch_size]).argmax(1) == labels[s : s + batch_size]).sum())
+    correct = int((predict_labels(model, x, batch_size) == labels).sum())
     return correct / max(1, x.shape[0])
 
 

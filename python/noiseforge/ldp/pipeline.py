@@ -20,7 +20,7 @@ import torch
 from noiseforge.ldp.cloud import CloudModel
 from noiseforge.ldp.expand import add_noise_copies, concat, superimpose
 from noiseforge.ldp.ledger import PrivacyLedger
-from noiseforge.ldp.models import train_classifier
+from noiseforge.ldp.models import predict_labels, train_classifier
 from noiseforge.ldp.query import query_cloud
 from noiseforge.ldp.release import NoisedBatch, release
 from noiseforge.ops import soft_label_sum
@@ -137,7 +137,4 @@ def ldpkit(
         progress=progress,
         desc="local model",
     )
-    with torch.no_grad():
-        local.eval()
-        predictions = torch.cat([local(x[i : i + 1024]).argmax(1) for i in range(0, len(x), 1024)])
-    return LDPKiTResult(predictions, aggregated, local, len(queries), released)
+    return LDPKiTResult(predict_labels(local, x), aggregated, local, len(queries), released)
