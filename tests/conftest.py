@@ -84,3 +84,13 @@ def tiny_fashion(tmp_path):
         )
         _write_idx(tmp_path / f"{split}-labels-idx1-ubyte.gz", 2049, np.arange(n) % 10)
     return tmp_path
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Small models train many times faster on one thread when the cores are shared
+    (OpenMP workers spin-wait for a busy core); the setting is restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

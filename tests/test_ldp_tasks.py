@@ -21,15 +21,7 @@ from noiseforge.ldp.tasks import (
     task_cloud_model,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small models train ~80x faster on one thread when the 2 cores are shared
-    (OpenMP workers spin-wait for a busy core)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _check_shape(task: LDPTask) -> None:

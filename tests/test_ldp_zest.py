@@ -22,26 +22,9 @@ from noiseforge.ldp.zest import (
     zest_distances,
     zest_signature,
 )
+from tests.test_ldp_pipeline import _task  # the same 3-band task
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small models train ~80x faster on one thread when the 2 cores are shared
-    (OpenMP workers spin-wait for a busy core)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _task(n, seed):
-    """3 classes of 16-feature vectors: each class lights a different band."""
-    g = torch.Generator().manual_seed(seed)
-    y = torch.randint(0, 3, (n,), generator=g)
-    x = torch.rand(n, 16, generator=g) * 0.4
-    for c in range(3):
-        x[y == c, c * 5 : c * 5 + 5] += 0.6
-    return x.clamp(0, 1), y
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _mlp():
