@@ -19,6 +19,7 @@ from noiseforge.relevance.model import (
     pair_features,
     tune_threshold,
 )
+from tests.hf_tiny import word_tokenizer
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -183,21 +184,13 @@ def test_hf_cross_encoder_plumbing(tmp_path, fixture_split):
     transformers = pytest.importorskip(
         "transformers", reason="transformers is not installed (HFCrossEncoder is optional)"
     )
-    from tokenizers import Tokenizer, models, pre_tokenizers
-
     train, test = fixture_split
     words = sorted(
         {w for s in train["query"].tolist() + train["target"].tolist() for w in s.split()}
     )
     vocab = {w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", *words])}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    fast = transformers.PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        pad_token="[PAD]",
-        unk_token="[UNK]",
-        cls_token="[CLS]",
-        sep_token="[SEP]",
+    fast = word_tokenizer(
+        vocab, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]"
     )
     cfg = transformers.BertConfig(
         vocab_size=len(vocab),
@@ -282,15 +275,9 @@ def _tiny_causal_lm(path, texts):
     transformers = pytest.importorskip(
         "transformers", reason="transformers is not installed (HFYesNoJudge is optional)"
     )
-    from tokenizers import Tokenizer, models, pre_tokenizers
-
     words = sorted({w for s in texts for w in s.replace(":", " ").replace("?", " ").split()})
     vocab = {w: i for i, w in enumerate(["<pad>", "<unk>", "yes", "no", *words])}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    fast = transformers.PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>"
-    )
+    fast = word_tokenizer(vocab, pad_token="<pad>", unk_token="<unk>")
     cfg = transformers.GPT2Config(
         vocab_size=len(vocab), n_positions=128, n_embd=16, n_layer=1, n_head=2
     )

@@ -291,7 +291,8 @@ def test_real_apertium_unknown_marks():
 @pytest.mark.parametrize("kind", ["causal", "seq2seq"])
 def test_hf_translator_tiny_random_model(tmp_path, kind):
     import transformers
-    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from tests.hf_tiny import word_tokenizer
 
     words = [
         "<pad>",
@@ -308,11 +309,7 @@ def test_hf_translator_tiny_random_model(tmp_path, kind):
         "pan",
         ":",
     ]
-    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    fast = transformers.PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", eos_token="</s>"
-    )
+    fast = word_tokenizer(words, pad_token="<pad>", unk_token="<unk>", eos_token="</s>")
     fast.save_pretrained(tmp_path)
     if kind == "causal":
         cfg = transformers.GPT2Config(
