@@ -6,6 +6,11 @@ import numpy as np
 import pandas as pd
 
 
+def query_key(queries: pd.Series) -> pd.Series:
+    """The query as the engine compares it: the same up to case and surrounding spaces."""
+    return queries.astype(str).str.lower().str.strip()
+
+
 def query_groups(df: pd.DataFrame) -> np.ndarray:
     """(n,) int64 family id: rows are in one family when they share a query (case and
     surrounding spaces aside) or when
@@ -29,8 +34,7 @@ def query_groups(df: pd.DataFrame) -> np.ndarray:
             parent[max(ra, rb)] = min(ra, rb)
 
     first_of_query: dict[str, int] = {}
-    # the same query up to case and surrounding spaces is one query
-    for i, q in enumerate(df["query"].astype(str).str.lower().str.strip().to_numpy()):
+    for i, q in enumerate(query_key(df["query"]).to_numpy()):
         j = first_of_query.setdefault(q, i)
         if j != i:
             union(i, j)

@@ -41,6 +41,7 @@ from noiseforge.relevance.embed import Encoder, HashingEncoder, HFEncoder, USEEn
 from noiseforge.relevance.evaluate import ablation, format_ablation
 from noiseforge.relevance.filtering import self_validation_filter
 from noiseforge.relevance.fixture import make_fixture
+from noiseforge.relevance.groups import query_key
 from noiseforge.relevance.mining import add_semantic_negatives
 from noiseforge.relevance.model import EmbeddingMLP, RelevanceModel, tune_threshold
 from noiseforge.relevance.translate import (
@@ -323,10 +324,6 @@ def languages(cfg: RunConfig, rows: pd.DataFrame) -> tuple[list[str], list[str]]
     return train, unseen
 
 
-def _query_key(q: pd.Series) -> pd.Series:
-    return q.astype(str).str.lower().str.strip()
-
-
 def _uniform(key: str, seed: int) -> float:
     """A query's fixed draw in [0, 1): independent of row order and file layout."""
     digest = hashlib.sha1(f"{seed}:{key}".encode()).digest()
@@ -341,7 +338,7 @@ def split(
     so is a training-language row whose query also occurs in another language (no query
     is ever on both sides)."""
     seen = rows["language"].isin(list(train_languages)).to_numpy()
-    keys = _query_key(rows["query"])
+    keys = query_key(rows["query"])
     u = keys.map({k: _uniform(k, cfg.seed) for k in pd.unique(keys)}).to_numpy()
     shared = keys.isin(set(keys[~seen])).to_numpy()
     part = np.full(len(rows), "test", dtype=object)
