@@ -485,3 +485,21 @@ def test_unsupported_device_and_wide_uint8_domain():
             upper=10000,
             mechanism="discrete_laplace",
         )
+
+
+def test_reference_sqrt_is_correctly_rounded():
+    """The Gaussian tail needs an IEEE square root; torch.sqrt is not one on every CPU."""
+    from noiseforge.reference.ldp_noise import sqrt_f32
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.cat(
+        [
+            torch.rand(200_000, generator=g) * 40,
+            torch.rand(1000, generator=g) * 1e-30,
+            torch.tensor([0.0, 1e-45, 1.17549435e-38, 3.4028235e38, 1.0, 2.0, 4.0, 25.0]),
+        ]
+    )
+    expected = torch.from_numpy(np.sqrt(x.numpy()))
+    got = sqrt_f32(x)
+    bad = (got != expected).nonzero().flatten()
+    assert bad.numel() == 0, f"{bad.numel()} roots differ, first at x={x[bad[0]].item()!r}"
