@@ -7,6 +7,7 @@
 #include <string>
 
 #include "cpu/cpu_kernels.h"
+#include "index/distance.h"
 #include "index/hnsw.h"
 #include "noiseforge/ldp_noise.h"
 #if defined(NF_WITH_CUDA)
@@ -60,6 +61,8 @@ py::dict build_info() {
   info["openmp"] = py::none();
 #endif
   info["cpu_isa"] = noiseforge::cpu::active_isa();
+  info["index_distances"] = std::string(noiseforge::hnsw::distance_isa()) +
+                            (noiseforge::hnsw::has_u8s8_dot() ? "+vnni" : "");
 #if defined(NF_WITH_CUDA)
   info["cuda"] = true;
   info["cuda_runtime"] = noiseforge::cuda::runtime_version();
@@ -75,12 +78,14 @@ py::dict build_info() {
 void bind_hnsw(py::module_& m) {
   using noiseforge::hnsw::Index;
   using noiseforge::hnsw::Metric;
+  using noiseforge::hnsw::Quantization;
   py::class_<Index>(m, "HNSW")
-      .def(py::init([](int dim, int metric, int mm, int efc, uint64_t seed) {
-             return std::make_unique<Index>(dim, static_cast<Metric>(metric), mm, efc, seed);
+      .def(py::init([](int dim, int metric, int mm, int efc, uint64_t seed, int quantization) {
+             return std::make_unique<Index>(dim, static_cast<Metric>(metric), mm, efc, seed,
+                                            static_cast<Quantization>(quantization));
            }),
            py::arg("dim"), py::arg("metric"), py::arg("M"), py::arg("ef_construction"),
-           py::arg("seed"))
+           py::arg("seed"), py::arg("quantization"))
       .def(
           "add",
           [](Index& self, std::uintptr_t vectors, std::uintptr_t ids, int64_t n, int threads) {
@@ -109,6 +114,8 @@ void bind_hnsw(py::module_& m) {
       .def_property_readonly("M", &Index::m)
       .def_property_readonly("ef_construction", &Index::ef_construction)
       .def_property_readonly("seed", &Index::seed)
+      .def_property_readonly("quantization",
+                             [](const Index& self) { return static_cast<int>(self.quantization()); })
       .def_property_readonly("max_level", &Index::max_level)
       .def_property_readonly("memory_bytes", &Index::memory_bytes);
 }

@@ -46,10 +46,15 @@ def data():
     return x, q
 
 
+QUANTIZATIONS = ["sq8", "none"]
+
+
+@pytest.mark.parametrize("quantization", QUANTIZATIONS)
 @pytest.mark.parametrize("metric", ["cosine", "ip", "l2"])
-def test_recall_at_10_with_default_settings(data, metric):
+def test_recall_at_10_with_default_settings(data, metric, quantization):
     x, q = data
-    index = HNSWIndex(48, metric=metric)
+    index = HNSWIndex(48, metric=metric, quantization=quantization)
+    assert index.quantization == quantization
     index.add(x)
     ids, scores = index.search(q, 10)
     assert recall(ids, exact(x, q, 10, metric)) >= 0.95
@@ -58,18 +63,30 @@ def test_recall_at_10_with_default_settings(data, metric):
     assert np.all(diffs <= 1e-6) if metric != "l2" else np.all(diffs >= -1e-6)
 
 
-def test_scores_are_the_metric(data):
+@pytest.mark.parametrize("quantization", QUANTIZATIONS)
+@pytest.mark.parametrize("metric", ["l2", "ip", "cosine"])
+def test_scores_are_the_exact_metric(data, metric, quantization):
+    """SQ8 only steers the walk: returned scores are the float32 metric."""
     x, q = data
-    index = HNSWIndex(48, metric="l2")
-    index.add(x[:500])
-    ids, scores = index.search(q[:5], 3)
-    want = ((q[:5, None, :] - x[ids]) ** 2).sum(-1)
-    np.testing.assert_allclose(scores, want, rtol=1e-4, atol=1e-5)
+    x = x[:500] * np.linspace(0.5, 2.0, 500, dtype=np.float32)[:, None]  # unequal norms
+    index = HNSWIndex(48, metric=metric, quantization=quantization)
+    index.add(x)
+    ids, scores = index.search(q[:20], 5)
+    v = x[ids].astype(np.float64)
+    qq = q[:20, None, :].astype(np.float64)
+    if metric == "l2":
+        want = ((qq - v) ** 2).sum(-1)
+    elif metric == "ip":
+        want = (qq * v).sum(-1)
+    else:
+        want = (qq * v).sum(-1) / np.linalg.norm(v, axis=-1) / np.linalg.norm(qq, axis=-1)
+    np.testing.assert_allclose(scores, want, rtol=1e-5, atol=1e-5)
 
 
-def test_exclusions_are_never_returned_and_rows_stay_full(data):
+@pytest.mark.parametrize("quantization", QUANTIZATIONS)
+def test_exclusions_are_never_returned_and_rows_stay_full(data, quantization):
     x, q = data
-    index = HNSWIndex(48)
+    index = HNSWIndex(48, quantization=quantization)
     index.add(x, ids=np.arange(len(x)) * 3 + 7)  # user ids differ from positions
     rng = np.random.default_rng(3)
     truth = exact(x, q, 60, "cosine")
@@ -88,9 +105,10 @@ def test_exclusions_are_never_returned_and_rows_stay_full(data):
     np.testing.assert_array_equal(ids, ids_csr)
 
 
-def test_restrictive_exclusions_fall_back_and_pad_only_when_needed():
+@pytest.mark.parametrize("quantization", QUANTIZATIONS)
+def test_restrictive_exclusions_fall_back_and_pad_only_when_needed(quantization):
     x = clustered(400, 16, seed=4)
-    index = HNSWIndex(16, M=4, ef_construction=20)
+    index = HNSWIndex(16, M=4, ef_construction=20, quantization=quantization)
     index.add(x)
     keep = np.array([5, 77, 300])
     everything_else = np.setdiff1d(np.arange(400), keep)
@@ -101,14 +119,80 @@ def test_restrictive_exclusions_fall_back_and_pad_only_when_needed():
     assert not set(ids[1].tolist()) & set(everything_else[:-2].tolist())
 
 
-def test_incremental_adds_and_custom_ids(data):
+@pytest.mark.parametrize("quantization", QUANTIZATIONS)
+def test_incremental_adds_and_custom_ids(data, quantization):
     x, q = data
-    index = HNSWIndex(48)
+    index = HNSWIndex(48, quantization=quantization)
     index.add(x[:3000], ids=np.arange(3000) + 10_000)
     index.add(x[3000:], ids=np.arange(3000, 6000) + 10_000)
     assert len(index) == 6000
     ids, _ = index.search(q, 10)
     assert recall(ids - 10_000, exact(x, q, 10, "cosine")) >= 0.95
+
+
+@pytest.mark.parametrize("metric", ["l2", "ip"])
+def test_sq8_range_widens_for_later_batches(metric):
+    """A later batch outside the first batch's range re-encodes the index: recall of the
+    whole index stays as high as a float32 walk's, and a one-vector first batch works."""
+    x = clustered(3000, 24, seed=11, normalize=False)
+    x[1500:] *= 8.0  # far outside the range of the first batches
+    q = np.concatenate([x[::50], x[1500::50]]) + 0.05
+    index = HNSWIndex(24, metric=metric, quantization="sq8")
+    index.add(x[:1])  # a zero-width range
+    index.add(x[1:1500])
+    index.add(x[1500:])
+    ids, _ = index.search(q, 10, ef=64)
+    assert recall(ids, exact(x, q, 10, metric)) >= 0.95
+
+
+_ISA_SCRIPT = """
+import numpy as np
+from noiseforge import _native
+from noiseforge.index import HNSWIndex
+from tests.test_hnsw import clustered, exact, recall
+print(_native.build_info()["index_distances"])
+x, q = clustered(3000, 40, seed=1), clustered(100, 40, seed=2)
+for metric in ("l2", "ip"):
+    for quantization in ("sq8", "none"):
+        index = HNSWIndex(40, metric=metric, quantization=quantization)
+        index.add(x)
+        ids, scores = index.search(q, 10)
+        assert recall(ids, exact(x, q, 10, metric)) >= 0.95, (metric, quantization)
+        v = x[ids].astype(np.float64)
+        qq = q[:, None, :].astype(np.float64)
+        want = ((qq - v) ** 2).sum(-1) if metric == "l2" else (qq * v).sum(-1)
+        np.testing.assert_allclose(scores, want, rtol=1e-5, atol=1e-5)
+"""
+
+
+@pytest.mark.parametrize(
+    ("isa", "kernels"), [("base", "portable"), ("avx2", "avx2"), ("avx512", "avx512")]
+)
+def test_every_distance_kernel_family(isa, kernels):
+    """The index's float32 and SQ8 kernels per ISA (capped by $NOISEFORGE_CPU_ISA):
+    each family gives a good graph and the exact scores."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from noiseforge import _native
+
+    best = _native.build_info()["index_distances"].split("+")[0]
+    order = ["portable", "avx2", "avx512"]
+    if order.index(kernels) > order.index(best):
+        pytest.skip(f"this CPU runs at most the {best} distance kernels")
+    env = dict(os.environ, NOISEFORGE_CPU_ISA=isa)
+    done = subprocess.run(
+        [sys.executable, "-c", _ISA_SCRIPT],
+        env=env,
+        cwd=Path(__file__).parent.parent,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split("\n")[0].startswith(kernels), done.stdout
 
 
 def test_single_thread_build_is_reproducible():
@@ -119,15 +203,17 @@ def test_single_thread_build_is_reproducible():
     assert a.to_bytes() == b.to_bytes()
 
 
-def test_save_load_and_pickle_round_trip(tmp_path, data):
+@pytest.mark.parametrize("quantization", QUANTIZATIONS)
+def test_save_load_and_pickle_round_trip(tmp_path, data, quantization):
     x, q = data
-    index = HNSWIndex(48, metric="ip", M=8, seed=3)
+    index = HNSWIndex(48, metric="ip", M=8, seed=3, quantization=quantization)
     index.add(x[:2000])
     ids, scores = index.search(q, 10)
     path = tmp_path / "index.nfhnsw"
     index.save(path)
     loaded = HNSWIndex.load(path)
     assert (loaded.dim, loaded.metric, loaded.M, len(loaded)) == (48, "ip", 8, 2000)
+    assert loaded.quantization == quantization
     ids2, scores2 = loaded.search(q, 10)
     np.testing.assert_array_equal(ids, ids2)
     np.testing.assert_array_equal(scores, scores2)
@@ -135,6 +221,20 @@ def test_save_load_and_pickle_round_trip(tmp_path, data):
     np.testing.assert_array_equal(clone.search(q, 10)[0], ids)
     empty = HNSWIndex.from_bytes(HNSWIndex(4).to_bytes())
     assert len(empty) == 0
+
+
+def test_version_1_files_still_load():
+    """Version 1 (no quantization field, float32 walk) is read as quantization="none"."""
+    import struct
+
+    x = clustered(500, 8, seed=12)
+    index = HNSWIndex(8, seed=2, quantization="none")
+    index.add(x, num_threads=1)
+    blob = bytearray(index.to_bytes())
+    v1 = blob[:8] + struct.pack("<I", 1) + blob[12:28] + blob[32:]  # drop the quantization word
+    loaded = HNSWIndex.from_bytes(_resign(v1))
+    assert loaded.quantization == "none" and len(loaded) == 500
+    np.testing.assert_array_equal(loaded.search(x[:20], 5)[0], index.search(x[:20], 5)[0])
 
 
 def test_corrupted_and_truncated_files_are_rejected(tmp_path):
@@ -196,6 +296,7 @@ def test_bad_input(call, err, match):
         (dict(dim=4, metric="hamming"), "metric must be one of"),
         (dict(dim=4, M=1), "M must be"),
         (dict(dim=4, seed=-1), "seed must be"),
+        (dict(dim=4, quantization="pq"), "quantization must be one of"),
     ],
 )
 def test_bad_parameters(kwargs, match):
@@ -214,11 +315,12 @@ def _resign(blob: bytearray) -> bytes:
 @pytest.mark.parametrize(
     ("offset", "fmt", "value", "match"),
     [
-        (52, "<i", 50, "max level|invalid"),  # max level beyond the nodes' levels
+        (56, "<i", 50, "max level|invalid"),  # max level beyond the nodes' levels
         (24, "<I", 0, "invalid header"),  # ef_construction = 0
+        (28, "<I", 7, "invalid header"),  # unknown quantization mode
         (12, "<I", 2**31, "invalid header"),  # absurd dimension
-        (36, "<Q", 2**32 - 3, "truncated"),  # more vectors announced than stored
-        (44, "<q", 5, "entry point"),  # entry point that is not the top node
+        (40, "<Q", 2**32 - 3, "truncated"),  # more vectors announced than stored
+        (48, "<q", 5, "entry point"),  # entry point that is not the top node
     ],
 )
 def test_crafted_files_with_a_valid_checksum_are_rejected(offset, fmt, value, match):

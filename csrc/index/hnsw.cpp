@@ -4,10 +4,6 @@
 // heuristic shrinking); search is Algorithm 5 with an exclusion filter.
 #include "hnsw.h"
 
-#if defined(__x86_64__)
-#include <immintrin.h>
-#endif
-
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -16,126 +12,11 @@
 #include <stdexcept>
 #include <string>
 
+#include "distance.h"
 #include "noiseforge/philox.h"
 
 namespace noiseforge::hnsw {
 namespace {
-
-// Distance kernels: AVX-512 and AVX2+FMA versions written with intrinsics (two
-// accumulators to hide the FMA latency), chosen once at run time, and a
-// portable loop. No cross-backend numerical contract applies to the index.
-float dot_portable(const float* a, const float* b, int n) {
-  float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-  for (int i = 0; i < n; ++i) s += a[i] * b[i];
-  return s;
-}
-
-float l2_portable(const float* a, const float* b, int n) {
-  float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-  for (int i = 0; i < n; ++i) {
-    const float d = a[i] - b[i];
-    s += d * d;
-  }
-  return s;
-}
-
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define NF_HAVE_X86_DISTANCES 1
-__attribute__((target("avx512f"))) float dot_avx512(const float* a, const float* b, int n) {
-  __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
-  int i = 0;
-  for (; i + 32 <= n; i += 32) {
-    s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
-    s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), s1);
-  }
-  for (; i + 16 <= n; i += 16) s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
-  float s = _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
-  for (; i < n; ++i) s += a[i] * b[i];
-  return s;
-}
-
-__attribute__((target("avx512f"))) float l2_avx512(const float* a, const float* b, int n) {
-  __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
-  int i = 0;
-  for (; i + 32 <= n; i += 32) {
-    const __m512 d0 = _mm512_sub_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i));
-    const __m512 d1 = _mm512_sub_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16));
-    s0 = _mm512_fmadd_ps(d0, d0, s0);
-    s1 = _mm512_fmadd_ps(d1, d1, s1);
-  }
-  for (; i + 16 <= n; i += 16) {
-    const __m512 d0 = _mm512_sub_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i));
-    s0 = _mm512_fmadd_ps(d0, d0, s0);
-  }
-  float s = _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
-  for (; i < n; ++i) {
-    const float d = a[i] - b[i];
-    s += d * d;
-  }
-  return s;
-}
-
-__attribute__((target("avx2,fma"))) float hsum256(__m256 v) {
-  const __m128 lo = _mm256_castps256_ps128(v);
-  const __m128 hi = _mm256_extractf128_ps(v, 1);
-  __m128 s = _mm_add_ps(lo, hi);
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-  return _mm_cvtss_f32(s);
-}
-
-__attribute__((target("avx2,fma"))) float dot_avx2(const float* a, const float* b, int n) {
-  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
-  int i = 0;
-  for (; i + 16 <= n; i += 16) {
-    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-    s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
-  }
-  float s = hsum256(_mm256_add_ps(s0, s1));
-  for (; i < n; ++i) s += a[i] * b[i];
-  return s;
-}
-
-__attribute__((target("avx2,fma"))) float l2_avx2(const float* a, const float* b, int n) {
-  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
-  int i = 0;
-  for (; i + 16 <= n; i += 16) {
-    const __m256 d0 = _mm256_sub_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i));
-    const __m256 d1 = _mm256_sub_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8));
-    s0 = _mm256_fmadd_ps(d0, d0, s0);
-    s1 = _mm256_fmadd_ps(d1, d1, s1);
-  }
-  float s = hsum256(_mm256_add_ps(s0, s1));
-  for (; i < n; ++i) {
-    const float d = a[i] - b[i];
-    s += d * d;
-  }
-  return s;
-}
-#endif
-
-using DistanceFn = float (*)(const float*, const float*, int);
-
-DistanceFn pick(bool l2) {
-#if defined(NF_HAVE_X86_DISTANCES)
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f")) return l2 ? l2_avx512 : dot_avx512;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return l2 ? l2_avx2 : dot_avx2;
-#endif
-  return l2 ? l2_portable : dot_portable;
-}
-
-float dot(const float* a, const float* b, int n) {
-  static const DistanceFn fn = pick(false);
-  return fn(a, b, n);
-}
-
-float l2_squared(const float* a, const float* b, int n) {
-  static const DistanceFn fn = pick(true);
-  return fn(a, b, n);
-}
 
 void normalize(float* v, int n) {
   const float norm = std::sqrt(dot(v, v, n));
@@ -159,7 +40,9 @@ struct Farther {  // max-heap
 };
 
 constexpr char kMagic[8] = {'N', 'F', 'H', 'N', 'S', 'W', '0', '1'};
-constexpr uint32_t kVersion = 1;
+// Version 2 added the quantization mode and its per-dimension range; version 1
+// files (float32 walk) are still read.
+constexpr uint32_t kVersion = 2;
 
 uint64_t fnv1a(const char* p, size_t n) {
   uint64_t h = 1469598103934665603ull;
@@ -195,23 +78,111 @@ class Index::Visited {
   uint16_t epoch_ = 0;
 };
 
-Index::Index(int dim, Metric metric, int m, int ef_construction, uint64_t seed)
+Index::Index(int dim, Metric metric, int m, int ef_construction, uint64_t seed,
+             Quantization quantization)
     : dim_(dim), metric_(metric), l2_metric_(metric == Metric::kL2), m_(m),
-      ef_construction_(ef_construction), seed_(seed),
+      ef_construction_(ef_construction), seed_(seed), quant_(quantization),
       level_mult_(1.0 / std::log(static_cast<double>(std::max(m, 2)))),
-      node_words_((static_cast<size_t>(2 * m + 1) + 15) / 16 * 16 +
-                  (static_cast<size_t>(dim) + 15) / 16 * 16),
       node_locks_(new std::mutex[kLockStripes]) {
   if (dim < 1) throw std::invalid_argument("dim must be >= 1");
   if (m < 2 || m > 256) throw std::invalid_argument("M must be in [2, 256]");
   if (ef_construction < 1) throw std::invalid_argument("ef_construction must be >= 1");
+  if (quantization != Quantization::kNone && quantization != Quantization::kSQ8)
+    throw std::invalid_argument("unknown quantization mode");
+  // record = links (padded to 64 bytes) + the walk vector (padded to 64 bytes)
+  node_words_ = links0_stride() + (payload_bytes() + 63) / 64 * 16;
+  if (quant_ == Quantization::kSQ8) {
+    lo_.assign(static_cast<size_t>(dim_), 0.0f);
+    scale_.assign(static_cast<size_t>(dim_), 0.0f);
+    integer_walk_ = !l2_metric_ && has_u8s8_dot();
+  }
+}
+
+size_t Index::payload_bytes() const {
+  return static_cast<size_t>(dim_) * (quant_ == Quantization::kSQ8 ? 1 : sizeof(float));
 }
 
 float Index::distance(const float* a, const float* b) const {
-  // kernels picked once per process; the metric's sign is applied here
-  static const DistanceFn l2 = pick(true);
-  static const DistanceFn ip = pick(false);
-  return l2_metric_ ? l2(a, b, dim_) : -ip(a, b, dim_);
+  // the metric's sign is applied here: smaller is closer
+  return l2_metric_ ? l2_squared(a, b, dim_) : -dot(a, b, dim_);
+}
+
+void Index::prepare(const float* x, Query& q) const {
+  q.x = x;
+  if (quant_ != Quantization::kSQ8) return;
+  q.coef.resize(static_cast<size_t>(dim_));
+  if (l2_metric_) {
+    for (int i = 0; i < dim_; ++i) q.coef[i] = x[i] - lo_[i];
+  } else {
+    double bias = 0.0;
+    for (int i = 0; i < dim_; ++i) {
+      q.coef[i] = x[i] * scale_[i];
+      bias += static_cast<double>(x[i]) * lo_[i];
+    }
+    q.bias = static_cast<float>(bias);
+    if (integer_walk_) {
+      float top = 0.0f;
+      for (int i = 0; i < dim_; ++i) top = std::max(top, std::fabs(q.coef[i]));
+      q.qscale = top > 0.0f ? top / 127.0f : 1.0f;
+      q.qcoef.assign((static_cast<size_t>(dim_) + 63) / 64 * 64, 0);
+      for (int i = 0; i < dim_; ++i)
+        q.qcoef[i] = static_cast<int8_t>(std::nearbyint(q.coef[i] / q.qscale));
+    }
+  }
+}
+
+float Index::walk_distance(const Query& q, uint32_t id) const {
+  if (quant_ != Quantization::kSQ8) return distance(q.x, vec(id));
+  if (l2_metric_) return sq8_l2(q.coef.data(), scale_.data(), codes(id), dim_);
+  if (integer_walk_)
+    return -(q.bias + q.qscale * static_cast<float>(u8s8_dot(q.qcoef.data(), codes(id),
+                                                               static_cast<int>(q.qcoef.size()))));
+  return -(q.bias + sq8_dot(q.coef.data(), codes(id), dim_));
+}
+
+void Index::encode(uint32_t id) {
+  const float* x = vec(id);
+  uint8_t* c = const_cast<uint8_t*>(codes(id));
+  for (int i = 0; i < dim_; ++i) {
+    const float s = scale_[i];
+    const float t = s > 0.0f ? std::nearbyint((x[i] - lo_[i]) / s) : 0.0f;
+    c[i] = static_cast<uint8_t>(std::min(255.0f, std::max(0.0f, t)));
+  }
+}
+
+void Index::quantize_rows(size_t first, size_t end) {
+  if (first >= end) return;
+  // The range of the new rows; the first batch sets it exactly. A later batch
+  // outside it widens it by a quarter of its width beyond what is needed (so a
+  // stream of small adds re-encodes rarely) and re-encodes every older node.
+  std::vector<float> lo(vec(static_cast<uint32_t>(first)), vec(static_cast<uint32_t>(first)) + dim_);
+  std::vector<float> hi(lo);
+  for (size_t r = first + 1; r < end; ++r) {
+    const float* x = vec(static_cast<uint32_t>(r));
+    for (int i = 0; i < dim_; ++i) {
+      lo[i] = std::min(lo[i], x[i]);
+      hi[i] = std::max(hi[i], x[i]);
+    }
+  }
+  bool widened = false;
+  for (int i = 0; i < dim_; ++i) {
+    if (first == 0) {
+      lo_[i] = lo[i];
+      scale_[i] = (hi[i] - lo[i]) / 255.0f;
+      continue;
+    }
+    float old_lo = lo_[i], old_hi = lo_[i] + 255.0f * scale_[i];
+    if (lo[i] >= old_lo && hi[i] <= old_hi) continue;
+    const float new_lo = std::min(lo[i], old_lo), new_hi = std::max(hi[i], old_hi);
+    const float margin = 0.25f * (new_hi - new_lo);
+    if (new_lo < old_lo) old_lo = new_lo - margin;
+    if (new_hi > old_hi) old_hi = new_hi + margin;
+    lo_[i] = old_lo;
+    scale_[i] = (old_hi - old_lo) / 255.0f;
+    widened = true;
+  }
+  const size_t from = widened ? 0 : first;
+  for (size_t r = from; r < end; ++r) encode(static_cast<uint32_t>(r));
 }
 
 uint32_t* Index::links(uint32_t id, int level) {
@@ -235,10 +206,11 @@ size_t Index::memory_bytes() const {
                  levels_.capacity() * sizeof(int32_t) +
                  label_index_.size() * (sizeof(int64_t) + sizeof(uint32_t) + 2 * sizeof(void*));
   for (const auto& u : upper_) bytes += u.capacity() * sizeof(uint32_t) + sizeof(u);
+  bytes += (floats_.capacity() + lo_.capacity() + scale_.capacity()) * sizeof(float);
   return bytes;
 }
 
-std::vector<Index::Candidate> Index::search_layer(const float* q, uint32_t entry, int ef,
+std::vector<Index::Candidate> Index::search_layer(const Query& q, uint32_t entry, int ef,
                                                   int level,
                                                   const std::vector<uint32_t>* excluded,
                                                   Visited& visited, bool locked) const {
@@ -253,12 +225,12 @@ std::vector<Index::Candidate> Index::search_layer(const float* q, uint32_t entry
   fstorage.reserve(static_cast<size_t>(ef) * 2);
   std::priority_queue<Candidate, std::vector<Candidate>, Closer> frontier(Closer{}, std::move(fstorage));
   visited.reset(labels_.size());
-  const float d0 = distance(q, vec(entry));
+  const float d0 = walk_distance(q, entry);
   visited.test_and_set(entry);
   frontier.push({d0, entry});
   if (!is_excluded(entry)) best.push({d0, entry});
   uint32_t neighbors[kMaxLinks];
-  const size_t row_bytes = static_cast<size_t>(dim_) * sizeof(float);
+  const size_t row_bytes = payload_bytes();
   while (!frontier.empty()) {
     const Candidate c = frontier.top();
     if (static_cast<int>(best.size()) >= ef && c.dist > best.top().dist) break;
@@ -274,7 +246,7 @@ std::vector<Index::Candidate> Index::search_layer(const float* q, uint32_t entry
     // Prefetch the neighbors' marks and vectors: the walk is bound by memory latency.
     for (uint32_t j = 0; j < count; ++j) {
       __builtin_prefetch(visited.address(neighbors[j]));
-      const char* p = reinterpret_cast<const char*>(vec(neighbors[j]));
+      const char* p = payload(neighbors[j]);
       __builtin_prefetch(p);
       if (row_bytes > 64) __builtin_prefetch(p + 64);
     }
@@ -282,10 +254,10 @@ std::vector<Index::Candidate> Index::search_layer(const float* q, uint32_t entry
       const uint32_t n = neighbors[j];
       if (visited.test_and_set(n)) continue;
       if (j + 1 < count) {  // the rest of the next vector while this one is compared
-        const char* p = reinterpret_cast<const char*>(vec(neighbors[j + 1]));
+        const char* p = payload(neighbors[j + 1]);
         for (size_t off = 128; off < row_bytes; off += 64) __builtin_prefetch(p + off);
       }
-      const float d = distance(q, vec(n));
+      const float d = walk_distance(q, n);
       if (static_cast<int>(best.size()) < ef || d < best.top().dist) {
         frontier.push({d, n});
         if (!is_excluded(n)) {
@@ -353,9 +325,9 @@ void Index::connect(uint32_t from, uint32_t to, float dist, int level) {
 
 // Layers from_level down to to_level + 1: move to the closest neighbor while
 // that improves (the paper's search with ef = 1).
-uint32_t Index::greedy_descent(const float* q, uint32_t cur, int from_level, int to_level,
+uint32_t Index::greedy_descent(const Query& q, uint32_t cur, int from_level, int to_level,
                                bool locked) const {
-  float cur_dist = distance(q, vec(cur));
+  float cur_dist = walk_distance(q, cur);
   for (int lev = from_level; lev > to_level; --lev) {
     bool changed = true;
     while (changed) {
@@ -364,7 +336,7 @@ uint32_t Index::greedy_descent(const float* q, uint32_t cur, int from_level, int
       if (locked) guard.lock();
       const uint32_t* l = links(cur, lev);
       for (uint32_t i = 1; i <= l[0]; ++i) {
-        const float d = distance(q, vec(l[i]));
+        const float d = walk_distance(q, l[i]);
         if (d < cur_dist) {
           cur_dist = d;
           cur = l[i];
@@ -387,12 +359,13 @@ void Index::insert(uint32_t id, Visited& visited) {
     return;
   }
   if (level <= top) global.unlock();  // keep it only while this node may become the entry
-  const float* q = vec(id);
+  Query q;
+  prepare(vec(id), q);
   uint32_t cur = greedy_descent(q, static_cast<uint32_t>(entry), top, level, /*locked=*/true);
   for (int lev = std::min(level, top); lev >= 0; --lev) {
     std::vector<Candidate> found =
         search_layer(q, cur, ef_construction_, lev, nullptr, visited, /*locked=*/true);
-    const std::vector<Candidate> chosen = select_neighbors(q, found, m_);
+    const std::vector<Candidate> chosen = select_neighbors(q.x, found, m_);
     {
       std::lock_guard<std::mutex> guard(lock_of(id));
       uint32_t* l = links(id, lev);
@@ -408,7 +381,10 @@ void Index::insert(uint32_t id, Visited& visited) {
   }
 }
 
-void Index::grow(size_t total) { nodes_.resize(total * node_words_, 0); }
+void Index::grow(size_t total) {
+  nodes_.resize(total * node_words_, 0);
+  if (quant_ == Quantization::kSQ8) floats_.resize(total * static_cast<size_t>(dim_), 0.0f);
+}
 
 void Index::add(const float* vectors, const int64_t* ids, int64_t n, int num_threads) {
   if (n <= 0) return;
@@ -439,6 +415,7 @@ void Index::add(const float* vectors, const int64_t* ids, int64_t n, int num_thr
     std::memcpy(v, vectors + (i - old) * dim_, static_cast<size_t>(dim_) * sizeof(float));
     if (metric_ == Metric::kCosine) normalize(v, dim_);
   }
+  if (quant_ == Quantization::kSQ8) quantize_rows(old, total);
   labels_.insert(labels_.end(), ids, ids + n);
   for (size_t i = old; i < total; ++i) label_index_.emplace(labels_[i], static_cast<uint32_t>(i));
   levels_.resize(total);
@@ -462,7 +439,7 @@ void Index::add(const float* vectors, const int64_t* ids, int64_t n, int num_thr
   }
 }
 
-void Index::search_one(const float* q, int k, int ef, const std::vector<uint32_t>& excluded,
+void Index::search_one(const Query& q, int k, int ef, const std::vector<uint32_t>& excluded,
                        int64_t available, int64_t* out_ids, float* out_scores,
                        Visited& visited) const {
   std::vector<Candidate> found;
@@ -478,11 +455,13 @@ void Index::search_one(const float* q, int k, int ef, const std::vector<uint32_t
       if (static_cast<int64_t>(found.size()) >= want || width >= n) break;
       width *= 4;  // restrictive exclusions: widen the beam
     }
+    if (quant_ == Quantization::kSQ8)  // re-rank the beam with the float32 vectors
+      for (Candidate& c : found) c.dist = distance(q.x, vec(c.id));
     if (static_cast<int64_t>(found.size()) < want) {  // still short: exact scan
       found.clear();
       for (uint32_t id = 0; id < static_cast<uint32_t>(n); ++id)
         if (!std::binary_search(excluded.begin(), excluded.end(), id))
-          found.push_back({distance(q, vec(id)), id});
+          found.push_back({distance(q.x, vec(id)), id});
     }
   }
   // best first; among equal distances the lower user id first
@@ -508,6 +487,7 @@ void Index::search(const float* queries, int64_t nq, int k, int ef, const int64_
   {
     Visited visited;
     std::vector<float> qbuf(static_cast<size_t>(dim_));
+    Query query;
     std::vector<uint32_t> excluded;
 #pragma omp for schedule(dynamic, 16)
     for (int64_t i = 0; i < nq; ++i) {
@@ -527,7 +507,8 @@ void Index::search(const float* queries, int64_t nq, int k, int ef, const int64_
         excluded.erase(std::unique(excluded.begin(), excluded.end()), excluded.end());
       }
       const int64_t available = size() - static_cast<int64_t>(excluded.size());
-      search_one(q, k, ef, excluded, available, out_ids + i * k, out_scores + i * k, visited);
+      prepare(q, query);
+      search_one(query, k, ef, excluded, available, out_ids + i * k, out_scores + i * k, visited);
     }
   }
 }
@@ -579,10 +560,13 @@ std::string Index::serialize() const {
   put(s, static_cast<uint32_t>(metric_));
   put(s, static_cast<uint32_t>(m_));
   put(s, static_cast<uint32_t>(ef_construction_));
+  put(s, static_cast<uint32_t>(quant_));
   put(s, seed_);
   put(s, static_cast<uint64_t>(labels_.size()));
   put(s, entry_);
   put(s, static_cast<int32_t>(max_level_));
+  put_array(s, lo_.data(), lo_.size());  // SQ8 range (empty otherwise)
+  put_array(s, scale_.data(), scale_.size());
   const size_t count = labels_.size();
   for (size_t i = 0; i < count; ++i) put_array(s, vec(static_cast<uint32_t>(i)), dim_);
   put_array(s, labels_.data(), labels_.size());
@@ -604,7 +588,7 @@ std::unique_ptr<Index> Index::deserialize(const std::string& bytes) {
   char magic[8];
   r.get_array(magic, 8, "magic");
   const uint32_t version = r.get<uint32_t>("version");
-  if (version != kVersion)
+  if (version != 1 && version != kVersion)
     throw std::runtime_error("unsupported index format version " + std::to_string(version) +
                              " (this build reads version " + std::to_string(kVersion) + ")");
   if (fnv1a(bytes.data(), body) != stored)
@@ -613,24 +597,33 @@ std::unique_ptr<Index> Index::deserialize(const std::string& bytes) {
   const uint32_t metric = r.get<uint32_t>("metric");
   const uint32_t m = r.get<uint32_t>("M");
   const uint32_t efc = r.get<uint32_t>("ef_construction");
+  const uint32_t quant = version >= 2 ? r.get<uint32_t>("quantization") : 0;
   const uint64_t seed = r.get<uint64_t>("seed");
   const uint64_t count = r.get<uint64_t>("count");
   // The checksum catches accidents, not crafted files: check every value the
   // search relies on before allocating or trusting it.
-  if (metric > 2 || dim == 0 || dim > (1u << 20) || m < 2 || m > 256 || efc < 1 ||
+  if (metric > 2 || quant > 1 || dim == 0 || dim > (1u << 20) || m < 2 || m > 256 || efc < 1 ||
       efc > (1u << 20) || count >= std::numeric_limits<uint32_t>::max())
     throw std::runtime_error("invalid header values");
   const uint64_t per_node_min = static_cast<uint64_t>(dim) * 4 + 8 + 4 + (2ull * m + 1) * 4;
   if (count > (body - r.pos()) / per_node_min)
     throw std::runtime_error("the file is truncated (header announces more vectors than it holds)");
   auto index = std::make_unique<Index>(static_cast<int>(dim), static_cast<Metric>(metric),
-                                       static_cast<int>(m), static_cast<int>(efc), seed);
+                                       static_cast<int>(m), static_cast<int>(efc), seed,
+                                       static_cast<Quantization>(quant));
   index->entry_ = r.get<int64_t>("entry point");
   index->max_level_ = r.get<int32_t>("max level");
   if (index->max_level_ < -1 || index->max_level_ > 64) throw std::runtime_error("invalid max level");
+  r.get_array(index->lo_.data(), index->lo_.size(), "quantization range");
+  r.get_array(index->scale_.data(), index->scale_.size(), "quantization range");
+  for (size_t i = 0; i < index->lo_.size(); ++i)
+    if (!std::isfinite(index->lo_[i]) || !std::isfinite(index->scale_[i]) || index->scale_[i] < 0)
+      throw std::runtime_error("invalid quantization range");
   index->grow(count);
   for (uint64_t i = 0; i < count; ++i)
     r.get_array(index->vec_mut(static_cast<uint32_t>(i)), dim, "vectors");
+  if (index->quant_ == Quantization::kSQ8)  // codes follow from the vectors and the range
+    for (uint64_t i = 0; i < count; ++i) index->encode(static_cast<uint32_t>(i));
   index->labels_.resize(count);
   r.get_array(index->labels_.data(), count, "ids");
   index->levels_.resize(count);

@@ -15,9 +15,16 @@ namespace noiseforge::hnsw {
 
 enum class Metric : int { kL2 = 0, kIP = 1, kCosine = 2 };
 
+// How the graph walk reads vectors. kNone: float32. kSQ8: one byte per
+// dimension (per-dimension affine scalar quantization, x_i ~ lo_i + scale_i * c_i),
+// a quarter of the memory traffic; the final candidates (the whole beam) are
+// re-ranked with the float32 vectors, so returned scores are exact.
+enum class Quantization : int { kNone = 0, kSQ8 = 1 };
+
 class Index {
  public:
-  Index(int dim, Metric metric, int m, int ef_construction, uint64_t seed);
+  Index(int dim, Metric metric, int m, int ef_construction, uint64_t seed,
+        Quantization quantization = Quantization::kNone);
 
   // Adds n vectors (row-major, dim floats each) with user ids; throws
   // std::invalid_argument naming a duplicate id. Uses num_threads threads.
@@ -44,6 +51,7 @@ class Index {
   int m() const { return m_; }
   int ef_construction() const { return ef_construction_; }
   uint64_t seed() const { return seed_; }
+  Quantization quantization() const { return quant_; }
   int max_level() const { return max_level_; }
   size_t memory_bytes() const;
 
@@ -53,17 +61,39 @@ class Index {
     uint32_t id;
   };
   class Visited;
+  // A query prepared for the graph walk: the float32 vector and, under SQ8,
+  // its per-dimension coefficients against the codes (see distance.h).
+  struct Query {
+    const float* x;
+    std::vector<float> coef;  // ip/cosine: q_i * scale_i; l2: q_i - lo_i
+    float bias = 0.0f;        // ip/cosine: sum_i q_i * lo_i
+    std::vector<int8_t> qcoef;  // integer walk: coef_i / qscale, rounded (zero-padded)
+    float qscale = 0.0f;
+  };
 
-  float distance(const float* a, const float* b) const;
+  float distance(const float* a, const float* b) const;  // exact, float32
+  void prepare(const float* x, Query& q) const;
+  float walk_distance(const Query& q, uint32_t id) const;  // SQ8 when quantized
+  size_t payload_bytes() const;  // bytes of a node's walk vector (float32 or codes)
+  const char* payload(uint32_t id) const {
+    return reinterpret_cast<const char*>(nodes_.data() + static_cast<size_t>(id) * node_words_ +
+                                         links0_stride());
+  }
+  const uint8_t* codes(uint32_t id) const { return reinterpret_cast<const uint8_t*>(payload(id)); }
+  void encode(uint32_t id);
+  // Widens the quantization range to cover rows [first, end) (re-encoding every
+  // older node when it changes) and encodes them.
+  void quantize_rows(size_t first, size_t end);
   // Node records interleave the bottom-layer links and the vector, so that
   // expanding a node touches one contiguous block (as hnswlib lays them out).
   size_t links0_words() const { return static_cast<size_t>(2 * m_ + 1); }
   // the vector starts on a 64-byte boundary of the record
   size_t links0_stride() const { return (links0_words() + 15) / 16 * 16; }
   size_t node_words() const { return node_words_; }
+  // the float32 vector: in the node record, or (SQ8) in floats_
   const float* vec(uint32_t id) const {
-    return reinterpret_cast<const float*>(nodes_.data() + static_cast<size_t>(id) * node_words_ +
-                                          links0_stride());
+    if (quant_ == Quantization::kSQ8) return floats_.data() + static_cast<size_t>(id) * dim_;
+    return reinterpret_cast<const float*>(payload(id));
   }
   float* vec_mut(uint32_t id) { return const_cast<float*>(vec(id)); }
   void grow(size_t total);
@@ -72,17 +102,17 @@ class Index {
   const uint32_t* links(uint32_t id, int level) const;
   std::mutex& lock_of(uint32_t id) const { return node_locks_[id % kLockStripes]; }
   int random_level(uint32_t id) const;
-  uint32_t greedy_descent(const float* q, uint32_t cur, int from_level, int to_level,
+  uint32_t greedy_descent(const Query& q, uint32_t cur, int from_level, int to_level,
                           bool locked) const;
   void insert(uint32_t id, Visited& visited);
   // `locked`: take node locks (needed only while add() runs concurrently).
-  std::vector<Candidate> search_layer(const float* q, uint32_t entry, int ef, int level,
+  std::vector<Candidate> search_layer(const Query& q, uint32_t entry, int ef, int level,
                                       const std::vector<uint32_t>* excluded, Visited& visited,
                                       bool locked) const;
   std::vector<Candidate> select_neighbors(const float* base, std::vector<Candidate> candidates,
                                           int count) const;
   void connect(uint32_t from, uint32_t to, float dist, int level);
-  void search_one(const float* q, int k, int ef, const std::vector<uint32_t>& excluded,
+  void search_one(const Query& q, int k, int ef, const std::vector<uint32_t>& excluded,
                   int64_t available, int64_t* out_ids, float* out_scores, Visited& visited) const;
 
   static constexpr size_t kLockStripes = 4096;
@@ -94,12 +124,18 @@ class Index {
   int m_;
   int ef_construction_;
   uint64_t seed_;
+  Quantization quant_;
+  // SQ8 with ip/cosine on a CPU with AVX-512 VNNI: the walk also rounds the
+  // query's coefficients to int8 and takes byte dot products (vpdpbusd).
+  bool integer_walk_ = false;
   double level_mult_;
   size_t node_words_;                   // 32-bit words per node record (16-aligned)
   std::vector<int64_t> labels_;         // internal id -> user id
   std::unordered_map<int64_t, uint32_t> label_index_;
   std::vector<int32_t> levels_;         // top level of each node
-  std::vector<uint32_t> nodes_;         // size * node_words: [count, links.., vector (float bits)]
+  std::vector<uint32_t> nodes_;         // size * node_words: [count, links.., walk vector]
+  std::vector<float> floats_;           // SQ8 only: size * dim float32 vectors
+  std::vector<float> lo_, scale_;       // SQ8 only: per-dimension range
   std::vector<std::vector<uint32_t>> upper_;  // per node: levels * (M + 1)
   int64_t entry_ = -1;
   int max_level_ = -1;

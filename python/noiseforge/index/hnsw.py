@@ -20,6 +20,8 @@ from noiseforge.ops import _backends as B
 
 METRICS = {"l2": 0, "ip": 1, "cosine": 2}
 _METRIC_NAMES = {v: k for k, v in METRICS.items()}
+QUANTIZATIONS = {"none": 0, "sq8": 1}
+_QUANTIZATION_NAMES = {v: k for k, v in QUANTIZATIONS.items()}
 
 ArrayLike = np.ndarray | torch.Tensor | Sequence
 
@@ -115,6 +117,15 @@ class HNSWIndex:
     seed:
         Seed of the level draws. With one thread the graph is reproducible;
         with several, insertion order (and so the graph) varies.
+    quantization:
+        How the graph walk reads vectors. ``"sq8"`` (default): one byte per
+        dimension, ``x_i ~ lo_i + scale_i * c_i`` with the per-dimension range of
+        the vectors added (a later batch outside it widens it and re-encodes);
+        a quarter of the memory traffic of float32. The whole final beam (``ef``
+        candidates) is then re-ranked with the float32 vectors, so the returned
+        scores are exact and only the walk is approximate. ``"none"``: the walk
+        reads float32. SQ8 keeps the float32 vectors too (``dim`` bytes more per
+        vector than ``"none"``).
 
     ``add`` and ``search`` must not run at the same time from different threads.
     """
@@ -126,6 +137,7 @@ class HNSWIndex:
         M: int = 16,
         ef_construction: int = 200,
         seed: int = 0,
+        quantization: str = "sq8",
     ) -> None:
         for name, value, low in (
             ("dim", dim, 1),
@@ -138,8 +150,17 @@ class HNSWIndex:
             raise ValueError(f"metric must be one of {sorted(METRICS)}, got {metric!r}")
         if isinstance(seed, bool) or not isinstance(seed, Integral) or not 0 <= seed < 2**64:
             raise ValueError(f"seed must be an int in [0, 2**64), got {seed!r}")
+        if quantization not in QUANTIZATIONS:
+            raise ValueError(
+                f"quantization must be one of {sorted(QUANTIZATIONS)}, got {quantization!r}"
+            )
         self._index = _module().HNSW(
-            int(dim), METRICS[metric], int(M), int(ef_construction), int(seed)
+            int(dim),
+            METRICS[metric],
+            int(M),
+            int(ef_construction),
+            int(seed),
+            QUANTIZATIONS[quantization],
         )
 
     # ------------------------------------------------------------------ properties
@@ -160,6 +181,10 @@ class HNSWIndex:
         return self._index.ef_construction
 
     @property
+    def quantization(self) -> str:
+        return _QUANTIZATION_NAMES[self._index.quantization]
+
+    @property
     def memory_bytes(self) -> int:
         """Approximate bytes held by vectors, links and the id map."""
         return self._index.memory_bytes
@@ -170,7 +195,8 @@ class HNSWIndex:
     def __repr__(self) -> str:
         return (
             f"HNSWIndex(dim={self.dim}, metric={self.metric!r}, M={self.M}, "
-            f"ef_construction={self.ef_construction}, size={len(self)})"
+            f"ef_construction={self.ef_construction}, quantization={self.quantization!r}, "
+            f"size={len(self)})"
         )
 
     # ------------------------------------------------------------------ add / search
