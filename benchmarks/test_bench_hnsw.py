@@ -65,7 +65,11 @@ def test_search(benchmark, data, name, ef):
     benchmark.group = f"hnsw-search-ef{ef}"
     ids = lib.search(q, ef, THREADS)
     r = recall(ids, truth)
-    assert r >= EF_RECALL[ef], f"{name} reaches recall {r:.3f} at ef={ef}"
+    if r < EF_RECALL[ef]:  # no ratio at unmatched recall
+        message = f"{name} reaches recall {r:.3f} < {EF_RECALL[ef]} at ef={ef}"
+        if name.startswith("peer"):
+            pytest.skip(message)
+        pytest.fail(message)
     benchmark.extra_info.update(elements=QUERIES, recall=r)
     benchmark.pedantic(lambda: lib.search(q, ef, THREADS), rounds=5, warmup_rounds=1)
 

@@ -334,6 +334,22 @@ def test_crafted_files_with_a_valid_checksum_are_rejected(offset, fmt, value, ma
         HNSWIndex.from_bytes(_resign(blob))
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("lo", float("nan")), ("scale", -1.0), ("scale", 2e36), ("lo", float("inf"))],
+)
+def test_crafted_quantization_ranges_are_rejected(field, value):
+    import struct
+
+    index = HNSWIndex(8, seed=1, quantization="sq8")
+    index.add(clustered(300, 8, seed=6))
+    blob = bytearray(index.to_bytes())
+    offset = 60 + (0 if field == "lo" else 4 * 8) + 4 * 3  # dimension 3 of lo or scale
+    struct.pack_into("<f", blob, offset, value)
+    with pytest.raises(IndexFormatError, match="quantization range"):
+        HNSWIndex.from_bytes(_resign(blob))
+
+
 def test_ids_beyond_int64_are_rejected():
     index = HNSWIndex(4)
     with pytest.raises(ValueError, match="fit in int64"):

@@ -46,13 +46,6 @@ float sq8_l2_portable(const float* r, const float* sc, const uint8_t* c, int n) 
   return s;
 }
 
-int32_t u8s8_dot_portable(const int8_t* q, const uint8_t* c, int n) {
-  int32_t s = 0;
-#pragma omp simd reduction(+ : s)
-  for (int i = 0; i < n; ++i) s += static_cast<int32_t>(q[i]) * static_cast<int32_t>(c[i]);
-  return s;
-}
-
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define NF_HAVE_X86_DISTANCES 1
 // 64 byte products per instruction, two accumulators
@@ -282,9 +275,9 @@ const CodeDotFn kSq8Dot = NF_PICK(sq8_dot);
 const CodeL2Fn kSq8L2 = NF_PICK(sq8_l2);
 const bool kVnni = detect_vnni();
 #if defined(NF_HAVE_X86_DISTANCES)
-int32_t (*const kU8s8)(const int8_t*, const uint8_t*, int) = kVnni ? u8s8_dot_vnni : u8s8_dot_portable;
+int32_t (*const kU8s8)(const int8_t*, const uint8_t*, int) = kVnni ? u8s8_dot_vnni : nullptr;
 #else
-int32_t (*const kU8s8)(const int8_t*, const uint8_t*, int) = u8s8_dot_portable;
+int32_t (*const kU8s8)(const int8_t*, const uint8_t*, int) = nullptr;
 #endif
 
 }  // namespace

@@ -20,8 +20,9 @@ float l2_squared(const float* a, const float* b, int n);
 float sq8_dot(const float* a, const uint8_t* c, int n);
 float sq8_l2(const float* r, const float* s, const uint8_t* c, int n);
 
-// sum_i q_i * c_i over n bytes (n a multiple of 64, both arrays zero-padded),
-// with AVX-512 VNNI (vpdpbusd) when has_u8s8_dot(); a portable loop otherwise.
+// sum_i q_i * c_i over n bytes (n a multiple of 64, both arrays zero-padded)
+// with AVX-512 VNNI (vpdpbusd). Only callable when has_u8s8_dot() is true (the
+// index then uses it; without VNNI it walks with sq8_dot instead).
 int32_t u8s8_dot(const int8_t* q, const uint8_t* c, int n);
 bool has_u8s8_dot();
 

@@ -94,7 +94,8 @@ Index::Index(int dim, Metric metric, int m, int ef_construction, uint64_t seed,
   if (quant_ == Quantization::kSQ8) {
     lo_.assign(static_cast<size_t>(dim_), 0.0f);
     scale_.assign(static_cast<size_t>(dim_), 0.0f);
-    integer_walk_ = !l2_metric_ && has_u8s8_dot();
+    // int32 sums of 127 * 255 per dimension stay exact up to 66k dimensions
+    integer_walk_ = !l2_metric_ && has_u8s8_dot() && dim_ <= 65536;
   }
 }
 
@@ -145,8 +146,8 @@ void Index::encode(uint32_t id) {
   uint8_t* c = const_cast<uint8_t*>(codes(id));
   for (int i = 0; i < dim_; ++i) {
     const float s = scale_[i];
-    const float t = s > 0.0f ? std::nearbyint((x[i] - lo_[i]) / s) : 0.0f;
-    c[i] = static_cast<uint8_t>(std::min(255.0f, std::max(0.0f, t)));
+    const double t = s > 0.0f ? std::nearbyint((static_cast<double>(x[i]) - lo_[i]) / s) : 0.0;
+    c[i] = static_cast<uint8_t>(std::min(255.0, std::max(0.0, t)));
   }
 }
 
@@ -164,21 +165,24 @@ void Index::quantize_rows(size_t first, size_t end) {
       hi[i] = std::max(hi[i], x[i]);
     }
   }
+  // In double: a range of float32 extremes overflows float32.
   bool widened = false;
   for (int i = 0; i < dim_; ++i) {
     if (first == 0) {
       lo_[i] = lo[i];
-      scale_[i] = (hi[i] - lo[i]) / 255.0f;
+      scale_[i] = static_cast<float>((static_cast<double>(hi[i]) - lo[i]) / 255.0);
       continue;
     }
-    float old_lo = lo_[i], old_hi = lo_[i] + 255.0f * scale_[i];
-    if (lo[i] >= old_lo && hi[i] <= old_hi) continue;
-    const float new_lo = std::min(lo[i], old_lo), new_hi = std::max(hi[i], old_hi);
-    const float margin = 0.25f * (new_hi - new_lo);
+    // values within half a step of the range round onto its end codes
+    const double half = 0.5 * scale_[i];
+    double old_lo = lo_[i], old_hi = lo_[i] + 255.0 * static_cast<double>(scale_[i]);
+    if (lo[i] >= old_lo - half && hi[i] <= old_hi + half) continue;
+    const double new_lo = std::min<double>(lo[i], old_lo), new_hi = std::max<double>(hi[i], old_hi);
+    const double margin = 0.25 * (new_hi - new_lo);
     if (new_lo < old_lo) old_lo = new_lo - margin;
     if (new_hi > old_hi) old_hi = new_hi + margin;
-    lo_[i] = old_lo;
-    scale_[i] = (old_hi - old_lo) / 255.0f;
+    lo_[i] = static_cast<float>(old_lo);
+    scale_[i] = static_cast<float>((old_hi - old_lo) / 255.0);
     widened = true;
   }
   const size_t from = widened ? 0 : first;
@@ -365,6 +369,10 @@ void Index::insert(uint32_t id, Visited& visited) {
   for (int lev = std::min(level, top); lev >= 0; --lev) {
     std::vector<Candidate> found =
         search_layer(q, cur, ef_construction_, lev, nullptr, visited, /*locked=*/true);
+    // The neighbor selection compares candidates with exact distances between
+    // stored vectors; give it exact distances to the new node as well.
+    if (quant_ == Quantization::kSQ8)
+      for (Candidate& c : found) c.dist = distance(q.x, vec(c.id));
     const std::vector<Candidate> chosen = select_neighbors(q.x, found, m_);
     {
       std::lock_guard<std::mutex> guard(lock_of(id));
@@ -617,7 +625,9 @@ std::unique_ptr<Index> Index::deserialize(const std::string& bytes) {
   r.get_array(index->lo_.data(), index->lo_.size(), "quantization range");
   r.get_array(index->scale_.data(), index->scale_.size(), "quantization range");
   for (size_t i = 0; i < index->lo_.size(); ++i)
-    if (!std::isfinite(index->lo_[i]) || !std::isfinite(index->scale_[i]) || index->scale_[i] < 0)
+    if (!std::isfinite(index->lo_[i]) || !(index->scale_[i] >= 0) ||
+        !std::isfinite(index->lo_[i] + 255.0 * static_cast<double>(index->scale_[i])) ||
+        !std::isfinite(static_cast<float>(255.0 * static_cast<double>(index->scale_[i]))))
       throw std::runtime_error("invalid quantization range");
   index->grow(count);
   for (uint64_t i = 0; i < count; ++i)

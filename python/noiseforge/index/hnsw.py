@@ -124,8 +124,10 @@ class HNSWIndex:
         a quarter of the memory traffic of float32. The whole final beam (``ef``
         candidates) is then re-ranked with the float32 vectors, so the returned
         scores are exact and only the walk is approximate. ``"none"``: the walk
-        reads float32. SQ8 keeps the float32 vectors too (``dim`` bytes more per
-        vector than ``"none"``).
+        reads float32. SQ8 keeps the float32 vectors too (about ``dim`` bytes
+        more per vector than ``"none"``). The walk's arithmetic depends on the
+        CPU (AVX-512 VNNI rounds the query to int8 as well), so results may
+        differ slightly between machines; scores are exact on all of them.
 
     ``add`` and ``search`` must not run at the same time from different threads.
     """
