@@ -59,6 +59,7 @@ def info_text() -> str:
             f"native module: built with {build['compiler']} (C++ {build['cxx_standard']})",
             f"  OpenMP: {build['openmp'] or 'off'}; CPU kernels: {build['cpu_isa']} "
             f"(chosen at run time); torch threads: {torch.get_num_threads()}",
+            f"  HNSW distance kernels: {build.get('index_distances', 'n/a')} (chosen at run time)",
             "  CUDA: "
             + (
                 f"on (runtime {build['cuda_runtime']}, archs {build['cuda_architectures']})"
