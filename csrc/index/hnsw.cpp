@@ -132,6 +132,11 @@ void Index::prepare(const float* x, Query& q) const {
   }
 }
 
+void Index::rescore(const Query& q, std::vector<Candidate>& found) const {
+  if (quant_ == Quantization::kSQ8)
+    for (Candidate& c : found) c.dist = distance(q.x, vec(c.id));
+}
+
 float Index::walk_distance(const Query& q, uint32_t id) const {
   if (quant_ != Quantization::kSQ8) return distance(q.x, vec(id));
   if (l2_metric_) return sq8_l2(q.coef.data(), scale_.data(), codes(id), dim_);
@@ -371,8 +376,7 @@ void Index::insert(uint32_t id, Visited& visited) {
         search_layer(q, cur, ef_construction_, lev, nullptr, visited, /*locked=*/true);
     // The neighbor selection compares candidates with exact distances between
     // stored vectors; give it exact distances to the new node as well.
-    if (quant_ == Quantization::kSQ8)
-      for (Candidate& c : found) c.dist = distance(q.x, vec(c.id));
+    rescore(q, found);
     const std::vector<Candidate> chosen = select_neighbors(q.x, found, m_);
     {
       std::lock_guard<std::mutex> guard(lock_of(id));
@@ -463,13 +467,13 @@ void Index::search_one(const Query& q, int k, int ef, const std::vector<uint32_t
       if (static_cast<int64_t>(found.size()) >= want || width >= n) break;
       width *= 4;  // restrictive exclusions: widen the beam
     }
-    if (quant_ == Quantization::kSQ8)  // re-rank the beam with the float32 vectors
-      for (Candidate& c : found) c.dist = distance(q.x, vec(c.id));
     if (static_cast<int64_t>(found.size()) < want) {  // still short: exact scan
       found.clear();
       for (uint32_t id = 0; id < static_cast<uint32_t>(n); ++id)
         if (!std::binary_search(excluded.begin(), excluded.end(), id))
           found.push_back({distance(q.x, vec(id)), id});
+    } else {
+      rescore(q, found);  // re-rank the beam with the float32 vectors
     }
   }
   // best first; among equal distances the lower user id first
@@ -598,7 +602,7 @@ std::unique_ptr<Index> Index::deserialize(const std::string& bytes) {
   const uint32_t version = r.get<uint32_t>("version");
   if (version != 1 && version != kVersion)
     throw std::runtime_error("unsupported index format version " + std::to_string(version) +
-                             " (this build reads version " + std::to_string(kVersion) + ")");
+                             " (this build reads versions 1 to " + std::to_string(kVersion) + ")");
   if (fnv1a(bytes.data(), body) != stored)
     throw std::runtime_error("checksum mismatch: the file is corrupted or truncated");
   const uint32_t dim = r.get<uint32_t>("dim");
@@ -625,8 +629,8 @@ std::unique_ptr<Index> Index::deserialize(const std::string& bytes) {
   r.get_array(index->lo_.data(), index->lo_.size(), "quantization range");
   r.get_array(index->scale_.data(), index->scale_.size(), "quantization range");
   for (size_t i = 0; i < index->lo_.size(); ++i)
+    // the walk computes scale * code in float32: 255 * scale must stay finite
     if (!std::isfinite(index->lo_[i]) || !(index->scale_[i] >= 0) ||
-        !std::isfinite(index->lo_[i] + 255.0 * static_cast<double>(index->scale_[i])) ||
         !std::isfinite(static_cast<float>(255.0 * static_cast<double>(index->scale_[i]))))
       throw std::runtime_error("invalid quantization range");
   index->grow(count);

@@ -74,6 +74,8 @@ class Index {
   float distance(const float* a, const float* b) const;  // exact, float32
   void prepare(const float* x, Query& q) const;
   float walk_distance(const Query& q, uint32_t id) const;  // SQ8 when quantized
+  // SQ8: replace the walk's distances of a beam by exact float32 ones (no-op otherwise)
+  void rescore(const Query& q, std::vector<Candidate>& found) const;
   size_t payload_bytes() const;  // bytes of a node's walk vector (float32 or codes)
   const char* payload(uint32_t id) const {
     return reinterpret_cast<const char*>(nodes_.data() + static_cast<size_t>(id) * node_words_ +
