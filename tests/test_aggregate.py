@@ -215,6 +215,36 @@ def test_bad_entries_in_a_large_unordered_input(backend):
 
 
 @pytest.mark.parametrize("backend", ["torch", "cpu", "triton"])
+def test_weight_scan_over_many_chunks(backend):
+    """The value scan works on 32k-value chunks: bad weights in later chunks are
+    found (the first one named), and the edge values of a legal weight -- -0.0,
+    the smallest subnormal, the largest finite float -- are accepted and summed."""
+    _backend_ok(backend, "cpu")
+    g = torch.Generator().manual_seed(2)
+    m, n, c = 100_003, 1_000, 3
+    index = torch.randint(0, n, (m,), generator=g)
+    labels = torch.randint(0, c, (m,), generator=g)
+    weights = torch.rand(m, generator=g)
+    tiny, big = torch.finfo(torch.float32).smallest_normal / 2**23, torch.finfo(torch.float32).max
+    weights[[5, 70_000, 99_999]] = torch.tensor([-0.0, tiny, big])
+    got = vote_histogram(index, labels, n, c, weights=weights, backend=backend)
+    want = vote_histogram(index, labels, n, c, weights=weights, backend="torch")
+    assert torch.equal(got, want)
+    assert got[index[99_999], labels[99_999]] >= big  # the largest weight is not lost
+    for pos, bad in ((90_001, float("nan")), (70_000, float("-inf")), (33_000, -1e-30)):
+        weights[pos] = bad
+        with pytest.raises(ValueError, match=rf"weights\[{pos}\] = "):
+            vote_histogram(index, labels, n, c, weights=weights, backend=backend)
+    labels[10] = c  # a bad weight is reported before a bad label, wherever they are
+    with pytest.raises(ValueError, match=r"weights\[33000\] = "):
+        vote_histogram(index, labels, n, c, weights=weights, backend=backend)
+    order = index.sort(stable=True).indices  # the same answers, grouped by input
+    first = int(torch.nonzero(~(torch.isfinite(weights) & (weights >= 0))[order])[0])
+    with pytest.raises(ValueError, match=rf"weights\[{first}\] = "):
+        vote_histogram(index[order], labels[order], n, c, weights=weights[order], backend=backend)
+
+
+@pytest.mark.parametrize("backend", ["torch", "cpu", "triton"])
 def test_bad_probabilities(backend):
     _backend_ok(backend, "cpu")
     probs = torch.rand(4, 3)

@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <memory>
 #include <type_traits>
@@ -35,7 +36,24 @@ inline void add_atomic(T* p, T v) {
   __atomic_fetch_add(p, v, __ATOMIC_RELAXED);
 }
 
-// First NaN/inf/negative value (or -1) and the largest value.
+// The largest of n values (and 0) and whether all are finite and >= 0.
+// Non-negative finite floats order like their bit patterns read as int32
+// (-0 is taken as +0), so this is integer work that the compiler vectorises.
+inline bool chunk_max(const float* v, int64_t n, float* max_out) {
+  int32_t m = 0, bad = 0;
+  for (int64_t j = 0; j < n; ++j) {
+    int32_t bits;
+    std::memcpy(&bits, v + j, sizeof bits);
+    bits = bits == std::numeric_limits<int32_t>::min() ? 0 : bits;
+    bad |= (bits < 0) | (bits > 0x7F7FFFFF);  // negative, or inf / NaN
+    m = m > bits ? m : bits;
+  }
+  std::memcpy(max_out, &m, sizeof m);
+  return bad == 0;
+}
+
+// First NaN/inf/negative value (or -1) and the largest value; only a chunk
+// that holds a bad value is searched element by element.
 void scan_values(const float* values, int64_t count, int nt, int64_t* bad, float* max_out) {
   const int64_t chunks = (count + kChunk - 1) / kChunk;
   int64_t first = count;
@@ -43,18 +61,32 @@ void scan_values(const float* values, int64_t count, int nt, int64_t* bad, float
 #pragma omp parallel for schedule(static) num_threads(nt) reduction(min : first) \
     reduction(max : max_value)
   for (int64_t ch = 0; ch < chunks; ++ch) {
-    const int64_t hi = std::min(count, (ch + 1) * kChunk);
-    for (int64_t j = ch * kChunk; j < hi; ++j) {
+    const int64_t lo = ch * kChunk, hi = std::min(count, lo + kChunk);
+    float m = 0.0f;
+    if (chunk_max(values + lo, hi - lo, &m)) {
+      max_value = std::max(max_value, m);
+      continue;
+    }
+    for (int64_t j = lo; j < hi; ++j) {
       const float w = values[j];
       if (!(w >= 0.0f && w <= std::numeric_limits<float>::max())) {
-        if (j < first) first = j;
-      } else if (w > max_value) {
-        max_value = w;
+        first = std::min(first, j);
+        break;
       }
     }
   }
   *bad = first == count ? -1 : first;
   *max_out = max_value;
+}
+
+// Whether the first answers (up to 4096) are in input order: a cheap probe
+// that an index is not grouped at all.
+template <typename TI>
+bool prefix_sorted(const TI* index, int64_t m) {
+  const int64_t n = std::min<int64_t>(m, 4096);
+  for (int64_t i = 1; i < n; ++i)
+    if (index[i] < index[i - 1]) return false;
+  return true;
 }
 
 template <typename TI>
@@ -197,11 +229,14 @@ int64_t atomic_pass(const AggregateArgs& a, const TI* index, const TL* labels, T
 // answer's cell -- and weight -- into its block), then every block
 // is summed in a thread-local table with plain adds and written out once.
 // Random updates thus hit cache instead of memory, with no atomics.
-// Writes nothing when an index is invalid (bad_index_out names the first).
+// Writes nothing when an index is invalid (st->bad_index names the first).
+// check_values: the weights have not been scanned yet, so pass B checks each
+// weight as it copies it (a bad one: nothing written, st->bad_value names the
+// first) and finds their maximum, which fixes the fixed-point scale.
 template <typename TCell, typename TI, typename TL, typename TOut>
 void partitioned_pass(const AggregateArgs& a, const TI* index, const TL* labels, double scale,
-                      const RowWriter<TOut>& w, int nt, int shift, int64_t* bad_index_out,
-                      int64_t* bad_label_out) {
+                      RowWriter<TOut> w, bool check_values, int nt, int shift,
+                      AggregateStatus* st) {
   const int64_t M = a.m, N = a.n, C = a.c;
   const bool counts = a.mode == AggregateMode::kCounts;
   const int64_t blocks = (N >> shift) + 1;
@@ -222,7 +257,7 @@ void partitioned_pass(const AggregateArgs& a, const TI* index, const TL* labels,
     }
   }
   if (bad_index < M) {
-    *bad_index_out = bad_index;
+    st->bad_index = bad_index;
     return;
   }
   // Exclusive prefix sums, block-major: block b of thread t starts at pos[t][b].
@@ -242,22 +277,41 @@ void partitioned_pass(const AggregateArgs& a, const TI* index, const TL* labels,
   // Weights travel as float32 (half the traffic of quantised int64) and are
   // quantised where they are summed; quantisation is per weight, so the sums agree.
   std::unique_ptr<float[]> wv(counts ? nullptr : new float[static_cast<size_t>(M)]);
-  int64_t bad_label = M;
-#pragma omp parallel for schedule(static, 1) num_threads(nt) reduction(min : bad_label)
+  int64_t bad_label = M, bad_value = M;
+  float max_value = 0.0f;
+#pragma omp parallel for schedule(static, 1) num_threads(nt) reduction(min : bad_label, bad_value) \
+    reduction(max : max_value)
   for (int t = 0; t < nt; ++t) {
     int64_t* p = pos.data() + t * blocks;
     for (int64_t i = first[t]; i < first[t + 1]; ++i) {
       const int64_t r = static_cast<int64_t>(index[i]);
       const int64_t l = static_cast<int64_t>(labels[i]);
       const int64_t slot = p[r >> shift]++;
+      if (!counts) {
+        const float v = a.values[i];
+        wv[slot] = v;
+        if (check_values) {
+          if (!(v >= 0.0f && v <= std::numeric_limits<float>::max()) && i < bad_value)
+            bad_value = i;
+          max_value = std::max(max_value, v);  // NaN and negatives leave it as is
+        }
+      }
       if (l < 0 || l >= C) {
         if (i < bad_label) bad_label = i;
         cells[slot] = kSkip;
         continue;
       }
       cells[slot] = static_cast<TCell>((r & ((int64_t{1} << shift) - 1)) * C + l);
-      if (!counts) wv[slot] = a.values[i];
     }
+  }
+  if (check_values) {
+    if (bad_value < M) {
+      st->bad_value = bad_value;  // reported before any label error
+      return;
+    }
+    const int k = fixed_point_shift(static_cast<double>(max_value), M);
+    scale = std::ldexp(1.0, k);
+    w.inv_scale = std::ldexp(1.0, -k);
   }
   const int64_t block_cells = (int64_t{1} << shift) * C;
 #pragma omp parallel num_threads(nt)
@@ -277,7 +331,7 @@ void partitioned_pass(const AggregateArgs& a, const TI* index, const TL* labels,
       for (int64_t r = r0; r < r1; ++r) w.row(r, acc.data() + (r - r0) * C);
     }
   }
-  *bad_label_out = bad_label == M ? -1 : bad_label;
+  st->bad_label = bad_label == M ? -1 : bad_label;
 }
 
 // Rows per partition block (2^shift): as many as keep the block's table in L2
@@ -285,8 +339,7 @@ void partitioned_pass(const AggregateArgs& a, const TI* index, const TL* labels,
 // 16-bit ids when a block has fewer than 2^16 - 1 cells (half the traffic).
 template <typename TI, typename TL, typename TOut>
 void partitioned(const AggregateArgs& a, const TI* index, const TL* labels, double scale,
-                 const RowWriter<TOut>& w, int nt, int64_t* bad_index_out,
-                 int64_t* bad_label_out) {
+                 const RowWriter<TOut>& w, bool check_values, int nt, AggregateStatus* st) {
   constexpr int64_t kBlockBytes = 512 * 1024;
   const int64_t C = a.c, N = a.n;
   int shift = 0;
@@ -296,11 +349,9 @@ void partitioned(const AggregateArgs& a, const TI* index, const TL* labels, doub
          (int64_t{1} << shift16) < N)
     ++shift16;
   if ((int64_t{1} << shift16) * C < 0xffff && shift16 + 2 >= shift)
-    partitioned_pass<uint16_t>(a, index, labels, scale, w, nt, shift16, bad_index_out,
-                               bad_label_out);
+    partitioned_pass<uint16_t>(a, index, labels, scale, w, check_values, nt, shift16, st);
   else
-    partitioned_pass<uint32_t>(a, index, labels, scale, w, nt, shift, bad_index_out,
-                               bad_label_out);
+    partitioned_pass<uint32_t>(a, index, labels, scale, w, check_values, nt, shift, st);
 }
 
 template <typename TI, typename TL, typename TOut>
@@ -310,8 +361,14 @@ AggregateStatus run(const AggregateArgs& a, int nt) {
   const int64_t M = a.m, N = a.n, C = a.c;
   const bool counts = a.mode == AggregateMode::kCounts;
   AggregateStatus st;
+  // The partition needs cell ids below 2^32 within a block.
+  const bool partition =
+      a.mode != AggregateMode::kSoft && M >= (int64_t{1} << 16) && C < (int64_t{1} << 24);
+  // Weighted votes whose index is visibly unordered go straight to the
+  // partition, which checks the weights on its way (one pass over them fewer).
+  const bool unordered = partition && !counts && !prefix_sorted(index, M);
   float max_value = 0.0f;
-  if (!counts) {
+  if (!counts && !unordered) {
     const int64_t count = a.mode == AggregateMode::kSoft ? M * C : M;
     scan_values(a.values, count, nt, &st.bad_value, &max_value);
     if (st.bad_value >= 0) {
@@ -323,15 +380,14 @@ AggregateStatus run(const AggregateArgs& a, int nt) {
   const double scale = std::ldexp(1.0, k);
   const RowWriter<TOut> writer{static_cast<TOut*>(a.out), C, std::ldexp(1.0, -k)};
   advise_huge_pages(a.out, static_cast<size_t>(N * C) * sizeof(TOut));
-  if (grouped_pass<TI, TL, TOut>(a, index, labels, scale, writer, nt, &st.bad_label)) {
+  if (!unordered &&
+      grouped_pass<TI, TL, TOut>(a, index, labels, scale, writer, nt, &st.bad_label)) {
     st.sorted = true;
     return st;
   }
-  // Unordered answers. The partition needs cell ids below 2^32 within a block.
-  if (a.mode != AggregateMode::kSoft && M >= (int64_t{1} << 16) && C < (int64_t{1} << 24)) {
-    // On an invalid index it writes nothing and st.bad_index names the first one.
-    partitioned<TI, TL, TOut>(a, index, labels, scale, writer, nt, &st.bad_index,
-                              &st.bad_label);
+  if (partition) {
+    // On an invalid index (or weight) it writes nothing and st names the first one.
+    partitioned<TI, TL, TOut>(a, index, labels, scale, writer, unordered, nt, &st);
     return st;
   }
   st.bad_index = scan_index(index, M, N, nt);
