@@ -2,8 +2,9 @@
 //
 // Scores follow the reference contract: computed in double, rounded to float;
 // better score first (higher for ip/cosine, lower for l2), equal scores by lower
-// corpus id. Queries are processed in blocks so that each corpus row, once
-// loaded, is scored against several queries while it is in cache; each query
+// corpus id. Queries are processed in blocks and the corpus in tiles, both
+// widened to double once and kept in cache; 4 x 4 register tiles of
+// (query, row) sums load each value once per four multiply-adds. Each query
 // keeps its best k in a bounded heap.
 #include <algorithm>
 #include <cmath>
@@ -17,6 +18,7 @@ namespace noiseforge::cpu {
 namespace {
 
 constexpr int kQueryBlock = 32;  // amortises widening each corpus row to double
+constexpr int64_t kCorpusTile = 32;  // corpus rows scored per pass over the query block
 
 struct Hit {
   float key;  // smaller is better (l2 distance, or negated similarity)
@@ -85,6 +87,50 @@ NF_TARGET_CLONES void l2x4_f64(const double* q, const double* c, int64_t d, doub
   out[3] = s3;
 }
 
+// Four queries (rows q + r * d) against four corpus rows (c + s * d): every
+// loaded value feeds four multiply-adds, and the sixteen sums stay in registers.
+#define NF_ACC16(X) X(0, 0) X(0, 1) X(0, 2) X(0, 3) X(1, 0) X(1, 1) X(1, 2) X(1, 3) \
+  X(2, 0) X(2, 1) X(2, 2) X(2, 3) X(3, 0) X(3, 1) X(3, 2) X(3, 3)
+#define NF_DECL(R, S) double s##R##S = 0.0;
+#define NF_STORE(R, S) out[(R) * ld + (S)] = s##R##S;
+
+NF_TARGET_CLONES void dot4x4_f64(const double* q, const double* c, int64_t d, double* out,
+                                 int64_t ld) {
+  NF_ACC16(NF_DECL)
+#pragma omp simd reduction(+ : s00, s01, s02, s03, s10, s11, s12, s13, s20, s21, s22, s23, s30, \
+                               s31, s32, s33)
+  for (int64_t i = 0; i < d; ++i) {
+    const double q0 = q[i], q1 = q[d + i], q2 = q[2 * d + i], q3 = q[3 * d + i];
+    const double c0 = c[i], c1 = c[d + i], c2 = c[2 * d + i], c3 = c[3 * d + i];
+#define NF_DOT(R, S) s##R##S += q##R * c##S;
+    NF_ACC16(NF_DOT)
+#undef NF_DOT
+  }
+  NF_ACC16(NF_STORE)
+}
+
+NF_TARGET_CLONES void l2x4x4_f64(const double* q, const double* c, int64_t d, double* out,
+                                 int64_t ld) {
+  NF_ACC16(NF_DECL)
+#pragma omp simd reduction(+ : s00, s01, s02, s03, s10, s11, s12, s13, s20, s21, s22, s23, s30, \
+                               s31, s32, s33)
+  for (int64_t i = 0; i < d; ++i) {
+    const double q0 = q[i], q1 = q[d + i], q2 = q[2 * d + i], q3 = q[3 * d + i];
+    const double c0 = c[i], c1 = c[d + i], c2 = c[2 * d + i], c3 = c[3 * d + i];
+#define NF_L2(R, S)             \
+  {                             \
+    const double t = q##R - c##S; \
+    s##R##S += t * t;           \
+  }
+    NF_ACC16(NF_L2)
+#undef NF_L2
+  }
+  NF_ACC16(NF_STORE)
+}
+#undef NF_DECL
+#undef NF_STORE
+#undef NF_ACC16
+
 double norm_f64(const float* a, int64_t d) {
   double s = 0.0;
 #pragma omp simd reduction(+ : s)
@@ -124,50 +170,72 @@ void knn_topk(const float* queries, int64_t nq, const float* corpus, int64_t n, 
       }
       if (metric == 2) qnorm[q - q0] = norm_f64(queries + q * d, d);
     }
-    // The block's queries and the current corpus row, widened to double once, so
-    // that the inner loop is pure double multiply-adds over L1-resident rows.
-    std::vector<double> qd(static_cast<size_t>((q1 - q0) * d));
+    // The block's queries and the current tile of corpus rows, widened to double
+    // once, so that the inner loops are pure double multiply-adds over cached rows.
+    const int64_t rows = q1 - q0;
+    std::vector<double> qd(static_cast<size_t>(rows * d));
     for (int64_t q = q0; q < q1; ++q)
       for (int64_t i = 0; i < d; ++i) qd[(q - q0) * d + i] = static_cast<double>(queries[q * d + i]);
-    std::vector<double> cd(static_cast<size_t>(d));
-    for (int64_t j = 0; j < n; ++j) {
-      const float* c = corpus + j * d;
-      for (int64_t i = 0; i < d; ++i) cd[i] = static_cast<double>(c[i]);
-      double raw[kQueryBlock];
-      const int64_t rows = q1 - q0;
-      int64_t b4 = 0;
-      for (; b4 + 4 <= rows; b4 += 4) {
-        if (metric == 0)
-          l2x4_f64(qd.data() + b4 * d, cd.data(), d, raw + b4);
-        else
-          dot4_f64(qd.data() + b4 * d, cd.data(), d, raw + b4);
+    std::vector<double> cd(static_cast<size_t>(kCorpusTile * d));
+    std::vector<double> raw(static_cast<size_t>(rows * kCorpusTile));
+    for (int64_t j0 = 0; j0 < n; j0 += kCorpusTile) {
+      const int64_t nb = std::min(kCorpusTile, n - j0);
+      for (int64_t t = 0; t < nb; ++t) {
+        const float* c = corpus + (j0 + t) * d;
+        for (int64_t i = 0; i < d; ++i) cd[t * d + i] = static_cast<double>(c[i]);
       }
-      for (; b4 < rows; ++b4) {
+      for (int64_t b4 = 0; b4 < rows; b4 += 4) {
         const double* qq = qd.data() + b4 * d;
-        raw[b4] = metric == 0 ? l2_f64(qq, cd.data(), d) : dot_f64(qq, cd.data(), d);
+        double* out = raw.data() + b4 * kCorpusTile;
+        if (rows - b4 < 4) {  // the block's last one to three queries
+          for (int64_t r = 0; r < rows - b4; ++r)
+            for (int64_t t = 0; t < nb; ++t)
+              out[r * kCorpusTile + t] = metric == 0 ? l2_f64(qq + r * d, cd.data() + t * d, d)
+                                                     : dot_f64(qq + r * d, cd.data() + t * d, d);
+          continue;
+        }
+        int64_t t4 = 0;
+        for (; t4 + 4 <= nb; t4 += 4) {
+          if (metric == 0)
+            l2x4x4_f64(qq, cd.data() + t4 * d, d, out + t4, kCorpusTile);
+          else
+            dot4x4_f64(qq, cd.data() + t4 * d, d, out + t4, kCorpusTile);
+        }
+        for (; t4 < nb; ++t4) {  // the tile's last one to three rows
+          double four[4];
+          if (metric == 0)
+            l2x4_f64(qq, cd.data() + t4 * d, d, four);
+          else
+            dot4_f64(qq, cd.data() + t4 * d, d, four);
+          for (int r = 0; r < 4; ++r) out[r * kCorpusTile + t4] = four[r];
+        }
       }
       for (int64_t q = q0; q < q1; ++q) {
         const size_t b = static_cast<size_t>(q - q0);
         std::vector<int64_t>& ex = excl[b];
-        while (cursor[b] < ex.size() && ex[cursor[b]] < j) ++cursor[b];
-        if (cursor[b] < ex.size() && ex[cursor[b]] == j) continue;
-        float key;
-        if (metric == 0) {
-          key = static_cast<float>(raw[b]);
-        } else if (metric == 1) {
-          key = -static_cast<float>(raw[b]);
-        } else {
-          key = -static_cast<float>(raw[b] / (qnorm[b] * cnorm[j]));
-        }
         std::vector<Hit>& h = heaps[b];
-        const Hit hit{key, j};
-        if (static_cast<int>(h.size()) < k) {
-          h.push_back(hit);
-          std::push_heap(h.begin(), h.end(), better);  // max-heap: worst on top
-        } else if (better(hit, h.front())) {
-          std::pop_heap(h.begin(), h.end(), better);
-          h.back() = hit;
-          std::push_heap(h.begin(), h.end(), better);
+        for (int64_t t = 0; t < nb; ++t) {
+          const int64_t j = j0 + t;
+          while (cursor[b] < ex.size() && ex[cursor[b]] < j) ++cursor[b];
+          if (cursor[b] < ex.size() && ex[cursor[b]] == j) continue;
+          const double r = raw[b * kCorpusTile + t];
+          float key;
+          if (metric == 0) {
+            key = static_cast<float>(r);
+          } else if (metric == 1) {
+            key = -static_cast<float>(r);
+          } else {
+            key = -static_cast<float>(r / (qnorm[b] * cnorm[j]));
+          }
+          const Hit hit{key, j};
+          if (static_cast<int>(h.size()) < k) {
+            h.push_back(hit);
+            std::push_heap(h.begin(), h.end(), better);  // max-heap: worst on top
+          } else if (better(hit, h.front())) {
+            std::pop_heap(h.begin(), h.end(), better);
+            h.back() = hit;
+            std::push_heap(h.begin(), h.end(), better);
+          }
         }
       }
     }
