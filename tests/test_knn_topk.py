@@ -161,3 +161,40 @@ def test_infinite_scores_stay_admissible(backend, device):
     _backend(backend, device, queries, corpus)
     ids, scores = knn_topk(queries, corpus, 1, metric="l2", exclude=[[0]], backend=backend)
     assert ids.tolist() == [[1]] and scores.tolist() == [[float("inf")]]
+
+
+def _assert_same_as_reference(queries, corpus, k, metric, exclude=None):
+    a = knn_topk(queries, corpus, k, metric=metric, exclude=exclude, backend="cpu")
+    b = knn_topk(queries, corpus, k, metric=metric, exclude=exclude, backend="torch")
+    assert torch.equal(a[0], b[0])
+    torch.testing.assert_close(a[1], b[1], rtol=0, atol=0, equal_nan=True)
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_native_cpu_near_ties_below_float32_resolution(metric):
+    """The C++ backend ranks from float32 scores with error bounds and rescores the
+    candidates in double: rows that differ from one vector by ~1e-7 (scores equal
+    in float32 arithmetic, distinct in double, some equal again after rounding to
+    float32) must still come back exactly as the double reference ranks them."""
+    g = torch.Generator().manual_seed(11)
+    base = torch.randn(1, 48, generator=g)
+    corpus = base + 1e-7 * torch.randn(3001, 48, generator=g)
+    corpus[::7] = base  # exact duplicates: ties broken by the lower id
+    queries = torch.cat([base, torch.randn(6, 48, generator=g)])
+    _backend("cpu", "cpu", queries, corpus)
+    exclude = [np.arange(0, 3001, 5)] + [np.array([], dtype=np.int64)] * 6
+    for k in (1, 7, 64):
+        _assert_same_as_reference(queries, corpus, k, metric)
+        _assert_same_as_reference(queries, corpus, k, metric, exclude=exclude)
+
+
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("scale", [1e-25, 1e16, 1e19], ids=["underflow", "large", "double-path"])
+def test_native_cpu_extreme_magnitudes(metric, scale):
+    """Products that underflow float32 (1e-25 scale), sums far from float32's
+    range, and vectors so large that float32 sums could overflow (the kernel then
+    scores in double throughout) all rank as the double reference does."""
+    queries, corpus = _data(9, 517, 33, seed=5)
+    queries, corpus = queries * scale, corpus * scale
+    _backend("cpu", "cpu", queries, corpus)
+    _assert_same_as_reference(queries, corpus, 10, metric)

@@ -2,14 +2,25 @@
 //
 // Scores follow the reference contract: computed in double, rounded to float;
 // better score first (higher for ip/cosine, lower for l2), equal scores by lower
-// corpus id. Queries are processed in blocks and the corpus in tiles, both
-// widened to double once and kept in cache; 4 x 4 register tiles of
-// (query, row) sums load each value once per four multiply-adds. Each query
-// keeps its best k in a bounded heap.
+// corpus id. Queries are processed in blocks and the corpus in tiles; 4 x 4
+// register tiles of (query, row) sums load each value once per four
+// multiply-adds. Each query keeps its best k in a bounded heap.
+//
+// Two passes make the double contract cost about as much as float32 work:
+// 1. a float32 pass scores every pair and brackets its double score with a
+//    rigorous rounding-error bound (lo, hi); each query tracks the k-th largest
+//    lo so far (T) and keeps as candidates the rows whose hi reaches T;
+// 2. the candidates still reaching the final T are rescored in double and
+//    ranked by the contract. A row outside them is provably worse, after
+//    rounding to float32, than k admissible rows, so the result is the same as
+//    scoring everything in double.
+// Vectors so large that float32 sums could overflow take the double path.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <limits>
+#include <utility>
 #include <vector>
 
 #include "cpu_kernels.h"
@@ -17,7 +28,7 @@
 namespace noiseforge::cpu {
 namespace {
 
-constexpr int kQueryBlock = 32;  // amortises widening each corpus row to double
+constexpr int kQueryBlock = 32;      // queries scored together (their rows stay in cache)
 constexpr int64_t kCorpusTile = 32;  // corpus rows scored per pass over the query block
 
 struct Hit {
@@ -28,6 +39,25 @@ inline bool better(const Hit& a, const Hit& b) {
   return a.key < b.key || (a.key == b.key && a.id < b.id);
 }
 
+// Offers a hit to the bounded max-heap (worst on top) of a query's k best.
+inline void offer(std::vector<Hit>& h, int k, const Hit& hit) {
+  if (static_cast<int>(h.size()) < k) {
+    h.push_back(hit);
+    std::push_heap(h.begin(), h.end(), better);
+  } else if (better(hit, h.front())) {
+    std::pop_heap(h.begin(), h.end(), better);
+    h.back() = hit;
+    std::push_heap(h.begin(), h.end(), better);
+  }
+}
+
+// The contract's key (smaller is better) of a pair's double score.
+inline float contract_key(int metric, double raw, double qn, double cn) {
+  if (metric == 0) return static_cast<float>(raw);
+  if (metric == 1) return -static_cast<float>(raw);
+  return -static_cast<float>(raw / (qn * cn));
+}
+
 // Cloned per instruction set and chosen at load time (portable builds stay fast).
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define NF_TARGET_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
@@ -35,101 +65,131 @@ inline bool better(const Hit& a, const Hit& b) {
 #define NF_TARGET_CLONES
 #endif
 
-NF_TARGET_CLONES double dot_f64(const double* a, const double* b, int64_t d) {
-  double s = 0.0;
-#pragma omp simd reduction(+ : s)
-  for (int64_t i = 0; i < d; ++i) s += a[i] * b[i];
-  return s;
-}
-
-NF_TARGET_CLONES double l2_f64(const double* a, const double* b, int64_t d) {
-  double s = 0.0;
-#pragma omp simd reduction(+ : s)
-  for (int64_t i = 0; i < d; ++i) {
-    const double t = a[i] - b[i];
-    s += t * t;
-  }
-  return s;
-}
-
-// Four queries (rows q, q + d, q + 2d, q + 3d) against one corpus row: the
-// corpus value is loaded once for four multiply-adds.
-NF_TARGET_CLONES void dot4_f64(const double* q, const double* c, int64_t d, double* out) {
-  double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
-#pragma omp simd reduction(+ : s0, s1, s2, s3)
-  for (int64_t i = 0; i < d; ++i) {
-    const double ci = c[i];
-    s0 += q[i] * ci;
-    s1 += q[d + i] * ci;
-    s2 += q[2 * d + i] * ci;
-    s3 += q[3 * d + i] * ci;
-  }
-  out[0] = s0;
-  out[1] = s1;
-  out[2] = s2;
-  out[3] = s3;
-}
-
-NF_TARGET_CLONES void l2x4_f64(const double* q, const double* c, int64_t d, double* out) {
-  double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
-#pragma omp simd reduction(+ : s0, s1, s2, s3)
-  for (int64_t i = 0; i < d; ++i) {
-    const double ci = c[i];
-    const double t0 = q[i] - ci, t1 = q[d + i] - ci, t2 = q[2 * d + i] - ci, t3 = q[3 * d + i] - ci;
-    s0 += t0 * t0;
-    s1 += t1 * t1;
-    s2 += t2 * t2;
-    s3 += t3 * t3;
-  }
-  out[0] = s0;
-  out[1] = s1;
-  out[2] = s2;
-  out[3] = s3;
-}
-
-// Four queries (rows q + r * d) against four corpus rows (c + s * d): every
-// loaded value feeds four multiply-adds, and the sixteen sums stay in registers.
-#define NF_ACC16(X) X(0, 0) X(0, 1) X(0, 2) X(0, 3) X(1, 0) X(1, 1) X(1, 2) X(1, 3) \
+// Per element type T: one pair, four queries x one row, four queries x four
+// rows (sums of q . c, or of (q - c)^2 for l2). Queries are rows q + r * d,
+// corpus rows c + s * d; the 4 x 4 tile writes out[r * ld + s].
+#define NF_ACC16(X) \
+  X(0, 0) X(0, 1) X(0, 2) X(0, 3) X(1, 0) X(1, 1) X(1, 2) X(1, 3) \
   X(2, 0) X(2, 1) X(2, 2) X(2, 3) X(3, 0) X(3, 1) X(3, 2) X(3, 3)
-#define NF_DECL(R, S) double s##R##S = 0.0;
+#define NF_DECL(R, S) T s##R##S = 0;
 #define NF_STORE(R, S) out[(R) * ld + (S)] = s##R##S;
-
-NF_TARGET_CLONES void dot4x4_f64(const double* q, const double* c, int64_t d, double* out,
-                                 int64_t ld) {
-  NF_ACC16(NF_DECL)
-#pragma omp simd reduction(+ : s00, s01, s02, s03, s10, s11, s12, s13, s20, s21, s22, s23, s30, \
-                               s31, s32, s33)
-  for (int64_t i = 0; i < d; ++i) {
-    const double q0 = q[i], q1 = q[d + i], q2 = q[2 * d + i], q3 = q[3 * d + i];
-    const double c0 = c[i], c1 = c[d + i], c2 = c[2 * d + i], c3 = c[3 * d + i];
 #define NF_DOT(R, S) s##R##S += q##R * c##S;
-    NF_ACC16(NF_DOT)
-#undef NF_DOT
+#define NF_L2(R, S)               \
+  {                               \
+    const T t = q##R - c##S;      \
+    s##R##S += t * t;             \
   }
-  NF_ACC16(NF_STORE)
-}
+#define NF_REDUCE16                                                                             \
+  reduction(+ : s00, s01, s02, s03, s10, s11, s12, s13, s20, s21, s22, s23, s30, s31, s32, s33)
+#define NF_PRAGMA(x) _Pragma(#x)
+#define NF_TILE_KERNELS(SUF, TYPE)                                                                 \
+  NF_TARGET_CLONES TYPE dot_##SUF(const TYPE* a, const TYPE* b, int64_t d) {                             \
+    using T = TYPE; \
+    T s = 0;                                                                                    \
+    NF_PRAGMA(omp simd reduction(+ : s))                                                        \
+    for (int64_t i = 0; i < d; ++i) s += a[i] * b[i];                                           \
+    return s;                                                                                   \
+  }                                                                                             \
+  NF_TARGET_CLONES TYPE l2_##SUF(const TYPE* a, const TYPE* b, int64_t d) {                              \
+    using T = TYPE; \
+    T s = 0;                                                                                    \
+    NF_PRAGMA(omp simd reduction(+ : s))                                                        \
+    for (int64_t i = 0; i < d; ++i) {                                                           \
+      const T t = a[i] - b[i];                                                                  \
+      s += t * t;                                                                               \
+    }                                                                                           \
+    return s;                                                                                   \
+  }                                                                                             \
+  NF_TARGET_CLONES void tile4x1_##SUF(bool l2, const TYPE* q, const TYPE* c, int64_t d, TYPE* out,      \
+                                      int64_t ld) {                                             \
+    using T = TYPE; \
+    T s00 = 0, s10 = 0, s20 = 0, s30 = 0;                                                       \
+    if (l2) {                                                                                   \
+      NF_PRAGMA(omp simd reduction(+ : s00, s10, s20, s30))                                     \
+      for (int64_t i = 0; i < d; ++i) {                                                         \
+        const T q0 = q[i], q1 = q[d + i], q2 = q[2 * d + i], q3 = q[3 * d + i], c0 = c[i];      \
+        NF_L2(0, 0) NF_L2(1, 0) NF_L2(2, 0) NF_L2(3, 0)                                         \
+      }                                                                                         \
+    } else {                                                                                    \
+      NF_PRAGMA(omp simd reduction(+ : s00, s10, s20, s30))                                     \
+      for (int64_t i = 0; i < d; ++i) {                                                         \
+        const T q0 = q[i], q1 = q[d + i], q2 = q[2 * d + i], q3 = q[3 * d + i], c0 = c[i];      \
+        NF_DOT(0, 0) NF_DOT(1, 0) NF_DOT(2, 0) NF_DOT(3, 0)                                     \
+      }                                                                                         \
+    }                                                                                           \
+    out[0] = s00;                                                                               \
+    out[ld] = s10;                                                                              \
+    out[2 * ld] = s20;                                                                          \
+    out[3 * ld] = s30;                                                                          \
+  }                                                                                             \
+  NF_TARGET_CLONES void tile4x4_##SUF(bool l2, const TYPE* q, const TYPE* c, int64_t d, TYPE* out,      \
+                                      int64_t ld) {                                             \
+    using T = TYPE; \
+    NF_ACC16(NF_DECL)                                                                           \
+    if (l2) {                                                                                   \
+      NF_PRAGMA(omp simd NF_REDUCE16)                                                           \
+      for (int64_t i = 0; i < d; ++i) {                                                         \
+        const T q0 = q[i], q1 = q[d + i], q2 = q[2 * d + i], q3 = q[3 * d + i];                 \
+        const T c0 = c[i], c1 = c[d + i], c2 = c[2 * d + i], c3 = c[3 * d + i];                 \
+        NF_ACC16(NF_L2)                                                                         \
+      }                                                                                         \
+    } else {                                                                                    \
+      NF_PRAGMA(omp simd NF_REDUCE16)                                                           \
+      for (int64_t i = 0; i < d; ++i) {                                                         \
+        const T q0 = q[i], q1 = q[d + i], q2 = q[2 * d + i], q3 = q[3 * d + i];                 \
+        const T c0 = c[i], c1 = c[d + i], c2 = c[2 * d + i], c3 = c[3 * d + i];                 \
+        NF_ACC16(NF_DOT)                                                                        \
+      }                                                                                         \
+    }                                                                                           \
+    NF_ACC16(NF_STORE)                                                                          \
+  }
 
-NF_TARGET_CLONES void l2x4x4_f64(const double* q, const double* c, int64_t d, double* out,
-                                 int64_t ld) {
-  NF_ACC16(NF_DECL)
-#pragma omp simd reduction(+ : s00, s01, s02, s03, s10, s11, s12, s13, s20, s21, s22, s23, s30, \
-                               s31, s32, s33)
-  for (int64_t i = 0; i < d; ++i) {
-    const double q0 = q[i], q1 = q[d + i], q2 = q[2 * d + i], q3 = q[3 * d + i];
-    const double c0 = c[i], c1 = c[d + i], c2 = c[2 * d + i], c3 = c[3 * d + i];
-#define NF_L2(R, S)             \
-  {                             \
-    const double t = q##R - c##S; \
-    s##R##S += t * t;           \
-  }
-    NF_ACC16(NF_L2)
+NF_TILE_KERNELS(f64, double)
+NF_TILE_KERNELS(f32, float)
+
+#undef NF_TILE_KERNELS
+#undef NF_PRAGMA
+#undef NF_REDUCE16
 #undef NF_L2
-  }
-  NF_ACC16(NF_STORE)
-}
-#undef NF_DECL
+#undef NF_DOT
 #undef NF_STORE
+#undef NF_DECL
 #undef NF_ACC16
+
+// Scores of the block's rows (queries, row-major (rows, d)) against a tile of
+// nb corpus rows (c, (nb, d)): out[r * kCorpusTile + t].
+template <typename T>
+void score_tile(bool l2, const T* q, int64_t rows, const T* c, int64_t nb, int64_t d, T* out) {
+  for (int64_t b4 = 0; b4 < rows; b4 += 4) {
+    const T* qq = q + b4 * d;
+    T* o = out + b4 * kCorpusTile;
+    if (rows - b4 < 4) {  // the block's last one to three queries
+      for (int64_t r = 0; r < rows - b4; ++r)
+        for (int64_t t = 0; t < nb; ++t) {
+          if constexpr (std::is_same_v<T, double>)
+            o[r * kCorpusTile + t] = l2 ? l2_f64(qq + r * d, c + t * d, d)
+                                        : dot_f64(qq + r * d, c + t * d, d);
+          else
+            o[r * kCorpusTile + t] = l2 ? l2_f32(qq + r * d, c + t * d, d)
+                                        : dot_f32(qq + r * d, c + t * d, d);
+        }
+      continue;
+    }
+    int64_t t4 = 0;
+    for (; t4 + 4 <= nb; t4 += 4) {
+      if constexpr (std::is_same_v<T, double>)
+        tile4x4_f64(l2, qq, c + t4 * d, d, o + t4, kCorpusTile);
+      else
+        tile4x4_f32(l2, qq, c + t4 * d, d, o + t4, kCorpusTile);
+    }
+    for (; t4 < nb; ++t4) {  // the tile's last one to three rows
+      if constexpr (std::is_same_v<T, double>)
+        tile4x1_f64(l2, qq, c + t4 * d, d, o + t4, kCorpusTile);
+      else
+        tile4x1_f32(l2, qq, c + t4 * d, d, o + t4, kCorpusTile);
+    }
+  }
+}
 
 double norm_f64(const float* a, int64_t d) {
   double s = 0.0;
@@ -138,110 +198,187 @@ double norm_f64(const float* a, int64_t d) {
   return std::sqrt(s);
 }
 
+// The exact double score of one pair (the contract's arithmetic, any order).
+double exact_score(int metric, const double* qd, const float* c, int64_t d) {
+  double s = 0.0;
+  if (metric == 0) {
+#pragma omp simd reduction(+ : s)
+    for (int64_t i = 0; i < d; ++i) {
+      const double t = qd[i] - static_cast<double>(c[i]);
+      s += t * t;
+    }
+  } else {
+#pragma omp simd reduction(+ : s)
+    for (int64_t i = 0; i < d; ++i) s += qd[i] * static_cast<double>(c[i]);
+  }
+  return s;
+}
+
+struct Block {
+  int64_t q0, rows;
+  std::vector<std::vector<Hit>> heaps;    // the k best of each query (exact keys)
+  std::vector<std::vector<int64_t>> excl; // sorted exclusions of each query
+  std::vector<size_t> cursor;             // position in excl while rows ascend
+  std::vector<double> qnorm;
+
+  // Whether query b excludes corpus row j (rows must be asked in ascending order).
+  bool excluded(size_t b, int64_t j) {
+    const std::vector<int64_t>& ex = excl[b];
+    while (cursor[b] < ex.size() && ex[cursor[b]] < j) ++cursor[b];
+    return cursor[b] < ex.size() && ex[cursor[b]] == j;
+  }
+};
+
+// Everything in double: queries and each corpus tile widened once.
+void exact_pass(Block& blk, const float* queries, const float* corpus, int64_t n, int64_t d,
+                int k, int metric, const std::vector<double>& cnorm) {
+  const int64_t rows = blk.rows;
+  std::vector<double> qd(static_cast<size_t>(rows * d));
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t i = 0; i < d; ++i) qd[r * d + i] = static_cast<double>(queries[(blk.q0 + r) * d + i]);
+  std::vector<double> cd(static_cast<size_t>(kCorpusTile * d));
+  std::vector<double> raw(static_cast<size_t>(rows * kCorpusTile));
+  for (int64_t j0 = 0; j0 < n; j0 += kCorpusTile) {
+    const int64_t nb = std::min(kCorpusTile, n - j0);
+    for (int64_t t = 0; t < nb * d; ++t) cd[t] = static_cast<double>(corpus[j0 * d + t]);
+    score_tile<double>(metric == 0, qd.data(), rows, cd.data(), nb, d, raw.data());
+    for (int64_t b = 0; b < rows; ++b)
+      for (int64_t t = 0; t < nb; ++t) {
+        const int64_t j = j0 + t;
+        if (blk.excluded(static_cast<size_t>(b), j)) continue;
+        const double cn = metric == 2 ? cnorm[j] : 1.0;
+        offer(blk.heaps[b], k, Hit{contract_key(metric, raw[b * kCorpusTile + t], blk.qnorm[b], cn), j});
+      }
+  }
+}
+
+// The float32 pass and the double rescoring of its candidates (see the top).
+void filtered_pass(Block& blk, const float* queries, const float* corpus, int64_t n, int64_t d,
+                   int k, int metric, const std::vector<double>& cnorm) {
+  const int64_t rows = blk.rows;
+  const float* q = queries + blk.q0 * d;
+  // |float32 sum - exact| <= gamma * (sum of |terms|) for any order and any
+  // use of FMAs (gamma_n = n u / (1 - n u), u = 2^-24; terms: d products, or
+  // d squares of rounded differences for l2), plus the double score's own
+  // error and d * 2^-148 for products that underflow. Doubled, plus two
+  // float32 ulps of the magnitude: a row whose hi stays below another's lo is
+  // then strictly worse after the contract's rounding to float32.
+  const double u = std::ldexp(1.0, -24);
+  const double nd = static_cast<double>(d) + 3.0;
+  const double gamma = nd * u / (1.0 - nd * u) + nd * std::ldexp(1.0, -52);
+  const double tiny = nd * std::ldexp(1.0, -148);
+  const double ulp2 = std::ldexp(1.0, -22);
+  const double neg_inf = -std::numeric_limits<double>::infinity();
+  // per query: the k largest lower bounds (a min-heap: T on top) and the candidates (hi, id)
+  std::vector<std::vector<double>> lows(static_cast<size_t>(rows));
+  std::vector<std::vector<std::pair<double, int64_t>>> cand(static_cast<size_t>(rows));
+  std::vector<size_t> compact_at(static_cast<size_t>(rows), static_cast<size_t>(4 * k + 256));
+  std::vector<float> raw(static_cast<size_t>(rows * kCorpusTile));
+  for (int64_t j0 = 0; j0 < n; j0 += kCorpusTile) {
+    const int64_t nb = std::min(kCorpusTile, n - j0);
+    score_tile<float>(metric == 0, q, rows, corpus + j0 * d, nb, d, raw.data());
+    for (int64_t b = 0; b < rows; ++b) {
+      std::vector<double>& low = lows[b];
+      std::vector<std::pair<double, int64_t>>& cs = cand[b];
+      const double qn = blk.qnorm[b];
+      for (int64_t t = 0; t < nb; ++t) {
+        const int64_t j = j0 + t;
+        if (blk.excluded(static_cast<size_t>(b), j)) continue;
+        const double s = static_cast<double>(raw[b * kCorpusTile + t]);
+        double good, err;  // goodness (higher is better) and its error bound
+        if (metric == 0) {
+          good = -s;
+          err = gamma * s / (1.0 - gamma) + tiny;
+        } else {
+          const double scale = qn * cnorm[j];  // >= sum |q_i c_i|
+          err = gamma * scale + tiny;
+          good = s;
+          if (metric == 2) {
+            good = s / scale;
+            err = err / scale;
+          }
+        }
+        err = 2.0 * err + ulp2 * (std::fabs(good) + err);
+        const double lo = good - err, hi = good + err;
+        const double threshold = static_cast<int>(low.size()) < k ? neg_inf : low.front();
+        if (!(hi >= threshold)) continue;  // cannot reach the k best
+        cs.emplace_back(hi, j);
+        if (static_cast<int>(low.size()) < k) {
+          low.push_back(lo);
+          std::push_heap(low.begin(), low.end(), std::greater<double>());
+        } else if (lo > low.front()) {
+          std::pop_heap(low.begin(), low.end(), std::greater<double>());
+          low.back() = lo;
+          std::push_heap(low.begin(), low.end(), std::greater<double>());
+        }
+        if (cs.size() >= compact_at[b]) {  // drop candidates the risen T rules out
+          const double th = static_cast<int>(low.size()) < k ? neg_inf : low.front();
+          cs.erase(std::remove_if(cs.begin(), cs.end(), [th](const auto& c) { return c.first < th; }),
+                   cs.end());
+          compact_at[b] = std::max(compact_at[b], 2 * cs.size());
+        }
+      }
+    }
+  }
+  std::vector<double> qd(static_cast<size_t>(d));
+  for (int64_t b = 0; b < rows; ++b) {
+    for (int64_t i = 0; i < d; ++i) qd[i] = static_cast<double>(q[b * d + i]);
+    const std::vector<double>& low = lows[b];
+    const double th = static_cast<int>(low.size()) < k ? neg_inf : low.front();
+    for (const auto& [hi, j] : cand[b]) {
+      if (hi < th) continue;
+      const double cn = metric == 2 ? cnorm[j] : 1.0;
+      const double s = exact_score(metric, qd.data(), corpus + j * d, d);
+      offer(blk.heaps[b], k, Hit{contract_key(metric, s, blk.qnorm[b], cn), j});
+    }
+  }
+}
+
 }  // namespace
 
 void knn_topk(const float* queries, int64_t nq, const float* corpus, int64_t n, int64_t d, int k,
               int metric, const int64_t* offsets, const int64_t* excluded, int64_t* out_ids,
               float* out_scores, int num_threads) {
   // metric: 0 = l2, 1 = ip, 2 = cosine
-  std::vector<double> cnorm;
-  if (metric == 2) {
-    cnorm.resize(static_cast<size_t>(n));
+  std::vector<double> cnorm(static_cast<size_t>(n)), qnorm(static_cast<size_t>(nq));
 #pragma omp parallel for schedule(static) num_threads(num_threads)
-    for (int64_t j = 0; j < n; ++j) cnorm[j] = norm_f64(corpus + j * d, d);
-  }
+  for (int64_t j = 0; j < n; ++j) cnorm[j] = norm_f64(corpus + j * d, d);
+#pragma omp parallel for schedule(static) num_threads(num_threads)
+  for (int64_t q = 0; q < nq; ++q) qnorm[q] = norm_f64(queries + q * d, d);
+  // float32 sums stay finite when every |sum| <= (|q| + |c|)^2 is far below FLT_MAX
+  const double qmax = nq ? *std::max_element(qnorm.begin(), qnorm.end()) : 0.0;
+  const double cmax = n ? *std::max_element(cnorm.begin(), cnorm.end()) : 0.0;
+  const bool float_safe = (qmax + cmax) * (qmax + cmax) < 1e36;
   // Up to kQueryBlock queries per block, but enough blocks to keep every thread busy.
   int64_t qb = (nq + 2 * num_threads - 1) / (2 * static_cast<int64_t>(num_threads));
   qb = std::max<int64_t>(4, std::min<int64_t>(kQueryBlock, (qb + 3) / 4 * 4));
   const int64_t blocks = (nq + qb - 1) / qb;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(num_threads)
-  for (int64_t blk = 0; blk < blocks; ++blk) {
-    const int64_t q0 = blk * qb;
-    const int64_t q1 = std::min(nq, q0 + qb);
-    std::vector<std::vector<Hit>> heaps(static_cast<size_t>(q1 - q0));
-    std::vector<std::vector<int64_t>> excl(static_cast<size_t>(q1 - q0));
-    std::vector<size_t> cursor(static_cast<size_t>(q1 - q0), 0);
-    double qnorm[kQueryBlock] = {};
-    for (int64_t q = q0; q < q1; ++q) {
-      heaps[q - q0].reserve(static_cast<size_t>(k) + 1);
+  for (int64_t bi = 0; bi < blocks; ++bi) {
+    Block blk;
+    blk.q0 = bi * qb;
+    blk.rows = std::min(nq, blk.q0 + qb) - blk.q0;
+    const size_t rows = static_cast<size_t>(blk.rows);
+    blk.heaps.resize(rows);
+    blk.excl.resize(rows);
+    blk.cursor.assign(rows, 0);
+    blk.qnorm.assign(qnorm.begin() + blk.q0, qnorm.begin() + blk.q0 + blk.rows);
+    for (size_t b = 0; b < rows; ++b) {
+      blk.heaps[b].reserve(static_cast<size_t>(k) + 1);
       if (offsets != nullptr) {
-        excl[q - q0].assign(excluded + offsets[q], excluded + offsets[q + 1]);
-        std::sort(excl[q - q0].begin(), excl[q - q0].end());
-      }
-      if (metric == 2) qnorm[q - q0] = norm_f64(queries + q * d, d);
-    }
-    // The block's queries and the current tile of corpus rows, widened to double
-    // once, so that the inner loops are pure double multiply-adds over cached rows.
-    const int64_t rows = q1 - q0;
-    std::vector<double> qd(static_cast<size_t>(rows * d));
-    for (int64_t q = q0; q < q1; ++q)
-      for (int64_t i = 0; i < d; ++i) qd[(q - q0) * d + i] = static_cast<double>(queries[q * d + i]);
-    std::vector<double> cd(static_cast<size_t>(kCorpusTile * d));
-    std::vector<double> raw(static_cast<size_t>(rows * kCorpusTile));
-    for (int64_t j0 = 0; j0 < n; j0 += kCorpusTile) {
-      const int64_t nb = std::min(kCorpusTile, n - j0);
-      for (int64_t t = 0; t < nb; ++t) {
-        const float* c = corpus + (j0 + t) * d;
-        for (int64_t i = 0; i < d; ++i) cd[t * d + i] = static_cast<double>(c[i]);
-      }
-      for (int64_t b4 = 0; b4 < rows; b4 += 4) {
-        const double* qq = qd.data() + b4 * d;
-        double* out = raw.data() + b4 * kCorpusTile;
-        if (rows - b4 < 4) {  // the block's last one to three queries
-          for (int64_t r = 0; r < rows - b4; ++r)
-            for (int64_t t = 0; t < nb; ++t)
-              out[r * kCorpusTile + t] = metric == 0 ? l2_f64(qq + r * d, cd.data() + t * d, d)
-                                                     : dot_f64(qq + r * d, cd.data() + t * d, d);
-          continue;
-        }
-        int64_t t4 = 0;
-        for (; t4 + 4 <= nb; t4 += 4) {
-          if (metric == 0)
-            l2x4x4_f64(qq, cd.data() + t4 * d, d, out + t4, kCorpusTile);
-          else
-            dot4x4_f64(qq, cd.data() + t4 * d, d, out + t4, kCorpusTile);
-        }
-        for (; t4 < nb; ++t4) {  // the tile's last one to three rows
-          double four[4];
-          if (metric == 0)
-            l2x4_f64(qq, cd.data() + t4 * d, d, four);
-          else
-            dot4_f64(qq, cd.data() + t4 * d, d, four);
-          for (int r = 0; r < 4; ++r) out[r * kCorpusTile + t4] = four[r];
-        }
-      }
-      for (int64_t q = q0; q < q1; ++q) {
-        const size_t b = static_cast<size_t>(q - q0);
-        std::vector<int64_t>& ex = excl[b];
-        std::vector<Hit>& h = heaps[b];
-        for (int64_t t = 0; t < nb; ++t) {
-          const int64_t j = j0 + t;
-          while (cursor[b] < ex.size() && ex[cursor[b]] < j) ++cursor[b];
-          if (cursor[b] < ex.size() && ex[cursor[b]] == j) continue;
-          const double r = raw[b * kCorpusTile + t];
-          float key;
-          if (metric == 0) {
-            key = static_cast<float>(r);
-          } else if (metric == 1) {
-            key = -static_cast<float>(r);
-          } else {
-            key = -static_cast<float>(r / (qnorm[b] * cnorm[j]));
-          }
-          const Hit hit{key, j};
-          if (static_cast<int>(h.size()) < k) {
-            h.push_back(hit);
-            std::push_heap(h.begin(), h.end(), better);  // max-heap: worst on top
-          } else if (better(hit, h.front())) {
-            std::pop_heap(h.begin(), h.end(), better);
-            h.back() = hit;
-            std::push_heap(h.begin(), h.end(), better);
-          }
-        }
+        const int64_t q = blk.q0 + static_cast<int64_t>(b);
+        blk.excl[b].assign(excluded + offsets[q], excluded + offsets[q + 1]);
+        std::sort(blk.excl[b].begin(), blk.excl[b].end());
       }
     }
-    for (int64_t q = q0; q < q1; ++q) {
-      std::vector<Hit>& h = heaps[q - q0];
+    if (float_safe)
+      filtered_pass(blk, queries, corpus, n, d, k, metric, cnorm);
+    else
+      exact_pass(blk, queries, corpus, n, d, k, metric, cnorm);
+    for (int64_t b = 0; b < blk.rows; ++b) {
+      std::vector<Hit>& h = blk.heaps[b];
       std::sort(h.begin(), h.end(), better);
+      const int64_t q = blk.q0 + b;
       for (int i = 0; i < k; ++i) {
         if (i < static_cast<int>(h.size())) {
           out_ids[q * k + i] = h[i].id;

@@ -33,7 +33,7 @@ from noiseforge.reference.ldp_noise import ldp_noise_reference
 OP = "ldp_noise"
 MECHANISMS = {"laplace": 0, "gaussian": 1, "discrete_laplace": 2}
 UNITS = ("feature", "record")
-_DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2, torch.uint8: 3}
+_DTYPE_CODES = B.DTYPE_CODES
 
 Bound = float | int | torch.Tensor | np.ndarray
 
@@ -114,25 +114,12 @@ def _check_x(x: torch.Tensor) -> None:
             f"x must be (N, ...) with a batch dimension, got shape {tuple(x.shape)}; "
             "reshape a single input with x.unsqueeze(0)"
         )
-    first = _first_nonfinite(x)
+    first = B.first_nonfinite(x)
     if first >= 0:
         raise ValueError(
             f"x contains NaN or inf (first at flat index {first}); clean or impute the data "
             "before adding noise: the clipping that bounds sensitivity is undefined for them"
         )
-
-
-def _first_nonfinite(x: torch.Tensor) -> int:
-    """Flat index of the first NaN/inf of x, or -1 (natively for contiguous CPU tensors)."""
-    if not x.is_floating_point() or x.numel() == 0:
-        return -1
-    mod = _native.native()
-    if mod is not None and x.device.type == "cpu" and x.is_contiguous():
-        return int(
-            mod.first_nonfinite_cpu(x.data_ptr(), x.numel(), _DTYPE_CODES[x.dtype], B.cpu_threads())
-        )
-    bad = ~torch.isfinite(x.reshape(-1))
-    return int(torch.nonzero(bad)[0]) if bool(bad.any()) else -1
 
 
 def _output_dtype(
