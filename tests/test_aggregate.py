@@ -245,6 +245,51 @@ def test_weight_scan_over_many_chunks(backend):
 
 
 @pytest.mark.parametrize("backend", ["torch", "cpu", "triton"])
+def test_leading_minus_one_in_sorted_input(backend):
+    """Sorted input padded with -1 (the grouped path's first answer) is an error,
+    not votes silently added to the first real row."""
+    _backend_ok(backend, "cpu")
+    index, labels = torch.tensor([-1, -1, 0, 0, 1, 2]), torch.tensor([0, 1, 1, 0, 1, 1])
+    with pytest.raises(ValueError, match=r"index\[0\] = -1"):
+        vote_histogram(index, labels, 3, 2, backend=backend)
+    with pytest.raises(ValueError, match=r"index\[0\] = -1"):
+        vote_histogram(index, labels, 3, 2, weights=torch.ones(6), backend=backend)
+    with pytest.raises(ValueError, match=r"index\[0\] = -1"):
+        soft_label_sum(index, torch.full((6, 2), 0.5), 3, backend=backend)
+    big = torch.cat([torch.full((10,), -1), torch.arange(1000).repeat_interleave(100)])
+    with pytest.raises(ValueError, match=r"index\[0\] = -1"):
+        vote_histogram(
+            big, torch.zeros_like(big), 1000, 2, weights=torch.ones(len(big)), backend=backend
+        )
+
+
+@pytest.mark.parametrize("grouped", [True, False], ids=["grouped", "unordered"])
+def test_weight_checks_do_not_depend_on_float_modes(grouped):
+    """-1e-45 is negative whatever the thread's float mode: with denormals read as
+    zero (torch.set_flush_denormal) a float comparison would call it >= 0, so the
+    C++ checks read bits and still reject it."""
+    n = 70_000
+    index = (
+        torch.arange(n)
+        if grouped
+        else torch.randperm(n, generator=torch.Generator().manual_seed(0))
+    )
+    weights = torch.rand(n)
+    weights[[1, 2]] = torch.tensor([1e30, -1e-45])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert torch.set_flush_denormal(True)
+        with pytest.raises(ValueError, match=r"weights\[2\] = "):
+            vote_histogram(
+                index, torch.zeros(n, dtype=torch.long), n, 1, weights=weights, backend="cpu"
+            )
+    finally:
+        torch.set_flush_denormal(False)
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("backend", ["torch", "cpu", "triton"])
 def test_bad_probabilities(backend):
     _backend_ok(backend, "cpu")
     probs = torch.rand(4, 3)

@@ -198,3 +198,46 @@ def test_native_cpu_extreme_magnitudes(metric, scale):
     queries, corpus = queries * scale, corpus * scale
     _backend("cpu", "cpu", queries, corpus)
     _assert_same_as_reference(queries, corpus, 10, metric)
+
+
+def test_native_cpu_under_flush_to_zero():
+    """With subnormals flushed (torch.set_flush_denormal, or a library compiled with
+    -ffast-math) float32 products below 2^-126 become 0: the float32 filter's error
+    bound would no longer hold, so the kernel must notice and score in double."""
+    q = torch.full((1, 64), 2.0**-70)
+    corpus = torch.zeros(2, 64)
+    corpus[0, 0] = 2.0**-55  # score 2^-125
+    corpus[1] = 2.0**-60  # score 2^-124: the best row
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the kernel then runs on this thread, whose flag is set
+    try:
+        assert torch.set_flush_denormal(True)
+        ids, _ = knn_topk(q, corpus, 1, metric="ip", backend="cpu")
+    finally:
+        torch.set_flush_denormal(False)
+        torch.set_num_threads(threads)
+    assert ids.tolist() == [[1]]
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_native_cpu_all_tied_rows(metric):
+    """Rows the float32 bound cannot tell apart (a zero query under ip, a corpus of
+    one repeated vector) stay candidates; the kernel rescores them in bounded
+    batches and still returns the lowest ids."""
+    g = torch.Generator().manual_seed(4)
+    corpus = torch.randn(1, 6, generator=g).repeat(5000, 1)
+    queries = torch.randn(3, 6, generator=g)
+    if metric == "ip":
+        queries[0] = 0.0
+    _assert_same_as_reference(queries, corpus, 10, metric)
+    ids, _ = knn_topk(queries, corpus, 10, metric=metric, backend="cpu")
+    assert ids[0].tolist() == list(range(10))
+
+
+def test_native_cpu_very_long_vectors():
+    """At d = 2^24 the float32 error bound is meaningless (n u >= 1): double path."""
+    d = 2**24
+    q = torch.ones(1, d)
+    corpus = torch.stack([torch.full((d,), 0.5), torch.ones(d)])
+    ids, scores = knn_topk(q, corpus, 1, metric="ip", backend="cpu")
+    assert ids.tolist() == [[1]] and scores.tolist() == [[float(d)]]

@@ -36,19 +36,33 @@ inline void add_atomic(T* p, T v) {
   __atomic_fetch_add(p, v, __ATOMIC_RELAXED);
 }
 
-// The largest of n values (and 0) and whether all are finite and >= 0.
-// Non-negative finite floats order like their bit patterns read as int32
-// (-0 is taken as +0), so this is integer work that the compiler vectorises.
+// A weight's bit pattern read as int32, -0 taken as +0. The legal weights
+// (finite, >= 0) are exactly the patterns in [0, kMaxFiniteBits], ordered like
+// their values. Every weight check reads bits, so that no thread's float mode
+// (denormals-are-zero makes -1e-45 >= 0 true) can make two checks disagree.
+constexpr int32_t kMaxFiniteBits = 0x7F7FFFFF;
+inline int32_t weight_bits(float w) {
+  int32_t bits;
+  std::memcpy(&bits, &w, sizeof bits);
+  return bits == std::numeric_limits<int32_t>::min() ? 0 : bits;
+}
+inline bool legal_weight(int32_t bits) { return bits >= 0 && bits <= kMaxFiniteBits; }
+inline float weight_of_bits(int32_t bits) {
+  float w;
+  std::memcpy(&w, &bits, sizeof w);
+  return w;
+}
+
+// The largest of n values (and 0) and whether all are legal weights: integer
+// work on the bit patterns, which the compiler vectorises.
 inline bool chunk_max(const float* v, int64_t n, float* max_out) {
   int32_t m = 0, bad = 0;
   for (int64_t j = 0; j < n; ++j) {
-    int32_t bits;
-    std::memcpy(&bits, v + j, sizeof bits);
-    bits = bits == std::numeric_limits<int32_t>::min() ? 0 : bits;
-    bad |= (bits < 0) | (bits > 0x7F7FFFFF);  // negative, or inf / NaN
+    const int32_t bits = weight_bits(v[j]);
+    bad |= (bits < 0) | (bits > kMaxFiniteBits);  // negative, or inf / NaN
     m = m > bits ? m : bits;
   }
-  std::memcpy(max_out, &m, sizeof m);
+  *max_out = weight_of_bits(m);
   return bad == 0;
 }
 
@@ -68,8 +82,7 @@ void scan_values(const float* values, int64_t count, int nt, int64_t* bad, float
       continue;
     }
     for (int64_t j = lo; j < hi; ++j) {
-      const float w = values[j];
-      if (!(w >= 0.0f && w <= std::numeric_limits<float>::max())) {
+      if (!legal_weight(weight_bits(values[j]))) {
         first = std::min(first, j);
         break;
       }
@@ -152,11 +165,11 @@ bool grouped_pass(const AggregateArgs& a, const TI* index, const TL* labels, dou
   for (int t = 0; t < nt; ++t) {
     const int64_t r0 = row[t], r1 = row[t + 1];
     std::vector<int64_t> acc(static_cast<size_t>(C), 0);
-    int64_t cur = -1;        // row being summed
+    int64_t cur = -1;        // row being summed (-1: none yet)
     int64_t next = r0;       // first row not yet written
     for (int64_t i = first[t]; i < first[t + 1]; ++i) {
       const int64_t r = static_cast<int64_t>(index[i]);
-      if (r != cur) {
+      if (r != cur || i == first[t]) {  // the first answer too: its index may be -1
         if (r < next || r >= r1) {  // out of order, or not this thread's row
           violation = 1;
           break;
@@ -278,9 +291,9 @@ void partitioned_pass(const AggregateArgs& a, const TI* index, const TL* labels,
   // quantised where they are summed; quantisation is per weight, so the sums agree.
   std::unique_ptr<float[]> wv(counts ? nullptr : new float[static_cast<size_t>(M)]);
   int64_t bad_label = M, bad_value = M;
-  float max_value = 0.0f;
+  int32_t max_bits = 0;
 #pragma omp parallel for schedule(static, 1) num_threads(nt) reduction(min : bad_label, bad_value) \
-    reduction(max : max_value)
+    reduction(max : max_bits)
   for (int t = 0; t < nt; ++t) {
     int64_t* p = pos.data() + t * blocks;
     for (int64_t i = first[t]; i < first[t + 1]; ++i) {
@@ -291,9 +304,9 @@ void partitioned_pass(const AggregateArgs& a, const TI* index, const TL* labels,
         const float v = a.values[i];
         wv[slot] = v;
         if (check_values) {
-          if (!(v >= 0.0f && v <= std::numeric_limits<float>::max()) && i < bad_value)
-            bad_value = i;
-          max_value = std::max(max_value, v);  // NaN and negatives leave it as is
+          const int32_t bits = weight_bits(v);
+          if (!legal_weight(bits) && i < bad_value) bad_value = i;
+          max_bits = std::max(max_bits, bits);  // used only when every weight is legal
         }
       }
       if (l < 0 || l >= C) {
@@ -309,7 +322,7 @@ void partitioned_pass(const AggregateArgs& a, const TI* index, const TL* labels,
       st->bad_value = bad_value;  // reported before any label error
       return;
     }
-    const int k = fixed_point_shift(static_cast<double>(max_value), M);
+    const int k = fixed_point_shift(static_cast<double>(weight_of_bits(max_bits)), M);
     scale = std::ldexp(1.0, k);
     w.inv_scale = std::ldexp(1.0, -k);
   }

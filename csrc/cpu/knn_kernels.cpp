@@ -14,7 +14,8 @@
 //    ranked by the contract. A row outside them is provably worse, after
 //    rounding to float32, than k admissible rows, so the result is the same as
 //    scoring everything in double.
-// Vectors so large that float32 sums could overflow take the double path.
+// Vectors so large that float32 sums could overflow, very long vectors and a
+// thread that flushes subnormals to zero take the double path.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -252,6 +253,16 @@ void exact_pass(Block& blk, const float* queries, const float* corpus, int64_t n
   }
 }
 
+// Whether this thread's float32 arithmetic keeps subnormals (no flush-to-zero
+// of results, no denormals-are-zero on inputs): the error bound counts on
+// gradual underflow. Another library may have switched either on (per thread).
+bool gradual_underflow() {
+  volatile float tiny = 0x1p-70f, subnormal = 0x1p-140f;
+  const float product = tiny * tiny;     // 2^-140: flushed under FTZ
+  const float same = subnormal * 1.0f;   // read as 0 under DAZ
+  return product != 0.0f && same != 0.0f;
+}
+
 // The float32 pass and the double rescoring of its candidates (see the top).
 void filtered_pass(Block& blk, const float* queries, const float* corpus, int64_t n, int64_t d,
                    int k, int metric, const std::vector<double>& cnorm) {
@@ -272,8 +283,20 @@ void filtered_pass(Block& blk, const float* queries, const float* corpus, int64_
   // per query: the k largest lower bounds (a min-heap: T on top) and the candidates (hi, id)
   std::vector<std::vector<double>> lows(static_cast<size_t>(rows));
   std::vector<std::vector<std::pair<double, int64_t>>> cand(static_cast<size_t>(rows));
-  std::vector<size_t> compact_at(static_cast<size_t>(rows), static_cast<size_t>(4 * k + 256));
   std::vector<float> raw(static_cast<size_t>(rows * kCorpusTile));
+  // The block's queries in double, for rescoring.
+  std::vector<double> qd(static_cast<size_t>(rows * d));
+  for (int64_t i = 0; i < rows * d; ++i) qd[i] = static_cast<double>(q[i]);
+  const auto rescore = [&](int64_t b, int64_t j) {
+    const double cn = metric == 2 ? cnorm[j] : 1.0;
+    const double s = exact_score(metric, qd.data() + b * d, corpus + j * d, d);
+    offer(blk.heaps[b], k, Hit{contract_key(metric, s, blk.qnorm[b], cn), j});
+  };
+  // A candidate list is compacted when it reaches `cap`; rows that still cannot
+  // be ruled out (ties within the bound: duplicates, a zero query) are then
+  // rescored at once, so a list never holds more than `cap` rows. Offering a
+  // row to the exact heap early never changes the result.
+  const size_t cap = static_cast<size_t>(4 * k + 256);
   for (int64_t j0 = 0; j0 < n; j0 += kCorpusTile) {
     const int64_t nb = std::min(kCorpusTile, n - j0);
     score_tile<float>(metric == 0, q, rows, corpus + j0 * d, nb, d, raw.data());
@@ -311,26 +334,23 @@ void filtered_pass(Block& blk, const float* queries, const float* corpus, int64_
           low.back() = lo;
           std::push_heap(low.begin(), low.end(), std::greater<double>());
         }
-        if (cs.size() >= compact_at[b]) {  // drop candidates the risen T rules out
+        if (cs.size() >= cap) {  // drop candidates the risen T rules out
           const double th = static_cast<int>(low.size()) < k ? neg_inf : low.front();
           cs.erase(std::remove_if(cs.begin(), cs.end(), [th](const auto& c) { return c.first < th; }),
                    cs.end());
-          compact_at[b] = std::max(compact_at[b], 2 * cs.size());
+          if (cs.size() > cap / 2) {
+            for (const auto& c : cs) rescore(b, c.second);
+            cs.clear();
+          }
         }
       }
     }
   }
-  std::vector<double> qd(static_cast<size_t>(d));
   for (int64_t b = 0; b < rows; ++b) {
-    for (int64_t i = 0; i < d; ++i) qd[i] = static_cast<double>(q[b * d + i]);
     const std::vector<double>& low = lows[b];
     const double th = static_cast<int>(low.size()) < k ? neg_inf : low.front();
-    for (const auto& [hi, j] : cand[b]) {
-      if (hi < th) continue;
-      const double cn = metric == 2 ? cnorm[j] : 1.0;
-      const double s = exact_score(metric, qd.data(), corpus + j * d, d);
-      offer(blk.heaps[b], k, Hit{contract_key(metric, s, blk.qnorm[b], cn), j});
-    }
+    for (const auto& [hi, j] : cand[b])
+      if (hi >= th) rescore(b, j);
   }
 }
 
@@ -371,7 +391,10 @@ void knn_topk(const float* queries, int64_t nq, const float* corpus, int64_t n, 
         std::sort(blk.excl[b].begin(), blk.excl[b].end());
       }
     }
-    if (float_safe)
+    // The filter needs float32 sums that cannot overflow, a bound that stays
+    // small (nd u < 1e-2, i.e. d below ~167k) and gradual underflow.
+    if (float_safe && (static_cast<double>(d) + 3.0) * std::ldexp(1.0, -24) < 1e-2 &&
+        gradual_underflow())
       filtered_pass(blk, queries, corpus, n, d, k, metric, cnorm);
     else
       exact_pass(blk, queries, corpus, n, d, k, metric, cnorm);
