@@ -36,38 +36,32 @@ inline void add_atomic(T* p, T v) {
   __atomic_fetch_add(p, v, __ATOMIC_RELAXED);
 }
 
-// A weight's bit pattern read as int32, -0 taken as +0. The legal weights
-// (finite, >= 0) are exactly the patterns in [0, kMaxFiniteBits], ordered like
-// their values. Every weight check reads bits, so that no thread's float mode
-// (denormals-are-zero makes -1e-45 >= 0 true) can make two checks disagree.
-constexpr int32_t kMaxFiniteBits = 0x7F7FFFFF;
-inline int32_t weight_bits(float w) {
-  int32_t bits;
-  std::memcpy(&bits, &w, sizeof bits);
-  return bits == std::numeric_limits<int32_t>::min() ? 0 : bits;
-}
-inline bool legal_weight(int32_t bits) { return bits >= 0 && bits <= kMaxFiniteBits; }
-inline float weight_of_bits(int32_t bits) {
-  float w;
-  std::memcpy(&w, &bits, sizeof w);
-  return w;
-}
+// Whether a weight is legal (finite and >= 0), and the running maximum: the
+// definition every path uses. Float comparisons, so that in a thread that reads
+// denormals as zero (DAZ) a tiny negative weight counts as -0 everywhere, as it
+// does for torch's checks in that thread.
+inline bool legal_weight(float w) { return w >= 0.0f && w <= std::numeric_limits<float>::max(); }
 
-// The largest of n values (and 0) and whether all are legal weights: integer
-// work on the bit patterns, which the compiler vectorises.
-inline bool chunk_max(const float* v, int64_t n, float* max_out) {
+// The largest of n values and whether all are legal -- when no float mode is in
+// play (integer work on the bit patterns, which the compiler vectorises:
+// non-negative finite floats order like their bits read as int32, -0 taken as
+// +0). false means "search the chunk with legal_weight".
+inline bool chunk_max_bits(const float* v, int64_t n, float* max_out) {
   int32_t m = 0, bad = 0;
   for (int64_t j = 0; j < n; ++j) {
-    const int32_t bits = weight_bits(v[j]);
-    bad |= (bits < 0) | (bits > kMaxFiniteBits);  // negative, or inf / NaN
+    int32_t bits;
+    std::memcpy(&bits, v + j, sizeof bits);
+    bits = bits == std::numeric_limits<int32_t>::min() ? 0 : bits;
+    bad |= (bits < 0) | (bits > 0x7F7FFFFF);  // negative, or inf / NaN
     m = m > bits ? m : bits;
   }
-  *max_out = weight_of_bits(m);
+  std::memcpy(max_out, &m, sizeof m);
   return bad == 0;
 }
 
-// First NaN/inf/negative value (or -1) and the largest value; only a chunk
-// that holds a bad value is searched element by element.
+// First illegal value (or -1) and the largest value. A chunk the bit scan
+// flags is searched with legal_weight, which may still accept it (a negative
+// subnormal read as -0 under DAZ): its maximum is then taken by float compares.
 void scan_values(const float* values, int64_t count, int nt, int64_t* bad, float* max_out) {
   const int64_t chunks = (count + kChunk - 1) / kChunk;
   int64_t first = count;
@@ -77,15 +71,17 @@ void scan_values(const float* values, int64_t count, int nt, int64_t* bad, float
   for (int64_t ch = 0; ch < chunks; ++ch) {
     const int64_t lo = ch * kChunk, hi = std::min(count, lo + kChunk);
     float m = 0.0f;
-    if (chunk_max(values + lo, hi - lo, &m)) {
+    if (chunk_max_bits(values + lo, hi - lo, &m)) {
       max_value = std::max(max_value, m);
       continue;
     }
     for (int64_t j = lo; j < hi; ++j) {
-      if (!legal_weight(weight_bits(values[j]))) {
+      const float w = values[j];
+      if (!legal_weight(w)) {
         first = std::min(first, j);
         break;
       }
+      max_value = std::max(max_value, w);
     }
   }
   *bad = first == count ? -1 : first;
@@ -291,9 +287,9 @@ void partitioned_pass(const AggregateArgs& a, const TI* index, const TL* labels,
   // quantised where they are summed; quantisation is per weight, so the sums agree.
   std::unique_ptr<float[]> wv(counts ? nullptr : new float[static_cast<size_t>(M)]);
   int64_t bad_label = M, bad_value = M;
-  int32_t max_bits = 0;
+  float max_value = 0.0f;
 #pragma omp parallel for schedule(static, 1) num_threads(nt) reduction(min : bad_label, bad_value) \
-    reduction(max : max_bits)
+    reduction(max : max_value)
   for (int t = 0; t < nt; ++t) {
     int64_t* p = pos.data() + t * blocks;
     for (int64_t i = first[t]; i < first[t + 1]; ++i) {
@@ -304,9 +300,8 @@ void partitioned_pass(const AggregateArgs& a, const TI* index, const TL* labels,
         const float v = a.values[i];
         wv[slot] = v;
         if (check_values) {
-          const int32_t bits = weight_bits(v);
-          if (!legal_weight(bits) && i < bad_value) bad_value = i;
-          max_bits = std::max(max_bits, bits);  // used only when every weight is legal
+          if (!legal_weight(v) && i < bad_value) bad_value = i;
+          max_value = std::max(max_value, v);  // used only when every weight is legal
         }
       }
       if (l < 0 || l >= C) {
@@ -322,7 +317,7 @@ void partitioned_pass(const AggregateArgs& a, const TI* index, const TL* labels,
       st->bad_value = bad_value;  // reported before any label error
       return;
     }
-    const int k = fixed_point_shift(static_cast<double>(weight_of_bits(max_bits)), M);
+    const int k = fixed_point_shift(static_cast<double>(max_value), M);
     scale = std::ldexp(1.0, k);
     w.inv_scale = std::ldexp(1.0, -k);
   }
