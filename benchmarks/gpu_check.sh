@@ -14,3 +14,5 @@ export TRITON_INTERPRET=0
 NOISEFORGE_STRICT=1 "$PY" -m pytest tests -m gpu -q -p no:cacheprovider
 "$PY" -m pytest benchmarks -k "cuda" --benchmark-enable --benchmark-json=gpu-bench.json -q -p no:cacheprovider
 "$PY" benchmarks/report.py gpu-bench.json --bandwidth-gbs "$("$PY" benchmarks/stream.py cuda)"
+# The exact top-k kernel's tile sweep against the card's matmul (issue target: >= 0.5x float32).
+"$PY" benchmarks/tune_knn_triton.py

@@ -1,12 +1,13 @@
 """Triton kernel of exact top-k search: fused similarity and running top-k.
 
-Each program takes BLOCK_Q queries and streams the corpus in tiles of KP rows:
-scores are computed in float64 (tl.dot for ip/cosine, differences for l2),
-rounded to float32 and packed with the row id into one int64 sort key
-(orderable score bits high, inverted id low), so that one descending sort
-orders by score and then by lower id. The KP best keys of each query are
-merged with every tile by sorting the 2*KP keys and keeping the first half:
-memory stays O(BLOCK_Q * KP), never a Q x N score matrix.
+Each program takes BLOCK_Q queries and streams the corpus in tiles of BLOCK_N
+rows: scores are computed in float64 (tl.dot for ip/cosine -- float64 MMAs on
+sm_80+ -- differences for l2), rounded to float32 and packed with the row id
+into one int64 sort key (orderable score bits high, inverted id low), so that
+one descending sort orders by score and then by lower id. Each query keeps its
+KP best keys; a tile is merged only when it holds a key better than some
+query's worst kept one (after the first tiles, rarely), by sorting: memory stays
+O(BLOCK_Q * (KP + BLOCK_N)), never a Q x N score matrix.
 """
 
 from __future__ import annotations
@@ -41,18 +42,26 @@ def knn_topk_kernel(
     D,
     METRIC: tl.constexpr,
     BLOCK_Q: tl.constexpr,
+    BLOCK_N: tl.constexpr,
     KP: tl.constexpr,
     BLOCK_D: tl.constexpr,
 ):
-    """out[q, :KP] = the KP best packed keys of query q (descending)."""
+    """out[q, :KP] = the KP best packed keys of query q (descending).
+
+    Corpus tiles are BLOCK_N rows (a multiple of KP). A tile is merged into the
+    kept keys only when one of its keys beats some query's worst kept key; a
+    merge first cuts the tile to its KP best keys per query (a sort, then the
+    first of BLOCK_N / KP groups), then sorts them with the kept keys.
+    """
     pid = tl.program_id(0)
     qi = pid * BLOCK_Q + tl.arange(0, BLOCK_Q)
     qmask = qi < NQ
     best = tl.full((BLOCK_Q, KP), -9223372036854775808, tl.int64)  # "no candidate"
-    for start in range(0, N, KP):
-        ci = start + tl.arange(0, KP)
+    worst = tl.full((BLOCK_Q,), -9223372036854775808, tl.int64)  # lowest kept key
+    for start in range(0, N, BLOCK_N):
+        ci = start + tl.arange(0, BLOCK_N)
         cmask = ci < N
-        acc = tl.zeros((BLOCK_Q, KP), tl.float64)
+        acc = tl.zeros((BLOCK_Q, BLOCK_N), tl.float64)
         for d0 in range(0, D, BLOCK_D):
             dd = d0 + tl.arange(0, BLOCK_D)
             dmask = dd < D
@@ -78,13 +87,21 @@ def knn_topk_kernel(
         score = acc.to(tl.float32)
         key = _pack(
             score,
-            ci[None, :].to(tl.int64) + tl.zeros((BLOCK_Q, KP), tl.int64),
+            ci[None, :].to(tl.int64) + tl.zeros((BLOCK_Q, BLOCK_N), tl.int64),
             HIGHER_BETTER=METRIC != 0,
         )
         key = tl.where(cmask[None, :], key, -9223372036854775808)
-        both = tl.reshape(tl.join(best, key), (BLOCK_Q, 2 * KP))
-        both = tl.sort(both, dim=1, descending=True)
-        first, _second = tl.split(tl.permute(tl.reshape(both, (BLOCK_Q, 2, KP)), (0, 2, 1)))
-        best = first
+        if tl.sum((key > worst[:, None]).to(tl.int32)) > 0:
+            if BLOCK_N == KP:
+                top = key
+            else:
+                srt = tl.sort(key, dim=1, descending=True)
+                groups = tl.reshape(srt, (BLOCK_Q, BLOCK_N // KP, KP))
+                first_group = (tl.arange(0, BLOCK_N // KP) == 0)[None, :, None]
+                top = tl.max(tl.where(first_group, groups, -9223372036854775808), axis=1)
+            both = tl.reshape(tl.join(best, top), (BLOCK_Q, 2 * KP))
+            both = tl.sort(both, dim=1, descending=True)
+            best, _second = tl.split(tl.permute(tl.reshape(both, (BLOCK_Q, 2, KP)), (0, 2, 1)))
+            worst = tl.min(best, axis=1)
     ko = tl.arange(0, KP)
     tl.store(out_ptr + qi[:, None] * KP + ko[None, :], best, mask=qmask[:, None])

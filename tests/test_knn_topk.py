@@ -3,6 +3,8 @@ exactly (ties by lower id) and its scores."""
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 import torch
@@ -241,3 +243,31 @@ def test_native_cpu_very_long_vectors():
     corpus = torch.stack([torch.full((d,), 0.5), torch.ones(d)])
     ids, scores = knn_topk(q, corpus, 1, metric="ip", backend="cpu")
     assert ids.tolist() == [[1]] and scores.tolist() == [[float(d)]]
+
+
+@pytest.mark.parametrize(
+    "tile", ["64,64,16,4", "16,16,16,4", "32,128,32,8"], ids=["gpu-default", "n-eq-kp", "wide"]
+)
+def test_triton_tiles_agree(tile, monkeypatch):
+    """Every tile shape of the Triton kernel (set by $NOISEFORGE_KNN_TRITON, as the
+    GPU tuning script does) gives the reference's ids and scores, with exclusions."""
+    knn_module = importlib.import_module("noiseforge.ops.knn_topk")
+
+    queries, corpus = _data(7, 150, 16, seed=21)
+    _backend("triton", "cpu", queries, corpus)
+    monkeypatch.setenv(knn_module.TRITON_TILE_ENV, tile)
+    exclude = [np.arange(i, 150, 31) for i in range(7)]  # k + 5 exclusions: 16 keys kept
+    for metric in ("ip", "l2"):  # cosine differs from ip only after the dot products
+        a = knn_topk(queries, corpus, 9, metric=metric, exclude=exclude, backend="triton")
+        b = knn_topk(queries, corpus, 9, metric=metric, exclude=exclude, backend="torch")
+        assert torch.equal(a[0], b[0])
+        torch.testing.assert_close(a[1], b[1], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("value", ["64,64", "64,64,8,4", "64,48,16,4", "a,b,c,d"])
+def test_triton_tile_override_is_checked(value, monkeypatch):
+    knn_module = importlib.import_module("noiseforge.ops.knn_topk")
+
+    monkeypatch.setenv(knn_module.TRITON_TILE_ENV, value)
+    with pytest.raises(ValueError, match="four powers of two"):
+        knn_module.triton_tile(16)

@@ -110,8 +110,9 @@ def test_exact_topk_uses_float64_tensor_cores(compiled, metric):
     assert _ops(entry, "mma.sync.aligned.m8n8k4.row.col.f64.f64.f64.f64")
 
 
-def test_widest_compiled_topk_is_the_launcher_limit():
+def test_compiled_topk_matches_the_launcher():
     import importlib
 
     knn = importlib.import_module("noiseforge.ops.knn_topk")
     assert tcc.KNN_MAX_KP == knn._TRITON_MAX_KP
+    assert tcc.KNN_TILE == knn.TRITON_TILE

@@ -46,9 +46,10 @@ def _launch_options() -> dict:
     return triton_launch_options()
 
 
-# The largest kernel width the knn launcher allows (kept in step with
-# noiseforge.ops.knn_topk._TRITON_MAX_KP by tests/test_triton_compile.py).
+# The largest kernel width the knn launcher allows and its default GPU tile
+# (kept in step with noiseforge.ops.knn_topk by tests/test_triton_compile.py).
 KNN_MAX_KP = 256
+KNN_TILE = (64, 64, 16, 4)
 
 
 def _ldp(name, x, out, mechanism, clamp, bf16=False, total="i64", archs=(90,), fusion=False):
@@ -58,7 +59,7 @@ def _ldp(name, x, out, mechanism, clamp, bf16=False, total="i64", archs=(90,), f
     return (name, "ldp_noise", "ldp_noise_kernel", sig, const, opts, archs)
 
 
-def _knn(metric, kp, archs=(90,)):
+def _knn(metric, kp, archs=(90,), tile=None):
     sig = {
         "q_ptr": "*fp32",
         "c_ptr": "*fp32",
@@ -69,8 +70,13 @@ def _knn(metric, kp, archs=(90,)):
         "N": "i32",
         "D": "i32",
     }
-    const = {"METRIC": metric, "BLOCK_Q": 16, "KP": kp, "BLOCK_D": 16}
-    return (f"knn-{metric}-kp{kp}", "knn_topk", "knn_topk_kernel", sig, const, {}, archs)
+    bq, bn, bd, warps = tile or KNN_TILE
+    bn = max(bn, kp)
+    if kp >= 128:  # as noiseforge.ops.knn_topk.triton_tile
+        bq = min(bq, 16)
+    const = {"METRIC": metric, "BLOCK_Q": bq, "BLOCK_N": bn, "KP": kp, "BLOCK_D": bd}
+    name = f"knn-{metric}-kp{kp}" + (f"-tile{bq}x{bn}x{bd}w{warps}" if tile else "")
+    return (name, "knn_topk", "knn_topk_kernel", sig, const, {"num_warps": warps}, archs)
 
 
 def _scatter(index, labels, values, acc, has_values):
@@ -129,6 +135,11 @@ VARIANTS = [
     _knn(2, 16),
     _knn(1, 64),
     _knn(1, KNN_MAX_KP),
+    # tiles the GPU tuning script (benchmarks/tune_knn_triton.py) tries
+    _knn(1, 16, tile=(128, 64, 16, 8)),
+    _knn(1, 16, tile=(64, 128, 32, 8)),
+    _knn(1, 16, tile=(128, 128, 16, 8)),
+    _knn(0, 16, tile=(32, 64, 16, 4)),
 ]
 
 

@@ -8,6 +8,7 @@ corpus id, so every backend returns the same ids.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from numbers import Integral
 
@@ -114,9 +115,41 @@ def _run_cpu(p: _KnnPlan):
 _INT64_MIN = -(1 << 63)
 # The kernel keeps KP keys per query in registers and sorts 2 * KP of them per
 # corpus tile; its compile time grows steeply with KP (measured for sm_90 on a
-# 2-core CPU: 1.3 s at 64, 7 s at 256, 354 s at 1024), so wider cases go to the
+# 2-core CPU: 3 s at 64, 7 s at 256 with 16-query tiles, 354 s at 1024), so wider cases go to the
 # torch backend, which runs on the same GPU.
 _TRITON_MAX_KP = 256
+
+
+# The Triton kernel's tile: BLOCK_Q queries x BLOCK_N corpus rows, BLOCK_D
+# dimensions per step, num_warps. Not yet tuned on a GPU (none was lent so far):
+# $NOISEFORGE_KNN_TRITON="BQ,BN,BD,WARPS" overrides it, and
+# benchmarks/tune_knn_triton.py sweeps it on a card.
+TRITON_TILE = (64, 64, 16, 4)
+# Under the interpreter (CPU tests) smaller tiles run faster; they still take the
+# path that cuts a tile to its KP best keys (BLOCK_N > KP).
+TRITON_TILE_INTERPRETER = (16, 32, 16, 4)
+TRITON_TILE_ENV = "NOISEFORGE_KNN_TRITON"
+
+
+def triton_tile(kp: int) -> tuple[int, int, int, int]:
+    """(BLOCK_Q, BLOCK_N, BLOCK_D, num_warps) for a kernel keeping kp keys per query."""
+    tile = TRITON_TILE_INTERPRETER if B.triton_interpreting() else TRITON_TILE
+    env = os.environ.get(TRITON_TILE_ENV, "").strip()
+    if env:
+        try:
+            tile = tuple(int(v) for v in env.split(","))
+        except ValueError:
+            tile = ()
+        pow2 = all(v > 0 and v & (v - 1) == 0 for v in tile)
+        if len(tile) != 4 or not pow2 or min(tile[:3]) < 16 or tile[3] > 16:
+            raise ValueError(
+                f"${TRITON_TILE_ENV}={env!r}: give four powers of two "
+                "'BLOCK_Q,BLOCK_N,BLOCK_D,WARPS' (tile sizes >= 16, warps <= 16), e.g. '64,64,16,4'"
+            )
+    block_q, block_n, block_d, warps = tile
+    if kp >= 128:  # wide sorts: compile time grows with BLOCK_Q x KP (96 s at 64 x 256)
+        block_q = min(block_q, 16)
+    return block_q, max(block_n, kp), block_d, warps
 
 
 def _triton_width(p: _KnnPlan) -> int:
@@ -163,7 +196,8 @@ def _run_triton(p: _KnnPlan):
     keys = torch.empty((nq, kp), dtype=torch.int64, device=p.device)
     qn = p.queries.double().norm(dim=1)
     cn = p.corpus.double().norm(dim=1)
-    block_q = 16
+    block_q, block_n, block_d, warps = triton_tile(kp)
+    launch = {} if B.triton_interpreting() else {"num_warps": warps}
     if nq:
         with B.device_guard(p.device):
             knn_topk_kernel[(B.cdiv(nq, block_q),)](
@@ -177,8 +211,10 @@ def _run_triton(p: _KnnPlan):
                 d,
                 METRIC=METRICS[p.metric],
                 BLOCK_Q=block_q,
+                BLOCK_N=block_n,
                 KP=kp,
-                BLOCK_D=16,
+                BLOCK_D=block_d,
+                **launch,
             )
     ids, scores, ok = _unpack(keys, p.metric != "l2")
     if p.excluded is not None and p.excluded.numel():
