@@ -24,6 +24,7 @@ import time
 
 import torch
 
+# BLOCK_Q,BLOCK_N,BLOCK_D,WARPS[,SPLITS] (splits 0 or absent: about four programs per SM)
 TILES = [
     "64,64,16,4",
     "64,64,32,4",
@@ -31,7 +32,8 @@ TILES = [
     "64,128,32,8",
     "128,128,16,8",
     "32,64,16,4",
-    "16,16,16,4",  # the kernel's first design: 16 queries x 16 rows
+    "64,64,16,4,1",  # no corpus splits: one program per 64 queries
+    "16,16,16,4,1",  # the kernel's first design: 16 queries x 16 rows, no splits
 ]
 
 
@@ -60,6 +62,7 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--check", type=int, default=256, help="queries checked against torch")
     ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    ap.add_argument("--tiles", default="", help="';'-separated tiles instead of the list")
     args = ap.parse_args()
     dev = args.device
     if dev == "cuda" and not torch.cuda.is_available():
@@ -91,14 +94,22 @@ def main() -> None:
         peaks[name] = flop / t / 1e12
         print(f"torch matmul {name}: {t * 1e3:9.1f} ms  {peaks[name]:7.2f} TFLOP/s")
     ref = knn.knn_topk(queries[: args.check], corpus, args.k, metric="ip", backend="torch")
-    for tile in TILES:
+    for tile in args.tiles.split(";") if args.tiles else TILES:
         os.environ[knn.TRITON_TILE_ENV] = tile
-        t0 = time.perf_counter()
-        ids, _ = knn.knn_topk(queries[: args.check], corpus, args.k, metric="ip", backend="triton")
-        _sync(dev)
-        first = time.perf_counter() - t0
-        same = bool(torch.equal(ids, ref[0]))
-        t = _time(lambda: knn.knn_topk(queries, corpus, args.k, metric="ip", backend="triton"), dev)
+        try:
+            t0 = time.perf_counter()
+            ids, _ = knn.knn_topk(
+                queries[: args.check], corpus, args.k, metric="ip", backend="triton"
+            )
+            _sync(dev)
+            first = time.perf_counter() - t0
+            same = bool(torch.equal(ids, ref[0]))
+            t = _time(
+                lambda: knn.knn_topk(queries, corpus, args.k, metric="ip", backend="triton"), dev
+            )
+        except Exception as exc:  # one failing tile must not end the sweep
+            print(f"triton tile {tile:>13}: failed: {type(exc).__name__}: {exc}"[:400])
+            continue
         tflops = flop / t / 1e12
         print(
             f"triton tile {tile:>13}: {t * 1e3:9.1f} ms  {tflops:7.2f} TFLOP/s  "

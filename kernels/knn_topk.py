@@ -40,27 +40,36 @@ def knn_topk_kernel(
     NQ,
     N,
     D,
+    ROWS_PER_SPLIT,
     METRIC: tl.constexpr,
     BLOCK_Q: tl.constexpr,
     BLOCK_N: tl.constexpr,
     KP: tl.constexpr,
     BLOCK_D: tl.constexpr,
 ):
-    """out[q, :KP] = the KP best packed keys of query q (descending).
+    """out[q, s, :KP] = the KP best packed keys of query q among the corpus rows
+    of split s = program_id(1), i.e. rows [s * ROWS_PER_SPLIT, (s + 1) *
+    ROWS_PER_SPLIT) (descending). Splits let a few query blocks fill the card;
+    the launcher merges them.
 
     Corpus tiles are BLOCK_N rows (a multiple of KP). A tile is merged into the
     kept keys only when one of its keys beats some query's worst kept key; a
     merge first cuts the tile to its KP best keys per query (a sort, then the
     first of BLOCK_N / KP groups), then sorts them with the kept keys.
     """
-    pid = tl.program_id(0)
-    qi = pid * BLOCK_Q + tl.arange(0, BLOCK_Q)
+    pid = tl.program_id(0).to(tl.int64)
+    split = tl.program_id(1).to(tl.int64)
+    splits = tl.num_programs(1).to(tl.int64)
+    # int64 offsets: qi * D and ci * D pass 2^31 on large inputs
+    qi = pid * BLOCK_Q + tl.arange(0, BLOCK_Q).to(tl.int64)
     qmask = qi < NQ
+    lo = split * ROWS_PER_SPLIT
+    hi = tl.minimum(lo + ROWS_PER_SPLIT, N)
     best = tl.full((BLOCK_Q, KP), -9223372036854775808, tl.int64)  # "no candidate"
     worst = tl.full((BLOCK_Q,), -9223372036854775808, tl.int64)  # lowest kept key
-    for start in range(0, N, BLOCK_N):
-        ci = start + tl.arange(0, BLOCK_N)
-        cmask = ci < N
+    for start in range(0, ROWS_PER_SPLIT, BLOCK_N):
+        ci = lo + start + tl.arange(0, BLOCK_N).to(tl.int64)
+        cmask = ci < hi
         acc = tl.zeros((BLOCK_Q, BLOCK_N), tl.float64)
         for d0 in range(0, D, BLOCK_D):
             dd = d0 + tl.arange(0, BLOCK_D)
@@ -103,5 +112,6 @@ def knn_topk_kernel(
             both = tl.sort(both, dim=1, descending=True)
             best, _second = tl.split(tl.permute(tl.reshape(both, (BLOCK_Q, 2, KP)), (0, 2, 1)))
             worst = tl.min(best, axis=1)
-    ko = tl.arange(0, KP)
-    tl.store(out_ptr + qi[:, None] * KP + ko[None, :], best, mask=qmask[:, None])
+    ko = tl.arange(0, KP).to(tl.int64)
+    out = out_ptr + (qi[:, None] * splits + split) * KP + ko[None, :]
+    tl.store(out, best, mask=qmask[:, None])

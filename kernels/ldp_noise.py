@@ -79,7 +79,9 @@ def _erfinv_f32(x):
     return tl.where(w < 5.0, p, q) * x
 
 
-@triton.jit
+# seed and offset change on every call: not specialised (a value of 1 or a
+# multiple of 16 would otherwise compile a new variant)
+@triton.jit(do_not_specialize=["seed", "offset"])
 def ldp_noise_kernel(
     x_ptr,
     out_ptr,
@@ -144,7 +146,7 @@ def ldp_noise_kernel(
         tl.store(out_ptr + e, result.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["seed", "offset"])
 def philox_words_kernel(out_ptr, count, seed, offset, BLOCK: tl.constexpr):
     pid = tl.program_id(0).to(tl.int64)
     i = pid * BLOCK + tl.arange(0, BLOCK).to(tl.int64)

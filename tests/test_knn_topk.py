@@ -41,7 +41,8 @@ def _backend(backend, device, queries, corpus):
     ("q", "n", "d", "k"), [(13, 213, 19, 10), (1, 5, 1, 5), (9, 131, 64, 1), (0, 10, 3, 2)]
 )
 def test_equal_to_reference(backend, device, metric, q, n, d, k):
-    queries, corpus = _data(q, n, d, seed=n + d)
+    require_device(device)
+    queries, corpus = (t.to(device) for t in _data(q, n, d, seed=n + d))
     _backend(backend, device, corpus, corpus)
     ids, scores = knn_topk(queries, corpus, k, metric=metric, backend=backend)
     ref_ids, ref_scores = knn_topk(queries, corpus, k, metric=metric, backend="torch")
@@ -67,7 +68,9 @@ def test_native_cpu_on_a_larger_corpus(metric):
 
 @pytest.mark.parametrize(("backend", "device"), BACKENDS)
 def test_ties_go_to_the_lower_id(backend, device):
+    require_device(device)
     base = torch.randn(5, 8, generator=torch.Generator().manual_seed(1))
+    base = base.to(device)
     corpus = torch.cat([base, base, base])  # rows j, j + 5, j + 10 are identical
     _backend(backend, device, corpus, corpus)
     ids, _ = knn_topk(base, corpus, 3, metric="ip", backend=backend)
@@ -78,7 +81,8 @@ def test_ties_go_to_the_lower_id(backend, device):
 @pytest.mark.parametrize(("backend", "device"), BACKENDS)
 @pytest.mark.parametrize("metric", METRICS)
 def test_exclusions_and_padding(backend, device, metric):
-    queries, corpus = _data(12, 40, 7, seed=3)
+    require_device(device)
+    queries, corpus = (t.to(device) for t in _data(12, 40, 7, seed=3))
     _backend(backend, device, queries, corpus)
     rng = np.random.default_rng(0)
     exclude = [rng.choice(40, size=rng.integers(0, 36), replace=False) for _ in range(len(queries))]
@@ -103,13 +107,14 @@ def test_exclusions_and_padding(backend, device, metric):
 
 @pytest.mark.parametrize(("backend", "device"), BACKENDS)
 def test_non_contiguous_and_numpy_inputs(backend, device):
+    require_device(device)
     queries, corpus = _data(6, 200, 12, seed=4)
     _backend(backend, device, queries, corpus)
-    qt = queries.t().contiguous().t()  # column-major view
+    qt = queries.to(device).t().contiguous().t()  # column-major view
     assert not qt.is_contiguous()
-    a = knn_topk(qt, corpus[::2], 4, backend=backend)
+    a = knn_topk(qt, corpus.to(device)[::2], 4, backend=backend)
     b = knn_topk(queries.numpy(), corpus[::2].contiguous().numpy(), 4, backend="torch")
-    assert torch.equal(a[0], b[0])
+    assert torch.equal(a[0].cpu(), b[0])
 
 
 @pytest.mark.parametrize(
@@ -148,8 +153,11 @@ def test_bad_input(args, kwargs, err, match):
 
 @pytest.mark.parametrize(("backend", "device"), BACKENDS)
 def test_negative_zero_ties_with_zero(backend, device):
-    queries = torch.tensor([[1e-30]])
-    corpus = torch.tensor([[-1e-30], [1e-30]])  # scores -0.0 (row 0) and +0.0 (row 1) in float32
+    require_device(device)
+    queries = torch.tensor([[1e-30]], device=device)
+    corpus = torch.tensor(
+        [[-1e-30], [1e-30]], device=device
+    )  # scores -0.0 (row 0) and +0.0 (row 1) in float32
     _backend(backend, device, torch.ones(1, 1), corpus)
     ids, _ = knn_topk(queries, corpus, 1, metric="ip", backend=backend)
     assert ids.tolist() == [[0]]  # equal scores: the lower id wins
@@ -158,8 +166,11 @@ def test_negative_zero_ties_with_zero(backend, device):
 @pytest.mark.filterwarnings("ignore:overflow encountered in cast")  # float64 -> float32 inf
 @pytest.mark.parametrize(("backend", "device"), BACKENDS)
 def test_infinite_scores_stay_admissible(backend, device):
-    queries = torch.tensor([[-3e38]])
-    corpus = torch.tensor([[3e38], [3e38]])  # squared distance overflows to inf in float32
+    require_device(device)
+    queries = torch.tensor([[-3e38]], device=device)
+    corpus = torch.tensor(
+        [[3e38], [3e38]], device=device
+    )  # squared distance overflows to inf in float32
     _backend(backend, device, queries, corpus)
     ids, scores = knn_topk(queries, corpus, 1, metric="l2", exclude=[[0]], backend=backend)
     assert ids.tolist() == [[1]] and scores.tolist() == [[float("inf")]]
@@ -246,7 +257,9 @@ def test_native_cpu_very_long_vectors():
 
 
 @pytest.mark.parametrize(
-    "tile", ["64,64,16,4", "16,16,16,4", "32,128,32,8"], ids=["gpu-default", "n-eq-kp", "wide"]
+    "tile",
+    ["64,64,16,4", "16,16,16,4", "32,128,32,8", "16,32,16,4,3"],
+    ids=["gpu-default", "n-eq-kp", "wide", "corpus-splits"],
 )
 def test_triton_tiles_agree(tile, monkeypatch):
     """Every tile shape of the Triton kernel (set by $NOISEFORGE_KNN_TRITON, as the
@@ -264,7 +277,7 @@ def test_triton_tiles_agree(tile, monkeypatch):
         torch.testing.assert_close(a[1], b[1], rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("value", ["64,64", "64,64,8,4", "64,48,16,4", "a,b,c,d"])
+@pytest.mark.parametrize("value", ["64,64", "64,64,8,4", "64,48,16,4", "a,b,c,d", "64,64,16,4,-1"])
 def test_triton_tile_override_is_checked(value, monkeypatch):
     knn_module = importlib.import_module("noiseforge.ops.knn_topk")
 

@@ -49,7 +49,7 @@ def _launch_options() -> dict:
 # The largest kernel width the knn launcher allows and its default GPU tile
 # (kept in step with noiseforge.ops.knn_topk by tests/test_triton_compile.py).
 KNN_MAX_KP = 256
-KNN_TILE = (64, 64, 16, 4)
+KNN_TILE = (64, 64, 16, 4, 0)
 
 
 def _ldp(name, x, out, mechanism, clamp, bf16=False, total="i64", archs=(90,), fusion=False):
@@ -69,9 +69,12 @@ def _knn(metric, kp, archs=(90,), tile=None):
         "NQ": "i32",
         "N": "i32",
         "D": "i32",
+        "ROWS_PER_SPLIT": "i32",
     }
-    bq, bn, bd, warps = tile or KNN_TILE
+    bq, bn, bd, warps = (tile or KNN_TILE)[:4]
     bn = max(bn, kp)
+    if metric == 0:  # as the launcher: l2 differences in steps of 8 dimensions
+        bd = 8
     if kp >= 128:  # as noiseforge.ops.knn_topk.triton_tile
         bq = min(bq, 16)
     const = {"METRIC": metric, "BLOCK_Q": bq, "BLOCK_N": bn, "KP": kp, "BLOCK_D": bd}

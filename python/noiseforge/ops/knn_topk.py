@@ -121,18 +121,20 @@ _TRITON_MAX_KP = 256
 
 
 # The Triton kernel's tile: BLOCK_Q queries x BLOCK_N corpus rows, BLOCK_D
-# dimensions per step, num_warps. Not yet tuned on a GPU (none was lent so far):
-# $NOISEFORGE_KNN_TRITON="BQ,BN,BD,WARPS" overrides it, and
+# dimensions per step (8 for l2), num_warps, and the number of corpus splits
+# (programs along the corpus, merged afterwards; 0 = about four programs per SM).
+# Not yet tuned on a GPU (none was lent so far):
+# $NOISEFORGE_KNN_TRITON="BQ,BN,BD,WARPS[,SPLITS]" overrides it, and
 # benchmarks/tune_knn_triton.py sweeps it on a card.
-TRITON_TILE = (64, 64, 16, 4)
+TRITON_TILE = (64, 64, 16, 4, 0)
 # Under the interpreter (CPU tests) smaller tiles run faster; they still take the
 # path that cuts a tile to its KP best keys (BLOCK_N > KP).
-TRITON_TILE_INTERPRETER = (16, 32, 16, 4)
+TRITON_TILE_INTERPRETER = (16, 32, 16, 4, 1)
 TRITON_TILE_ENV = "NOISEFORGE_KNN_TRITON"
 
 
-def triton_tile(kp: int) -> tuple[int, int, int, int]:
-    """(BLOCK_Q, BLOCK_N, BLOCK_D, num_warps) for a kernel keeping kp keys per query."""
+def triton_tile(kp: int) -> tuple[int, int, int, int, int]:
+    """(BLOCK_Q, BLOCK_N, BLOCK_D, num_warps, splits) for a kernel keeping kp keys per query."""
     tile = TRITON_TILE_INTERPRETER if B.triton_interpreting() else TRITON_TILE
     env = os.environ.get(TRITON_TILE_ENV, "").strip()
     if env:
@@ -140,16 +142,19 @@ def triton_tile(kp: int) -> tuple[int, int, int, int]:
             tile = tuple(int(v) for v in env.split(","))
         except ValueError:
             tile = ()
-        pow2 = all(v > 0 and v & (v - 1) == 0 for v in tile)
-        if len(tile) != 4 or not pow2 or min(tile[:3]) < 16 or tile[3] > 16:
+        if len(tile) == 4:
+            tile = (*tile, 0)
+        pow2 = all(v > 0 and v & (v - 1) == 0 for v in tile[:4])
+        if len(tile) != 5 or not pow2 or min(tile[:3]) < 16 or tile[3] > 16 or tile[4] < 0:
             raise ValueError(
                 f"${TRITON_TILE_ENV}={env!r}: give four powers of two "
-                "'BLOCK_Q,BLOCK_N,BLOCK_D,WARPS' (tile sizes >= 16, warps <= 16), e.g. '64,64,16,4'"
+                "'BLOCK_Q,BLOCK_N,BLOCK_D,WARPS' (tile sizes >= 16, warps <= 16) and optionally "
+                "a number of corpus splits (0 = automatic), e.g. '64,64,16,4' or '64,64,16,4,8'"
             )
-    block_q, block_n, block_d, warps = tile
+    block_q, block_n, block_d, warps, splits = tile
     if kp >= 128:  # wide sorts: compile time grows with BLOCK_Q x KP (96 s at 64 x 256)
         block_q = min(block_q, 16)
-    return block_q, max(block_n, kp), block_d, warps
+    return block_q, max(block_n, kp), block_d, warps, splits
 
 
 def _triton_width(p: _KnnPlan) -> int:
@@ -193,22 +198,35 @@ def _run_triton(p: _KnnPlan):
 
     nq, d = p.queries.shape
     kp = _triton_width(p)
-    keys = torch.empty((nq, kp), dtype=torch.int64, device=p.device)
+    keys = torch.empty((nq, kp), dtype=torch.int64, device=p.device)  # (no queries)
     qn = p.queries.double().norm(dim=1)
     cn = p.corpus.double().norm(dim=1)
-    block_q, block_n, block_d, warps = triton_tile(kp)
+    block_q, block_n, block_d, warps, splits = triton_tile(kp)
+    if p.metric == "l2":  # the (BLOCK_Q, BLOCK_N, BLOCK_D) differences spill above 8
+        block_d = 8
+    n = p.corpus.shape[0]
+    qblocks = B.cdiv(nq, block_q)
+    if splits == 0:  # automatic: about four programs per SM, at least 4 tiles each
+        sms = 1
+        if p.device.type == "cuda":
+            sms = torch.cuda.get_device_properties(p.device).multi_processor_count
+        splits = max(1, min(B.cdiv(4 * sms, max(1, qblocks)), n // (4 * block_n)))
+    rows = B.cdiv(B.cdiv(n, splits), block_n) * block_n  # corpus rows per split
+    splits = B.cdiv(n, rows)
     launch = {} if B.triton_interpreting() else {"num_warps": warps}
     if nq:
+        parts = torch.empty((nq, splits * kp), dtype=torch.int64, device=p.device)
         with B.device_guard(p.device):
-            knn_topk_kernel[(B.cdiv(nq, block_q),)](
+            knn_topk_kernel[(qblocks, splits)](
                 p.queries,
                 p.corpus,
                 qn,
                 cn,
-                keys,
+                parts,
                 nq,
-                p.corpus.shape[0],
+                n,
                 d,
+                rows,
                 METRIC=METRICS[p.metric],
                 BLOCK_Q=block_q,
                 BLOCK_N=block_n,
@@ -216,6 +234,8 @@ def _run_triton(p: _KnnPlan):
                 BLOCK_D=block_d,
                 **launch,
             )
+        # keys are unique (the row id is in them): the KP largest over all splits
+        keys = parts if splits == 1 else parts.sort(dim=1, descending=True).values[:, :kp]
     ids, scores, ok = _unpack(keys, p.metric != "l2")
     if p.excluded is not None and p.excluded.numel():
         counts = p.offsets[1:] - p.offsets[:-1]

@@ -32,9 +32,10 @@ def _run_cpu(count: int, seed: int, offset: int, device: torch.device) -> torch.
 def _run_cuda(count: int, seed: int, offset: int, device: torch.device) -> torch.Tensor:
     raw = torch.empty((count, 4), dtype=torch.int32, device=device)
     if count:
-        _native.native().philox_words_cuda(
-            raw.data_ptr(), count, seed, offset, B.cuda_stream(device)
-        )
+        with B.device_guard(device):
+            _native.native().philox_words_cuda(
+                raw.data_ptr(), count, seed, offset, B.cuda_stream(device)
+            )
     return _to_int64_words(raw)
 
 
@@ -44,7 +45,8 @@ def _run_triton(count: int, seed: int, offset: int, device: torch.device) -> tor
     raw = torch.empty((count, 4), dtype=torch.int32, device=device)
     if count:
         block = 256
-        philox_words_kernel[(B.cdiv(count, block),)](raw, count, seed, offset, BLOCK=block)
+        with B.device_guard(device):
+            philox_words_kernel[(B.cdiv(count, block),)](raw, count, seed, offset, BLOCK=block)
     return _to_int64_words(raw)
 
 
