@@ -398,3 +398,18 @@ def test_partitioned_path_with_wide_cells(weighted):
     got = vote_histogram(index, labels, n, c, weights=weights, backend="cpu")
     want = vote_histogram(index, labels, n, c, weights=weights, backend="torch")
     assert torch.equal(got, want)
+
+
+def test_triton_soft_labels_name_the_grid_limit():
+    """More than 65535 blocks of 64 classes do not fit the soft-label kernel's grid:
+    the triton backend says so instead of failing at launch."""
+    from noiseforge.ops import registry
+    from noiseforge.ops.aggregate import OP, _AggPlan
+
+    index = torch.zeros(0, dtype=torch.int64)
+    wide = _AggPlan(
+        "soft", index, None, torch.zeros(0, 65535 * 64 + 1), 3, 65535 * 64 + 1, torch.int64
+    )
+    assert any("grid" in why for why in registry.why_not(OP, "triton", wide))
+    narrow = _AggPlan("soft", index, None, torch.zeros(0, 65535 * 64), 3, 65535 * 64, torch.int64)
+    assert not any("grid" in why for why in registry.why_not(OP, "triton", narrow))

@@ -247,9 +247,25 @@ def _launch_triton(p: _AggPlan, q, acc) -> None:
         )
 
 
+def _triton_limits(p: _AggPlan) -> list[str]:
+    # soft labels: class blocks of 64 on the grid's second axis, which stops at 65535
+    if p.mode == "soft" and B.cdiv(p.num_classes, 64) > 65535:
+        return [
+            f"{p.num_classes} classes exceed the soft-label kernel's grid "
+            f"({65535 * 64}); use the cuda or torch backend"
+        ]
+    return []
+
+
 _EXACT = {torch.float32: (0.0, 0.0)}
 B.register_backends(
-    OP, cuda=_run_cuda, triton=_run_triton, cpu=_run_cpu, torch_ref=_run_torch, tolerance=_EXACT
+    OP,
+    cuda=_run_cuda,
+    triton=_run_triton,
+    cpu=_run_cpu,
+    torch_ref=_run_torch,
+    tolerance=_EXACT,
+    triton_check=_triton_limits,
 )
 
 
