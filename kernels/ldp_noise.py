@@ -100,12 +100,18 @@ def ldp_noise_kernel(
     TABLE_BITS: tl.constexpr,
     OUT_BF16: tl.constexpr,
     BLOCK: tl.constexpr,
+    INDEX32: tl.constexpr,
 ):
     pid = tl.program_id(0).to(tl.int64)
     e = pid * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
     mask = e < total
-    row = e // D
-    d = e - row * D
+    if INDEX32:  # every index fits: 32-bit divisions (emulated, but far cheaper than 64-bit)
+        e32 = e.to(tl.int32)
+        row = e32 // D
+        d = e32 - row * D
+    else:
+        row = e // D
+        d = e - row * D
     xv = tl.load(x_ptr + (row // K) * D + d, mask=mask, other=0).to(tl.float32)
     lo = tl.load(lower_ptr + d, mask=mask, other=0.0)
     hi = tl.load(upper_ptr + d, mask=mask, other=1.0)

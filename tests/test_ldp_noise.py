@@ -506,3 +506,22 @@ def test_reference_sqrt_is_correctly_rounded():
     got = sqrt_f32(x)
     bad = (got != expected).nonzero().flatten()
     assert bad.numel() == 0, f"{bad.numel()} roots differ, first at x={x[bad[0]].item()!r}"
+
+
+@pytest.mark.parametrize(
+    ("backend", "device"),
+    [p for p in BACKEND_DEVICES if p.values[0] == "triton"],
+)
+@pytest.mark.parametrize(("mechanism", "kw"), MECHANISMS)
+def test_triton_64_bit_index_path(backend, device, mechanism, kw, monkeypatch):
+    """The Triton kernel divides in 32 bits whenever every index fits (the usual
+    case, and the one the other tests take); the 64-bit path, for outputs of 2^31
+    elements or more, gives the same values."""
+    require_device(device)
+    monkeypatch.setenv("NOISEFORGE_LDP_INDEX64", "1")
+    gen = torch.Generator().manual_seed(5)
+    x = _input((7, 5, 3), torch.float32, device, gen)
+    rec = require_backend("ldp_noise", backend, _inputs_for_registry(x, mechanism, kw))
+    got = _run(x, backend, mechanism, kw)
+    want = _run(x, "torch", mechanism, kw)
+    assert_close_report(got, want, *rec.tolerance.get(got.dtype, (0.0, 0.0)))

@@ -80,6 +80,9 @@ def test_noise_kernel_keeps_the_float32_contract(compiled, name, arch):
     }
     assert not fused, fused
     assert not _ops(entry, ".approx", ".ftz"), _ops(entry, ".approx", ".ftz")
+    # 32-bit index arithmetic unless the 64-bit path was asked for
+    div64 = _ops(entry, "div.s64", "div.u64", "rem.s64", "rem.u64")
+    assert bool(div64) == name.endswith("index64"), div64
     if "gaussian" in name:
         assert _ops(entry, "sqrt.rn.f32")  # erfinv's tail: IEEE square root
     if "discrete" in name:

@@ -23,17 +23,20 @@ void check(cudaError_t err, const char* what) {
   }
 }
 
-template <Mechanism M, bool kClamp, typename TIn, typename TOut>
-__global__ void ldp_noise_kernel(const TIn* __restrict__ x, TOut* __restrict__ out, int64_t total,
-                                 int64_t D, int64_t K, const float* __restrict__ lower,
+// TIdx: int32_t when every index (and index + grid stride) fits, int64_t
+// otherwise -- the two divisions per element are emulated on the GPU, and a
+// 64-bit division costs several times a 32-bit one.
+template <Mechanism M, bool kClamp, typename TIn, typename TOut, typename TIdx>
+__global__ void ldp_noise_kernel(const TIn* __restrict__ x, TOut* __restrict__ out, TIdx total,
+                                 TIdx D, TIdx K, const float* __restrict__ lower,
                                  const float* __restrict__ upper, const float* __restrict__ scale,
                                  const uint64_t* __restrict__ table, int table_len, int table_bits,
                                  uint64_t seed, uint64_t offset) {
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < total;
-       e += stride) {
-    const int64_t row = e / D;
-    const int64_t d = e - row * D;
+  const TIdx stride = static_cast<TIdx>(gridDim.x) * static_cast<TIdx>(blockDim.x);
+  for (TIdx e = static_cast<TIdx>(blockIdx.x) * static_cast<TIdx>(blockDim.x) + threadIdx.x;
+       e < total; e += stride) {
+    const TIdx row = e / D;
+    const TIdx d = e - row * D;
     const float xv = DTypeIO<TIn>::load(x[(row / K) * D + d]);
     const float y = ldp_noise_element<M, kClamp>(xv, lower[d], upper[d], scale[d],
                                                  offset + static_cast<uint64_t>(e), seed, table,
@@ -68,9 +71,18 @@ template <Mechanism M, bool kClamp, typename TIn, typename TOut>
 void launch_clamped(const LdpNoiseArgs& a, cudaStream_t stream) {
   const int64_t total = a.n * a.copies * a.d;
   if (total == 0) return;
-  ldp_noise_kernel<M, kClamp, TIn, TOut><<<grid_for(total), kThreads, 0, stream>>>(
-      static_cast<const TIn*>(a.x), static_cast<TOut*>(a.out), total, a.d, a.copies, a.lower,
-      a.upper, a.scale, a.table, a.table_len, a.table_bits, a.seed, a.offset);
+  const unsigned grid = grid_for(total);
+  const int64_t stride = static_cast<int64_t>(grid) * kThreads;
+  if (total + stride < (int64_t{1} << 31)) {
+    ldp_noise_kernel<M, kClamp, TIn, TOut, int32_t><<<grid, kThreads, 0, stream>>>(
+        static_cast<const TIn*>(a.x), static_cast<TOut*>(a.out), static_cast<int32_t>(total),
+        static_cast<int32_t>(a.d), static_cast<int32_t>(a.copies), a.lower, a.upper, a.scale,
+        a.table, a.table_len, a.table_bits, a.seed, a.offset);
+  } else {
+    ldp_noise_kernel<M, kClamp, TIn, TOut, int64_t><<<grid, kThreads, 0, stream>>>(
+        static_cast<const TIn*>(a.x), static_cast<TOut*>(a.out), total, a.d, a.copies, a.lower,
+        a.upper, a.scale, a.table, a.table_len, a.table_bits, a.seed, a.offset);
+  }
   check(cudaGetLastError(), "ldp_noise kernel launch");
 }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import Any
@@ -425,6 +426,10 @@ def _run_triton(p: _Plan, out: torch.Tensor, seed: int, offset: int) -> None:
         )
 
 
+# "1" forces the Triton kernel's 64-bit index path (tests cover both paths)
+_INDEX64_ENV = "NOISEFORGE_LDP_INDEX64"
+
+
 def _launch_triton(kernel, grid, x, out, p: _Plan, table, seed, offset, bf16, block) -> None:
     kernel[grid](
         x,
@@ -444,6 +449,7 @@ def _launch_triton(kernel, grid, x, out, p: _Plan, table, seed, offset, bf16, bl
         TABLE_BITS=p.table_bits,
         OUT_BF16=bf16,
         BLOCK=block,
+        INDEX32=p.numel + block < 2**31 and os.environ.get(_INDEX64_ENV) != "1",
         **B.triton_launch_options(),
     )
 
