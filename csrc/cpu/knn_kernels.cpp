@@ -66,8 +66,8 @@ inline float contract_key(int metric, double raw, double qn, double cn) {
 #define NF_TARGET_CLONES
 #endif
 
-// Per element type T: one pair, four queries x one row, four queries x four
-// rows (sums of q . c, or of (q - c)^2 for l2). Queries are rows q + r * d,
+// Overloads for double and float: one pair, four queries x one row, four
+// queries x four rows (sums of q . c, or of (q - c)^2 for l2). Queries are rows q + r * d,
 // corpus rows c + s * d; the 4 x 4 tile writes out[r * ld + s].
 #define NF_ACC16(X) \
   X(0, 0) X(0, 1) X(0, 2) X(0, 3) X(1, 0) X(1, 1) X(1, 2) X(1, 3) \
@@ -83,15 +83,15 @@ inline float contract_key(int metric, double raw, double qn, double cn) {
 #define NF_REDUCE16                                                                             \
   reduction(+ : s00, s01, s02, s03, s10, s11, s12, s13, s20, s21, s22, s23, s30, s31, s32, s33)
 #define NF_PRAGMA(x) _Pragma(#x)
-#define NF_TILE_KERNELS(SUF, TYPE)                                                                 \
-  NF_TARGET_CLONES TYPE dot_##SUF(const TYPE* a, const TYPE* b, int64_t d) {                             \
+#define NF_TILE_KERNELS(TYPE)                                                                 \
+  NF_TARGET_CLONES TYPE dot_pair(const TYPE* a, const TYPE* b, int64_t d) {                             \
     using T = TYPE; \
     T s = 0;                                                                                    \
     NF_PRAGMA(omp simd reduction(+ : s))                                                        \
     for (int64_t i = 0; i < d; ++i) s += a[i] * b[i];                                           \
     return s;                                                                                   \
   }                                                                                             \
-  NF_TARGET_CLONES TYPE l2_##SUF(const TYPE* a, const TYPE* b, int64_t d) {                              \
+  NF_TARGET_CLONES TYPE l2_pair(const TYPE* a, const TYPE* b, int64_t d) {                              \
     using T = TYPE; \
     T s = 0;                                                                                    \
     NF_PRAGMA(omp simd reduction(+ : s))                                                        \
@@ -101,7 +101,7 @@ inline float contract_key(int metric, double raw, double qn, double cn) {
     }                                                                                           \
     return s;                                                                                   \
   }                                                                                             \
-  NF_TARGET_CLONES void tile4x1_##SUF(bool l2, const TYPE* q, const TYPE* c, int64_t d, TYPE* out,      \
+  NF_TARGET_CLONES void tile4x1(bool l2, const TYPE* q, const TYPE* c, int64_t d, TYPE* out,      \
                                       int64_t ld) {                                             \
     using T = TYPE; \
     T s00 = 0, s10 = 0, s20 = 0, s30 = 0;                                                       \
@@ -123,7 +123,7 @@ inline float contract_key(int metric, double raw, double qn, double cn) {
     out[2 * ld] = s20;                                                                          \
     out[3 * ld] = s30;                                                                          \
   }                                                                                             \
-  NF_TARGET_CLONES void tile4x4_##SUF(bool l2, const TYPE* q, const TYPE* c, int64_t d, TYPE* out,      \
+  NF_TARGET_CLONES void tile4x4(bool l2, const TYPE* q, const TYPE* c, int64_t d, TYPE* out,      \
                                       int64_t ld) {                                             \
     using T = TYPE; \
     NF_ACC16(NF_DECL)                                                                           \
@@ -145,8 +145,8 @@ inline float contract_key(int metric, double raw, double qn, double cn) {
     NF_ACC16(NF_STORE)                                                                          \
   }
 
-NF_TILE_KERNELS(f64, double)
-NF_TILE_KERNELS(f32, float)
+NF_TILE_KERNELS(double)
+NF_TILE_KERNELS(float)
 
 #undef NF_TILE_KERNELS
 #undef NF_PRAGMA
@@ -166,29 +166,14 @@ void score_tile(bool l2, const T* q, int64_t rows, const T* c, int64_t nb, int64
     T* o = out + b4 * kCorpusTile;
     if (rows - b4 < 4) {  // the block's last one to three queries
       for (int64_t r = 0; r < rows - b4; ++r)
-        for (int64_t t = 0; t < nb; ++t) {
-          if constexpr (std::is_same_v<T, double>)
-            o[r * kCorpusTile + t] = l2 ? l2_f64(qq + r * d, c + t * d, d)
-                                        : dot_f64(qq + r * d, c + t * d, d);
-          else
-            o[r * kCorpusTile + t] = l2 ? l2_f32(qq + r * d, c + t * d, d)
-                                        : dot_f32(qq + r * d, c + t * d, d);
-        }
+        for (int64_t t = 0; t < nb; ++t)
+          o[r * kCorpusTile + t] =
+              l2 ? l2_pair(qq + r * d, c + t * d, d) : dot_pair(qq + r * d, c + t * d, d);
       continue;
     }
     int64_t t4 = 0;
-    for (; t4 + 4 <= nb; t4 += 4) {
-      if constexpr (std::is_same_v<T, double>)
-        tile4x4_f64(l2, qq, c + t4 * d, d, o + t4, kCorpusTile);
-      else
-        tile4x4_f32(l2, qq, c + t4 * d, d, o + t4, kCorpusTile);
-    }
-    for (; t4 < nb; ++t4) {  // the tile's last one to three rows
-      if constexpr (std::is_same_v<T, double>)
-        tile4x1_f64(l2, qq, c + t4 * d, d, o + t4, kCorpusTile);
-      else
-        tile4x1_f32(l2, qq, c + t4 * d, d, o + t4, kCorpusTile);
-    }
+    for (; t4 + 4 <= nb; t4 += 4) tile4x4(l2, qq, c + t4 * d, d, o + t4, kCorpusTile);
+    for (; t4 < nb; ++t4) tile4x1(l2, qq, c + t4 * d, d, o + t4, kCorpusTile);  // last 1-3 rows
   }
 }
 
@@ -279,7 +264,11 @@ void filtered_pass(Block& blk, const float* queries, const float* corpus, int64_
   const double gamma = nd * u / (1.0 - nd * u) + nd * std::ldexp(1.0, -52);
   const double tiny = nd * std::ldexp(1.0, -148);
   const double ulp2 = std::ldexp(1.0, -22);
-  const double neg_inf = -std::numeric_limits<double>::infinity();
+  // T of a query: its k-th largest lower bound so far (-inf until it has k)
+  const auto threshold_of = [k](const std::vector<double>& low) {
+    return static_cast<int>(low.size()) < k ? -std::numeric_limits<double>::infinity()
+                                            : low.front();
+  };
   // per query: the k largest lower bounds (a min-heap: T on top) and the candidates (hi, id)
   std::vector<std::vector<double>> lows(static_cast<size_t>(rows));
   std::vector<std::vector<std::pair<double, int64_t>>> cand(static_cast<size_t>(rows));
@@ -323,8 +312,7 @@ void filtered_pass(Block& blk, const float* queries, const float* corpus, int64_
         }
         err = 2.0 * err + ulp2 * (std::fabs(good) + err);
         const double lo = good - err, hi = good + err;
-        const double threshold = static_cast<int>(low.size()) < k ? neg_inf : low.front();
-        if (!(hi >= threshold)) continue;  // cannot reach the k best
+        if (!(hi >= threshold_of(low))) continue;  // cannot reach the k best
         cs.emplace_back(hi, j);
         if (static_cast<int>(low.size()) < k) {
           low.push_back(lo);
@@ -335,7 +323,7 @@ void filtered_pass(Block& blk, const float* queries, const float* corpus, int64_
           std::push_heap(low.begin(), low.end(), std::greater<double>());
         }
         if (cs.size() >= cap) {  // drop candidates the risen T rules out
-          const double th = static_cast<int>(low.size()) < k ? neg_inf : low.front();
+          const double th = threshold_of(low);
           cs.erase(std::remove_if(cs.begin(), cs.end(), [th](const auto& c) { return c.first < th; }),
                    cs.end());
           if (cs.size() > cap / 2) {
@@ -347,8 +335,7 @@ void filtered_pass(Block& blk, const float* queries, const float* corpus, int64_
     }
   }
   for (int64_t b = 0; b < rows; ++b) {
-    const std::vector<double>& low = lows[b];
-    const double th = static_cast<int>(low.size()) < k ? neg_inf : low.front();
+    const double th = threshold_of(lows[b]);
     for (const auto& [hi, j] : cand[b])
       if (hi >= th) rescore(b, j);
   }

@@ -198,7 +198,6 @@ def _run_triton(p: _KnnPlan):
 
     nq, d = p.queries.shape
     kp = _triton_width(p)
-    keys = torch.empty((nq, kp), dtype=torch.int64, device=p.device)  # (no queries)
     qn = p.queries.double().norm(dim=1)
     cn = p.corpus.double().norm(dim=1)
     block_q, block_n, block_d, warps, splits = triton_tile(kp)
@@ -236,6 +235,8 @@ def _run_triton(p: _KnnPlan):
             )
         # keys are unique (the row id is in them): the KP largest over all splits
         keys = parts if splits == 1 else parts.sort(dim=1, descending=True).values[:, :kp]
+    else:
+        keys = torch.empty((0, kp), dtype=torch.int64, device=p.device)
     ids, scores, ok = _unpack(keys, p.metric != "l2")
     if p.excluded is not None and p.excluded.numel():
         counts = p.offsets[1:] - p.offsets[:-1]
