@@ -42,6 +42,12 @@ def _case(name, gen):
     elif name == "large-random-many-blocks":  # partitioned, 16-bit cells, ~25 row blocks
         m, n, c = 70_001, 200_000, 6
         index = torch.randint(0, n, (m,), generator=gen)
+    elif name == "sorted-many-classes":  # grouped path, tiles of one or two rows
+        m, n, c = 3000, 40, 3000
+        index = torch.randint(0, n, (m,), generator=gen).sort().values
+    elif name == "sorted-many-tiles":  # grouped path across tiles and thread splits
+        m, n, c = 60_000, 9_000, 7
+        index = torch.randint(0, n, (m,), generator=gen).sort().values
     elif name == "sparse-inputs":  # most inputs receive nothing
         m, n, c = 100, 10_000, 3
         index = torch.randint(0, n, (m,), generator=gen).sort().values
@@ -60,6 +66,8 @@ CASES = [
     "large-random-many-blocks",
     "sorted",
     "grouped-copies",
+    "sorted-many-classes",
+    "sorted-many-tiles",
     "all-to-one",
     "no-answers",
     "one-class",
@@ -242,6 +250,43 @@ def test_weight_scan_over_many_chunks(backend):
     first = int(torch.nonzero(~(torch.isfinite(weights) & (weights >= 0))[order])[0])
     with pytest.raises(ValueError, match=rf"weights\[{first}\] = "):
         vote_histogram(index[order], labels[order], n, c, weights=weights[order], backend=backend)
+
+
+@pytest.mark.parametrize("backend", ["cpu", "triton"])
+@pytest.mark.parametrize("at", [1, 299, 30_001, 59_999])
+def test_grouped_input_broken_late(backend, at):
+    """Sorted input whose order breaks (or whose index leaves [0, N), or whose
+    label is bad) at one late answer: the grouped path has already written
+    rows by then; the result must still equal the reference, or the error must
+    name that answer."""
+    _backend_ok(backend, "cpu")
+    g = torch.Generator().manual_seed(at)
+    m, n, c = 60_000, 9_000, 7
+    index = torch.randint(0, n, (m,), generator=g).sort().values
+    labels = torch.randint(0, c, (m,), generator=g)
+    weights = torch.rand(m, generator=g)
+    probs = torch.softmax(torch.randn(m, c, generator=g), dim=1)
+    swapped = index.clone()
+    swapped[at - 1] = max(int(index[at - 1]), 1)
+    swapped[at] = int(swapped[at - 1]) - 1  # out of order at `at`
+    for idx in (swapped, index.flip(0)):
+        for w in (None, weights):
+            got = vote_histogram(idx, labels, n, c, weights=w, backend=backend)
+            assert torch.equal(got, vote_histogram(idx, labels, n, c, weights=w, backend="torch"))
+        got = soft_label_sum(idx, probs, n, backend=backend)
+        assert torch.equal(got, soft_label_sum(idx, probs, n, backend="torch"))
+    past_end = index.clone()
+    past_end[at:] = n  # sorted, but leaves [0, N) from `at`
+    for w in (None, weights):
+        with pytest.raises(ValueError, match=rf"index\[{at}\] = {n} is outside"):
+            vote_histogram(past_end, labels, n, c, weights=w, backend=backend)
+    with pytest.raises(ValueError, match=rf"index\[{at}\] = {n} is outside"):
+        soft_label_sum(past_end, probs, n, backend=backend)
+    bad_labels = labels.clone()
+    bad_labels[at] = c
+    for w in (None, weights):
+        with pytest.raises(ValueError, match=rf"labels\[{at}\] = {c} is outside"):
+            vote_histogram(index, bad_labels, n, c, weights=w, backend=backend)
 
 
 @pytest.mark.parametrize("backend", ["torch", "cpu", "triton"])

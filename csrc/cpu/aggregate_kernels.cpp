@@ -5,10 +5,10 @@
 // and their maximum fixes the fixed-point shift.
 // Grouped path (answers of an input adjacent, as LDPKiT produces them): the
 // answers are cut into one range per thread at input boundaries; each thread
-// owns a disjoint block of output rows and streams its answers, summing the
-// current input's votes in a small local row and writing every output row
-// exactly once (no zeroing pass, no atomics, no scratch table). An answer out
-// of order or outside the thread's rows aborts this path.
+// owns a disjoint block of output rows and streams its answers, summing a tile
+// of rows at a time in a small local table and writing every output row
+// exactly once (no zeroing pass, no atomics). An answer out of order or
+// outside the thread's rows aborts this path.
 // General path: validate the index, zero the table, add with relaxed atomics
 // (integers: the result does not depend on the order), convert sums.
 // Labels are checked inline in both paths.
@@ -46,7 +46,7 @@ inline bool legal_weight(float w) { return w >= 0.0f && w <= std::numeric_limits
 // play (integer work on the bit patterns, which the compiler vectorises:
 // non-negative finite floats order like their bits read as int32, -0 taken as
 // +0). false means "search the chunk with legal_weight".
-inline bool chunk_max_bits(const float* v, int64_t n, float* max_out) {
+NF_TARGET_CLONES_V4 bool chunk_max_bits(const float* v, int64_t n, float* max_out) {
   int32_t m = 0, bad = 0;
   for (int64_t j = 0; j < n; ++j) {
     int32_t bits;
@@ -57,6 +57,13 @@ inline bool chunk_max_bits(const float* v, int64_t n, float* max_out) {
   }
   std::memcpy(max_out, &m, sizeof m);
   return bad == 0;
+}
+
+// Fixed-point sums -> float32 (vectorised int64 -> double conversions where the
+// CPU has them; every variant rounds the same way).
+NF_TARGET_CLONES_V4 void sums_to_float(const int64_t* __restrict acc, float* __restrict out,
+                                       int64_t n, double inv_scale) {
+  for (int64_t j = 0; j < n; ++j) out[j] = fixed_point_value(acc[j], inv_scale);
 }
 
 // First illegal value (or -1) and the largest value. A chunk the bit scan
@@ -119,13 +126,14 @@ struct RowWriter {
   TOut* out;
   int64_t c;
   double inv_scale;
-  void row(int64_t r, const int64_t* acc) const {
-    TOut* o = out + r * c;
-    for (int64_t j = 0; j < c; ++j) {
-      if constexpr (std::is_same_v<TOut, float>)
-        o[j] = fixed_point_value(acc[j], inv_scale);
-      else
-        o[j] = static_cast<TOut>(acc[j]);
+  // rows [r0, r1) from the accumulators acc[(r - r0) * c + j]
+  void rows(int64_t r0, int64_t r1, const int64_t* __restrict acc) const {
+    TOut* __restrict o = out + r0 * c;
+    const int64_t cells = (r1 - r0) * c;
+    if constexpr (std::is_same_v<TOut, float>) {
+      sums_to_float(acc, o, cells, inv_scale);
+    } else {
+      for (int64_t j = 0; j < cells; ++j) o[j] = static_cast<TOut>(acc[j]);
     }
   }
   void zeros(int64_t r0, int64_t r1) const {
@@ -133,14 +141,67 @@ struct RowWriter {
   }
 };
 
+// Accumulator cells of one tile of rows (int64): small enough for L1.
+constexpr int64_t kTileCells = 2048;
+
+// One thread's share of the grouped path: answers [f0, f1), output rows [r0, r1).
+// The rows are summed a tile at a time (up to kTileCells cells) in a local
+// int64 table -- zeroed, filled by the answers whose rows fall in the tile,
+// written out once -- so the answer loop has no per-row work. Rows without
+// answers between tiles are zeroed directly. Returns false at the first answer
+// that is out of order or outside [r0, r1) (every invalid index is one of those).
+template <AggregateMode kMode, typename TI, typename TL, typename TOut>
+bool grouped_range(const TI* __restrict index, const TL* __restrict labels,
+                   const float* __restrict values, int64_t f0, int64_t f1, int64_t r0, int64_t r1,
+                   int64_t C, double scale, const RowWriter<TOut>& w, int64_t* bad_label) {
+  const int64_t tile_rows = std::max<int64_t>(1, kTileCells / C);
+  std::unique_ptr<int64_t[]> tile(new int64_t[static_cast<size_t>(tile_rows * C)]);
+  int64_t* __restrict acc = tile.get();
+  int64_t next = r0;  // first row not yet written
+  int64_t bad = *bad_label;
+  int64_t i = f0;
+  while (i < f1) {
+    const int64_t ra = static_cast<int64_t>(index[i]);
+    if (ra < next || ra >= r1) return false;
+    w.zeros(next, ra);
+    const int64_t rb = std::min(r1, ra + tile_rows);
+    std::fill(acc, acc + (rb - ra) * C, int64_t{0});
+    int64_t prev = ra;
+    for (; i < f1; ++i) {
+      const int64_t r = static_cast<int64_t>(index[i]);
+      if (r >= rb) break;
+      if (r < prev) return false;
+      prev = r;
+      int64_t* __restrict cell = acc + (r - ra) * C;
+      if constexpr (kMode == AggregateMode::kSoft) {
+        const float* __restrict p = values + i * C;
+        for (int64_t j = 0; j < C; ++j) cell[j] += fixed_point_quantize(p[j], scale);
+      } else {
+        const int64_t l = static_cast<int64_t>(labels[i]);
+        if (static_cast<uint64_t>(l) >= static_cast<uint64_t>(C)) {
+          bad = std::min(bad, i);
+          continue;
+        }
+        if constexpr (kMode == AggregateMode::kCounts)
+          cell[l] += 1;
+        else
+          cell[l] += fixed_point_quantize(values[i], scale);
+      }
+    }
+    w.rows(ra, prev + 1, acc);
+    next = prev + 1;
+  }
+  w.zeros(next, r1);
+  *bad_label = bad;
+  return true;
+}
+
 // The grouped path; returns false (output incomplete) when some answer is out of
 // order or outside its thread's rows, which includes every invalid index.
 template <typename TI, typename TL, typename TOut>
 bool grouped_pass(const AggregateArgs& a, const TI* index, const TL* labels, double scale,
                   const RowWriter<TOut>& w, int nt, int64_t* bad_label_out) {
   const int64_t M = a.m, N = a.n, C = a.c;
-  const bool soft = a.mode == AggregateMode::kSoft;
-  const bool counts = a.mode == AggregateMode::kCounts;
   // Split points at input boundaries and the rows each thread owns (monotone, in [0, N]).
   std::vector<int64_t> first(nt + 1), row(nt + 1);
   for (int t = 0; t <= nt; ++t) {
@@ -159,41 +220,25 @@ bool grouped_pass(const AggregateArgs& a, const TI* index, const TL* labels, dou
 #pragma omp parallel for schedule(static, 1) num_threads(nt) reduction(| : violation) \
     reduction(min : bad_label)
   for (int t = 0; t < nt; ++t) {
-    const int64_t r0 = row[t], r1 = row[t + 1];
-    std::vector<int64_t> acc(static_cast<size_t>(C), 0);
-    int64_t cur = -1;        // row being summed (-1: none yet)
-    int64_t next = r0;       // first row not yet written
-    for (int64_t i = first[t]; i < first[t + 1]; ++i) {
-      const int64_t r = static_cast<int64_t>(index[i]);
-      if (r != cur || i == first[t]) {  // the first answer too: its index may be -1
-        if (r < next || r >= r1) {  // out of order, or not this thread's row
-          violation = 1;
-          break;
-        }
-        if (cur >= 0) {
-          w.row(cur, acc.data());
-          std::fill(acc.begin(), acc.end(), 0);
-        }
-        w.zeros(cur >= 0 ? cur + 1 : next, r);
-        cur = r;
-        next = r + 1;
-      }
-      if (soft) {
-        const float* p = a.values + i * C;
-        for (int64_t j = 0; j < C; ++j) acc[j] += fixed_point_quantize(p[j], scale);
-        continue;
-      }
-      const int64_t l = static_cast<int64_t>(labels[i]);
-      if (l < 0 || l >= C) {
-        if (i < bad_label) bad_label = i;
-        continue;
-      }
-      acc[l] += counts ? 1 : fixed_point_quantize(a.values[i], scale);
+    int64_t bad = M;
+    bool ok = false;
+    switch (a.mode) {
+      case AggregateMode::kCounts:
+        ok = grouped_range<AggregateMode::kCounts>(index, labels, a.values, first[t], first[t + 1],
+                                                   row[t], row[t + 1], C, scale, w, &bad);
+        break;
+      case AggregateMode::kWeighted:
+        ok = grouped_range<AggregateMode::kWeighted>(index, labels, a.values, first[t],
+                                                     first[t + 1], row[t], row[t + 1], C, scale,
+                                                     w, &bad);
+        break;
+      case AggregateMode::kSoft:
+        ok = grouped_range<AggregateMode::kSoft>(index, labels, a.values, first[t], first[t + 1],
+                                                 row[t], row[t + 1], C, scale, w, &bad);
+        break;
     }
-    if (!violation) {
-      if (cur >= 0) w.row(cur, acc.data());
-      w.zeros(next, r1);
-    }
+    if (!ok) violation = 1;
+    bad_label = std::min(bad_label, bad);
   }
   *bad_label_out = bad_label == M ? -1 : bad_label;
   return violation == 0;
@@ -232,6 +277,70 @@ int64_t atomic_pass(const AggregateArgs& a, const TI* index, const TL* labels, T
   return bad_label == M ? -1 : bad_label;
 }
 
+// Pass A of the partition: answers per row block in [i0, i1) (h: one counter
+// per block); returns the first invalid index or i1.
+template <typename TI>
+int64_t count_blocks(const TI* __restrict index, int64_t i0, int64_t i1, int64_t N, int shift,
+                     int64_t* __restrict h) {
+  for (int64_t i = i0; i < i1; ++i) {
+    const int64_t r = static_cast<int64_t>(index[i]);
+    if (static_cast<uint64_t>(r) >= static_cast<uint64_t>(N)) return i;
+    ++h[r >> shift];
+  }
+  return i1;
+}
+
+// What pass B found in one thread's answers.
+struct ScatterFound {
+  int64_t bad_label, bad_value;  // first offending answer, or the range's end
+  float max_value;               // largest weight (meaningful when all are legal)
+};
+
+// Pass B: each answer's cell within its block -- and its weight -- go to the
+// block's next slot (p: the next slot of every block). kCheck: the weights have
+// not been scanned, check each one and find the largest. An answer with a bad
+// label gets cell 0: its error is raised and the sums are never read.
+template <bool kCounts, bool kCheck, typename TCell, typename TI, typename TL>
+ScatterFound scatter_answers(const TI* __restrict index, const TL* __restrict labels,
+                             const float* __restrict values, int64_t i0, int64_t i1, int64_t C,
+                             int shift, int64_t* __restrict p, TCell* __restrict cells,
+                             float* __restrict wv) {
+  ScatterFound f{i1, i1, 0.0f};
+  const int64_t row_mask = (int64_t{1} << shift) - 1;
+  for (int64_t i = i0; i < i1; ++i) {
+    const int64_t r = static_cast<int64_t>(index[i]);
+    int64_t l = static_cast<int64_t>(labels[i]);
+    const int64_t slot = p[r >> shift]++;
+    if (!kCounts) {
+      const float v = values[i];
+      wv[slot] = v;
+      if (kCheck) {
+        if (!legal_weight(v) && i < f.bad_value) f.bad_value = i;
+        f.max_value = std::max(f.max_value, v);
+      }
+    }
+    if (static_cast<uint64_t>(l) >= static_cast<uint64_t>(C)) {
+      if (i < f.bad_label) f.bad_label = i;
+      l = 0;
+    }
+    cells[slot] = static_cast<TCell>((r & row_mask) * C + l);
+  }
+  return f;
+}
+
+// Pass C: the answers of one block summed into its table acc (zeroed here).
+template <bool kCounts, typename TCell>
+void sum_block(const TCell* __restrict cells, const float* __restrict wv, int64_t j0, int64_t j1,
+               double scale, int64_t* __restrict acc, int64_t block_cells) {
+  std::fill(acc, acc + block_cells, int64_t{0});
+  for (int64_t j = j0; j < j1; ++j) {
+    if constexpr (kCounts)
+      acc[cells[j]] += 1;
+    else
+      acc[cells[j]] += fixed_point_quantize(wv[j], scale);
+  }
+}
+
 // The partitioned path for unordered answers (counts and weighted votes): a
 // radix partition of the answers by blocks of output rows small enough to stay
 // in L2 (pass A counts answers per block and thread, pass B scatters each
@@ -239,15 +348,13 @@ int64_t atomic_pass(const AggregateArgs& a, const TI* index, const TL* labels, T
 // is summed in a thread-local table with plain adds and written out once.
 // Random updates thus hit cache instead of memory, with no atomics.
 // Writes nothing when an index is invalid (st->bad_index names the first).
-// check_values: the weights have not been scanned yet, so pass B checks each
+// kCheck: the weights have not been scanned yet, so pass B checks each
 // weight as it copies it (a bad one: nothing written, st->bad_value names the
 // first) and finds their maximum, which fixes the fixed-point scale.
-template <typename TCell, typename TI, typename TL, typename TOut>
+template <bool kCounts, bool kCheck, typename TCell, typename TI, typename TL, typename TOut>
 void partitioned_pass(const AggregateArgs& a, const TI* index, const TL* labels, double scale,
-                      RowWriter<TOut> w, bool check_values, int nt, int shift,
-                      AggregateStatus* st) {
+                      RowWriter<TOut> w, int nt, int shift, AggregateStatus* st) {
   const int64_t M = a.m, N = a.n, C = a.c;
-  const bool counts = a.mode == AggregateMode::kCounts;
   const int64_t blocks = (N >> shift) + 1;
   std::vector<int64_t> first(nt + 1);
   for (int t = 0; t <= nt; ++t) first[t] = M * t / nt;
@@ -255,15 +362,9 @@ void partitioned_pass(const AggregateArgs& a, const TI* index, const TL* labels,
   int64_t bad_index = M;
 #pragma omp parallel for schedule(static, 1) num_threads(nt) reduction(min : bad_index)
   for (int t = 0; t < nt; ++t) {
-    int64_t* h = hist.data() + t * blocks;
-    for (int64_t i = first[t]; i < first[t + 1]; ++i) {
-      const int64_t r = static_cast<int64_t>(index[i]);
-      if (r < 0 || r >= N) {
-        if (i < bad_index) bad_index = i;
-        continue;
-      }
-      ++h[r >> shift];
-    }
+    const int64_t bad =
+        count_blocks(index, first[t], first[t + 1], N, shift, hist.data() + t * blocks);
+    if (bad < first[t + 1]) bad_index = std::min(bad_index, bad);
   }
   if (bad_index < M) {
     st->bad_index = bad_index;
@@ -280,66 +381,60 @@ void partitioned_pass(const AggregateArgs& a, const TI* index, const TL* labels,
     }
   }
   block_start[blocks] = running;
-  // the slot of an answer with an invalid label (cells of a block stay below it)
-  constexpr TCell kSkip = std::numeric_limits<TCell>::max();
-  std::unique_ptr<TCell[]> cells(new TCell[static_cast<size_t>(M)]);
+  ScratchArray<TCell> cells(static_cast<size_t>(M));
   // Weights travel as float32 (half the traffic of quantised int64) and are
   // quantised where they are summed; quantisation is per weight, so the sums agree.
-  std::unique_ptr<float[]> wv(counts ? nullptr : new float[static_cast<size_t>(M)]);
+  ScratchArray<float> wv(kCounts ? 0 : static_cast<size_t>(M));
   int64_t bad_label = M, bad_value = M;
   float max_value = 0.0f;
 #pragma omp parallel for schedule(static, 1) num_threads(nt) reduction(min : bad_label, bad_value) \
     reduction(max : max_value)
   for (int t = 0; t < nt; ++t) {
-    int64_t* p = pos.data() + t * blocks;
-    for (int64_t i = first[t]; i < first[t + 1]; ++i) {
-      const int64_t r = static_cast<int64_t>(index[i]);
-      const int64_t l = static_cast<int64_t>(labels[i]);
-      const int64_t slot = p[r >> shift]++;
-      if (!counts) {
-        const float v = a.values[i];
-        wv[slot] = v;
-        if (check_values) {
-          if (!legal_weight(v) && i < bad_value) bad_value = i;
-          max_value = std::max(max_value, v);  // used only when every weight is legal
-        }
-      }
-      if (l < 0 || l >= C) {
-        if (i < bad_label) bad_label = i;
-        cells[slot] = kSkip;
-        continue;
-      }
-      cells[slot] = static_cast<TCell>((r & ((int64_t{1} << shift) - 1)) * C + l);
-    }
+    const ScatterFound f = scatter_answers<kCounts, kCheck>(
+        index, labels, a.values, first[t], first[t + 1], C, shift, pos.data() + t * blocks,
+        cells.get(), wv.get());
+    if (f.bad_label < first[t + 1]) bad_label = std::min(bad_label, f.bad_label);
+    if (f.bad_value < first[t + 1]) bad_value = std::min(bad_value, f.bad_value);
+    max_value = std::max(max_value, f.max_value);
   }
-  if (check_values) {
-    if (bad_value < M) {
-      st->bad_value = bad_value;  // reported before any label error
-      return;
-    }
+  if (kCheck && bad_value < M) {
+    st->bad_value = bad_value;  // reported before any label error
+    return;
+  }
+  if (bad_label < M) {
+    st->bad_label = bad_label;
+    return;
+  }
+  if (kCheck) {
     const int k = fixed_point_shift(static_cast<double>(max_value), M);
     scale = std::ldexp(1.0, k);
     w.inv_scale = std::ldexp(1.0, -k);
   }
-  const int64_t block_cells = (int64_t{1} << shift) * C;
 #pragma omp parallel num_threads(nt)
   {
-    std::vector<int64_t> acc(static_cast<size_t>(block_cells));
+    std::vector<int64_t> acc(static_cast<size_t>((int64_t{1} << shift) * C));
 #pragma omp for schedule(dynamic, 4)
     for (int64_t b = 0; b < blocks; ++b) {
       const int64_t r0 = b << shift;
       const int64_t r1 = std::min(N, r0 + (int64_t{1} << shift));
       if (r1 <= r0) continue;
-      std::fill(acc.begin(), acc.begin() + (r1 - r0) * C, 0);
-      for (int64_t j = block_start[b]; j < block_start[b + 1]; ++j) {
-        const TCell cell = cells[j];
-        if (cell == kSkip) continue;
-        acc[cell] += counts ? 1 : fixed_point_quantize(wv[j], scale);
-      }
-      for (int64_t r = r0; r < r1; ++r) w.row(r, acc.data() + (r - r0) * C);
+      sum_block<kCounts>(cells.get(), wv.get(), block_start[b], block_start[b + 1], scale,
+                         acc.data(), (r1 - r0) * C);
+      w.rows(r0, r1, acc.data());
     }
   }
-  st->bad_label = bad_label == M ? -1 : bad_label;
+}
+
+template <typename TCell, typename TI, typename TL, typename TOut>
+void partitioned_cells(const AggregateArgs& a, const TI* index, const TL* labels, double scale,
+                       const RowWriter<TOut>& w, bool check_values, int nt, int shift,
+                       AggregateStatus* st) {
+  if (a.mode == AggregateMode::kCounts)
+    partitioned_pass<true, false, TCell>(a, index, labels, scale, w, nt, shift, st);
+  else if (check_values)
+    partitioned_pass<false, true, TCell>(a, index, labels, scale, w, nt, shift, st);
+  else
+    partitioned_pass<false, false, TCell>(a, index, labels, scale, w, nt, shift, st);
 }
 
 // Rows per partition block (2^shift): as many as keep the block's table in L2
@@ -357,9 +452,9 @@ void partitioned(const AggregateArgs& a, const TI* index, const TL* labels, doub
          (int64_t{1} << shift16) < N)
     ++shift16;
   if ((int64_t{1} << shift16) * C < 0xffff && shift16 + 2 >= shift)
-    partitioned_pass<uint16_t>(a, index, labels, scale, w, check_values, nt, shift16, st);
+    partitioned_cells<uint16_t>(a, index, labels, scale, w, check_values, nt, shift16, st);
   else
-    partitioned_pass<uint32_t>(a, index, labels, scale, w, check_values, nt, shift, st);
+    partitioned_cells<uint32_t>(a, index, labels, scale, w, check_values, nt, shift, st);
 }
 
 template <typename TI, typename TL, typename TOut>
@@ -401,11 +496,11 @@ AggregateStatus run(const AggregateArgs& a, int nt) {
   st.bad_index = scan_index(index, M, N, nt);
   if (st.bad_index >= 0) return st;
   if constexpr (std::is_same_v<TOut, float>) {
-    std::unique_ptr<int64_t[]> acc(new int64_t[static_cast<size_t>(N * C)]);
+    ScratchArray<int64_t> acc(static_cast<size_t>(N * C));
     st.bad_label = atomic_pass<TI, TL, int64_t>(a, index, labels, acc.get(), scale, nt);
     float* out = static_cast<float*>(a.out);
 #pragma omp parallel for schedule(static) num_threads(nt)
-    for (int64_t j = 0; j < N * C; ++j) out[j] = fixed_point_value(acc[j], writer.inv_scale);
+    for (int64_t j = 0; j < N * C; ++j) out[j] = fixed_point_value(acc.get()[j], writer.inv_scale);
   } else {
     st.bad_label = atomic_pass<TI, TL, TOut>(a, index, labels, static_cast<TOut*>(a.out), scale, nt);
   }

@@ -8,6 +8,19 @@
 #include "noiseforge/aggregate.h"
 #include "noiseforge/ldp_noise.h"
 
+// Leaf loops in the files compiled once (aggregation, exact top-k) are cloned
+// per instruction set instead and chosen at load time, so portable builds stay
+// fast. Only functions that call nothing but other inlined code may carry it.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define NF_TARGET_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+// x86-64-v4 adds AVX-512DQ (int64 <-> double conversions) to avx512f
+#define NF_TARGET_CLONES_V4 \
+  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define NF_TARGET_CLONES
+#define NF_TARGET_CLONES_V4
+#endif
+
 #define NF_DECLARE_CPU_KERNELS(ns)                                                      \
   namespace noiseforge::ns {                                                            \
   void ldp_noise(const LdpNoiseArgs& args, int num_threads);                            \

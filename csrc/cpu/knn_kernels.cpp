@@ -59,13 +59,6 @@ inline float contract_key(int metric, double raw, double qn, double cn) {
   return -static_cast<float>(raw / (qn * cn));
 }
 
-// Cloned per instruction set and chosen at load time (portable builds stay fast).
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define NF_TARGET_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define NF_TARGET_CLONES
-#endif
-
 // Overloads for double and float: one pair, four queries x one row, four
 // queries x four rows (sums of q . c, or of (q - c)^2 for l2). Queries are rows q + r * d,
 // corpus rows c + s * d; the 4 x 4 tile writes out[r * ld + s].

@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <new>
 
 #if defined(__linux__)
 #include <sys/mman.h>
@@ -36,5 +37,27 @@ inline void advise_huge_pages(void* p, size_t bytes) {
   (void)bytes;
 #endif
 }
+
+// A large scratch array of trivially constructible T (left uninitialised),
+// 2 MiB-aligned so that all of it can take huge pages.
+template <typename T>
+class ScratchArray {
+ public:
+  explicit ScratchArray(size_t count) {
+    if (count == 0) return;
+    constexpr size_t kAlign = size_t{1} << 21;
+    const size_t bytes = (count * sizeof(T) + kAlign - 1) & ~(kAlign - 1);
+    data_ = static_cast<T*>(std::aligned_alloc(kAlign, bytes));
+    if (data_ == nullptr) throw std::bad_alloc();
+    advise_huge_pages(data_, bytes);
+  }
+  ~ScratchArray() { std::free(data_); }
+  ScratchArray(const ScratchArray&) = delete;
+  ScratchArray& operator=(const ScratchArray&) = delete;
+  T* get() const { return data_; }
+
+ private:
+  T* data_ = nullptr;
+};
 
 }  // namespace noiseforge::cpu
