@@ -222,6 +222,34 @@ def test_bad_entries_in_a_large_unordered_input(backend):
         vote_histogram(index, labels, 500, 4, backend=backend)
 
 
+@pytest.mark.parametrize("backend", ["cpu", "triton"])
+def test_unordered_input_over_several_partition_chunks(backend):
+    """The C++ partition works on chunks of 2^19 answers: sums over three chunks
+    equal the reference, and the first bad index / weight / label is named
+    whichever chunk (and thread) holds it."""
+    _backend_ok(backend, "cpu")
+    g = torch.Generator().manual_seed(3)
+    m, n, c = 1_200_001, 300_007, 3
+    index = torch.randint(0, n, (m,), generator=g)
+    labels = torch.randint(0, c, (m,), generator=g)
+    weights = torch.rand(m, generator=g)
+    for w in (None, weights):
+        got = vote_histogram(index, labels, n, c, weights=w, backend=backend)
+        assert torch.equal(got, vote_histogram(index, labels, n, c, weights=w, backend="torch"))
+    bad_weights = weights.clone()
+    bad_weights[[1_100_000, 700_000]] = float("nan")
+    bad_labels = labels.clone()
+    bad_labels[[900_000, 10]] = c
+    with pytest.raises(ValueError, match=r"weights\[700000\] = nan"):
+        vote_histogram(index, bad_labels, n, c, weights=bad_weights, backend=backend)
+    with pytest.raises(ValueError, match=rf"labels\[10\] = {c} is outside"):
+        vote_histogram(index, bad_labels, n, c, weights=weights, backend=backend)
+    index[[1_150_000, 600_001, 1_000_000]] = torch.tensor([-1, n, n + 5])
+    for w in (None, bad_weights):
+        with pytest.raises(ValueError, match=rf"index\[600001\] = {n} is outside"):
+            vote_histogram(index, bad_labels, n, c, weights=w, backend=backend)
+
+
 @pytest.mark.parametrize("backend", ["torch", "cpu", "triton"])
 def test_weight_scan_over_many_chunks(backend):
     """The value scan works on 32k-value chunks: bad weights in later chunks are

@@ -277,8 +277,8 @@ int64_t atomic_pass(const AggregateArgs& a, const TI* index, const TL* labels, T
   return bad_label == M ? -1 : bad_label;
 }
 
-// Pass A of the partition: answers per row block in [i0, i1) (h: one counter
-// per block); returns the first invalid index or i1.
+// Pass A of the partition: answers per row block in [i0, i1) added to h (one
+// counter per block); returns the first invalid index or i1.
 template <typename TI>
 int64_t count_blocks(const TI* __restrict index, int64_t i0, int64_t i1, int64_t N, int shift,
                      int64_t* __restrict h) {
@@ -328,11 +328,10 @@ ScatterFound scatter_answers(const TI* __restrict index, const TL* __restrict la
   return f;
 }
 
-// Pass C: the answers of one block summed into its table acc (zeroed here).
+// Pass C: the answers in slots [j0, j1) (all of one block) added to its table acc.
 template <bool kCounts, typename TCell>
-void sum_block(const TCell* __restrict cells, const float* __restrict wv, int64_t j0, int64_t j1,
-               double scale, int64_t* __restrict acc, int64_t block_cells) {
-  std::fill(acc, acc + block_cells, int64_t{0});
+void sum_segment(const TCell* __restrict cells, const float* __restrict wv, int64_t j0,
+                 int64_t j1, double scale, int64_t* __restrict acc) {
   for (int64_t j = j0; j < j1; ++j) {
     if constexpr (kCounts)
       acc[cells[j]] += 1;
@@ -341,12 +340,19 @@ void sum_block(const TCell* __restrict cells, const float* __restrict wv, int64_
   }
 }
 
+// Answers per partition chunk: a chunk's index, labels and scattered cells
+// stay in L2 between passes A and B.
+constexpr int64_t kPartChunk = int64_t{1} << 19;
+
 // The partitioned path for unordered answers (counts and weighted votes): a
 // radix partition of the answers by blocks of output rows small enough to stay
-// in L2 (pass A counts answers per block and thread, pass B scatters each
-// answer's cell -- and weight -- into its block), then every block
-// is summed in a thread-local table with plain adds and written out once.
-// Random updates thus hit cache instead of memory, with no atomics.
+// in L2, then every block is summed in a thread-local table with plain adds and
+// written out once. Random updates thus hit cache instead of memory, with no
+// atomics. The partition works on chunks of kPartChunk answers, each in place
+// (its answers' cells -- and weights -- reordered by block within the chunk's
+// own range of the scratch arrays): pass A counts the chunk's answers per block,
+// pass B scatters them while the chunk is still in cache; the summing pass reads
+// block b's segment of every chunk.
 // Writes nothing when an index is invalid (st->bad_index names the first).
 // kCheck: the weights have not been scanned yet, so pass B checks each
 // weight as it copies it (a bad one: nothing written, st->bad_value names the
@@ -356,46 +362,45 @@ void partitioned_pass(const AggregateArgs& a, const TI* index, const TL* labels,
                       RowWriter<TOut> w, int nt, int shift, AggregateStatus* st) {
   const int64_t M = a.m, N = a.n, C = a.c;
   const int64_t blocks = (N >> shift) + 1;
-  std::vector<int64_t> first(nt + 1);
-  for (int t = 0; t <= nt; ++t) first[t] = M * t / nt;
-  std::vector<int64_t> hist(static_cast<size_t>(nt * blocks), 0);
-  int64_t bad_index = M;
-#pragma omp parallel for schedule(static, 1) num_threads(nt) reduction(min : bad_index)
-  for (int t = 0; t < nt; ++t) {
-    const int64_t bad =
-        count_blocks(index, first[t], first[t + 1], N, shift, hist.data() + t * blocks);
-    if (bad < first[t + 1]) bad_index = std::min(bad_index, bad);
-  }
-  if (bad_index < M) {
-    st->bad_index = bad_index;
-    return;
-  }
-  // Exclusive prefix sums, block-major: block b of thread t starts at pos[t][b].
-  std::vector<int64_t> pos(hist.size()), block_start(static_cast<size_t>(blocks + 1));
-  int64_t running = 0;
-  for (int64_t b = 0; b < blocks; ++b) {
-    block_start[b] = running;
-    for (int t = 0; t < nt; ++t) {
-      pos[t * blocks + b] = running;
-      running += hist[t * blocks + b];
-    }
-  }
-  block_start[blocks] = running;
+  const int64_t chunks = (M + kPartChunk - 1) / kPartChunk;
+  // seg[ch * (blocks + 1) + b]: first slot of block b in chunk ch; [... + blocks]: chunk end
+  std::vector<int64_t> seg(static_cast<size_t>(chunks * (blocks + 1)));
   ScratchArray<TCell> cells(static_cast<size_t>(M));
   // Weights travel as float32 (half the traffic of quantised int64) and are
   // quantised where they are summed; quantisation is per weight, so the sums agree.
   ScratchArray<float> wv(kCounts ? 0 : static_cast<size_t>(M));
-  int64_t bad_label = M, bad_value = M;
+  int64_t bad_index = M, bad_label = M, bad_value = M;
   float max_value = 0.0f;
-#pragma omp parallel for schedule(static, 1) num_threads(nt) reduction(min : bad_label, bad_value) \
+#pragma omp parallel num_threads(nt)
+  {
+    std::vector<int64_t> next(static_cast<size_t>(blocks));
+    // contiguous chunks per thread: after an invalid index the thread's later
+    // chunks cannot hold an earlier one (the private minimum starts at INT64_MAX)
+#pragma omp for schedule(static) reduction(min : bad_index, bad_label, bad_value) \
     reduction(max : max_value)
-  for (int t = 0; t < nt; ++t) {
-    const ScatterFound f = scatter_answers<kCounts, kCheck>(
-        index, labels, a.values, first[t], first[t + 1], C, shift, pos.data() + t * blocks,
-        cells.get(), wv.get());
-    if (f.bad_label < first[t + 1]) bad_label = std::min(bad_label, f.bad_label);
-    if (f.bad_value < first[t + 1]) bad_value = std::min(bad_value, f.bad_value);
-    max_value = std::max(max_value, f.max_value);
+    for (int64_t ch = 0; ch < chunks; ++ch) {
+      if (bad_index < M) continue;
+      const int64_t i0 = ch * kPartChunk, i1 = std::min(M, i0 + kPartChunk);
+      int64_t* s = seg.data() + ch * (blocks + 1);
+      std::fill(s, s + blocks + 1, int64_t{0});
+      const int64_t bad = count_blocks(index, i0, i1, N, shift, s + 1);  // block b's count in s[b + 1]
+      if (bad < i1) {
+        bad_index = std::min(bad_index, bad);
+        continue;
+      }
+      s[0] = i0;
+      for (int64_t b = 1; b <= blocks; ++b) s[b] += s[b - 1];
+      std::copy(s, s + blocks, next.begin());
+      const ScatterFound f = scatter_answers<kCounts, kCheck>(
+          index, labels, a.values, i0, i1, C, shift, next.data(), cells.get(), wv.get());
+      if (f.bad_label < i1) bad_label = std::min(bad_label, f.bad_label);
+      if (f.bad_value < i1) bad_value = std::min(bad_value, f.bad_value);
+      max_value = std::max(max_value, f.max_value);
+    }
+  }
+  if (bad_index < M) {
+    st->bad_index = bad_index;
+    return;
   }
   if (kCheck && bad_value < M) {
     st->bad_value = bad_value;  // reported before any label error
@@ -418,8 +423,11 @@ void partitioned_pass(const AggregateArgs& a, const TI* index, const TL* labels,
       const int64_t r0 = b << shift;
       const int64_t r1 = std::min(N, r0 + (int64_t{1} << shift));
       if (r1 <= r0) continue;
-      sum_block<kCounts>(cells.get(), wv.get(), block_start[b], block_start[b + 1], scale,
-                         acc.data(), (r1 - r0) * C);
+      std::fill(acc.begin(), acc.begin() + (r1 - r0) * C, int64_t{0});
+      for (int64_t ch = 0; ch < chunks; ++ch) {
+        const int64_t* s = seg.data() + ch * (blocks + 1);
+        sum_segment<kCounts>(cells.get(), wv.get(), s[b], s[b + 1], scale, acc.data());
+      }
       w.rows(r0, r1, acc.data());
     }
   }
