@@ -250,6 +250,29 @@ def test_unordered_input_over_several_partition_chunks(backend):
             vote_histogram(index, bad_labels, n, c, weights=w, backend=backend)
 
 
+@pytest.mark.parametrize("backend", ["cpu", "triton"])
+@pytest.mark.parametrize("big", [1e6, 3.0, 0.0])
+def test_grouped_weights_with_one_large_outlier(backend, big):
+    """Grouped (sorted) input whose largest weight is one rare outlier (or
+    zero): the fixed-point scale follows it, the bits equal the reference's,
+    and a bad weight found late is reported before an earlier bad label."""
+    _backend_ok(backend, "cpu")
+    g = torch.Generator().manual_seed(4)
+    m, n, c = 100_003, 12_000, 4
+    index = torch.randint(0, n, (m,), generator=g).sort().values
+    labels = torch.randint(0, c, (m,), generator=g)
+    weights = torch.rand(m, generator=g) * 0.3
+    weights[12_345] = big
+    got = vote_histogram(index, labels, n, c, weights=weights, backend=backend)
+    want = vote_histogram(index, labels, n, c, weights=weights, backend="torch")
+    assert torch.equal(got, want)
+    assert got[index[12_345], labels[12_345]] >= big
+    weights[50_001] = -2.0  # found by the pass, reported before the bad label
+    labels[7] = c
+    with pytest.raises(ValueError, match=r"weights\[50001\] = -2"):
+        vote_histogram(index, labels, n, c, weights=weights, backend=backend)
+
+
 @pytest.mark.parametrize("backend", ["torch", "cpu", "triton"])
 def test_weight_scan_over_many_chunks(backend):
     """The value scan works on 32k-value chunks: bad weights in later chunks are
