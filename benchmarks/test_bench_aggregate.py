@@ -1,4 +1,5 @@
-"""Vote histograms vs torch.bincount and index_put_(accumulate=True), same run.
+"""Vote histograms vs torch.bincount and index_put_(accumulate=True), and soft-label
+sums vs index_add_, same run.
 
 The issue's shape: 8M answers, N = 1M inputs, C = 10 classes, int64 index and
 labels. Two index patterns: "grouped" (answers of an input are adjacent, as
@@ -10,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from noiseforge.ops import vote_histogram, why_not
+from noiseforge.ops import soft_label_sum, vote_histogram, why_not
 from noiseforge.ops.aggregate import plan_vote_histogram
 
 M, N, C = 8_000_000, 1_000_000, 10
@@ -76,6 +77,56 @@ def test_torch_peer(benchmark, pattern, device, peer, weighted):
         else:
             h = torch.zeros((N, C), dtype=torch.float32 if weighted else torch.int64, device=device)
             h.index_put_((index, labels), weights if weighted else ones, accumulate=True)
+        _sync(device)
+
+    benchmark.pedantic(run, rounds=5, warmup_rounds=2)
+
+
+# Soft labels (LDPKiT with probability answers): 2M answers of C = 10 class
+# probabilities (80 MB), N = 250k inputs; the peer is index_add_ of the rows.
+SM, SN = 2_000_000, 250_000
+
+
+def _soft_data(pattern: str, device: str):
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    g = torch.Generator().manual_seed(1)
+    if pattern == "grouped":
+        index = torch.arange(SN).repeat_interleave(SM // SN)
+    else:
+        index = torch.randint(0, SN, (SM,), generator=g)
+    probs = torch.softmax(torch.randn(SM, C, generator=g), dim=1)
+    return index.to(device), probs.to(device)
+
+
+@pytest.mark.parametrize("pattern", ["grouped", "random"])
+@pytest.mark.parametrize(
+    ("backend", "device"), [("cpu", "cpu"), ("cuda", "cuda"), ("triton", "cuda")]
+)
+def test_soft_noiseforge(benchmark, pattern, backend, device):
+    index, probs = _soft_data(pattern, device)
+    why = why_not("vote_histogram", backend, plan_vote_histogram(index[:1], index[:1], SN, C))
+    if why:
+        pytest.skip("; ".join(why))
+    benchmark.group = f"soft_label_sum-{pattern}-{device}"
+    benchmark.extra_info.update(elements=SM * C)
+
+    def run():
+        soft_label_sum(index, probs, SN, backend=backend)
+        _sync(device)
+
+    benchmark.pedantic(run, rounds=10, warmup_rounds=8)
+
+
+@pytest.mark.parametrize("pattern", ["grouped", "random"])
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_soft_torch_peer(benchmark, pattern, device):
+    index, probs = _soft_data(pattern, device)
+    benchmark.group = f"soft_label_sum-{pattern}-{device}"
+    benchmark.extra_info.update(elements=SM * C)
+
+    def run():
+        torch.zeros((SN, C), device=device).index_add_(0, index, probs)
         _sync(device)
 
     benchmark.pedantic(run, rounds=5, warmup_rounds=2)

@@ -224,9 +224,9 @@ def test_bad_entries_in_a_large_unordered_input(backend):
 
 @pytest.mark.parametrize("backend", ["cpu", "triton"])
 def test_unordered_input_over_several_partition_chunks(backend):
-    """The C++ partition works on chunks of 2^19 answers: sums over three chunks
-    equal the reference, and the first bad index / weight / label is named
-    whichever chunk (and thread) holds it."""
+    """The C++ partition works on chunks of 2^19 answers: counts, weighted and
+    soft-label sums over three chunks equal the reference, and the first bad
+    index / weight / label is named whichever chunk (and thread) holds it."""
     _backend_ok(backend, "cpu")
     g = torch.Generator().manual_seed(3)
     m, n, c = 1_200_001, 300_007, 3
@@ -236,6 +236,9 @@ def test_unordered_input_over_several_partition_chunks(backend):
     for w in (None, weights):
         got = vote_histogram(index, labels, n, c, weights=w, backend=backend)
         assert torch.equal(got, vote_histogram(index, labels, n, c, weights=w, backend="torch"))
+    probs = torch.softmax(torch.randn(m, c, generator=g), dim=1)
+    got = soft_label_sum(index, probs, n, backend=backend)
+    assert torch.equal(got, soft_label_sum(index, probs, n, backend="torch"))
     bad_weights = weights.clone()
     bad_weights[[1_100_000, 700_000]] = float("nan")
     bad_labels = labels.clone()
@@ -248,6 +251,8 @@ def test_unordered_input_over_several_partition_chunks(backend):
     for w in (None, bad_weights):
         with pytest.raises(ValueError, match=rf"index\[600001\] = {n} is outside"):
             vote_histogram(index, bad_labels, n, c, weights=w, backend=backend)
+    with pytest.raises(ValueError, match=rf"index\[600001\] = {n} is outside"):
+        soft_label_sum(index, probs, n, backend=backend)
 
 
 @pytest.mark.parametrize("backend", ["cpu", "triton"])

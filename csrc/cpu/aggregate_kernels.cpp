@@ -59,6 +59,15 @@ NF_TARGET_CLONES_V4 bool chunk_max_bits(const float* v, int64_t n, float* max_ou
   return bad == 0;
 }
 
+// acc[c] += the quantised probs[k * C + c] of n consecutive rows (one input's
+// soft labels), vectorised across classes where the CPU converts in SIMD.
+NF_TARGET_CLONES_V4 void add_quantized_rows(int64_t* __restrict acc,
+                                            const float* __restrict probs, int64_t n, int64_t C,
+                                            double scale) {
+  for (int64_t k = 0; k < n; ++k)
+    for (int64_t c = 0; c < C; ++c) acc[c] += fixed_point_quantize(probs[k * C + c], scale);
+}
+
 // Fixed-point sums -> float32 (vectorised int64 -> double conversions where the
 // CPU has them; every variant rounds the same way).
 NF_TARGET_CLONES_V4 void sums_to_float(const int64_t* __restrict acc, float* __restrict out,
@@ -174,8 +183,10 @@ bool grouped_range(const TI* __restrict index, const TL* __restrict labels,
       prev = r;
       int64_t* __restrict cell = acc + (r - ra) * C;
       if constexpr (kMode == AggregateMode::kSoft) {
-        const float* __restrict p = values + i * C;
-        for (int64_t j = 0; j < C; ++j) cell[j] += fixed_point_quantize(p[j], scale);
+        int64_t end = i + 1;  // this input's run of answers
+        while (end < f1 && static_cast<int64_t>(index[end]) == r) ++end;
+        add_quantized_rows(cell, values + i * C, end - i, C, scale);
+        i = end - 1;
       } else {
         const int64_t l = static_cast<int64_t>(labels[i]);
         if (static_cast<uint64_t>(l) >= static_cast<uint64_t>(C)) {
@@ -296,22 +307,29 @@ struct ScatterFound {
   float max_value;               // largest weight (meaningful when all are legal)
 };
 
-// Pass B: each answer's cell within its block -- and its weight -- go to the
-// block's next slot (p: the next slot of every block). kCheck: the weights have
-// not been scanned, check each one and find the largest. An answer with a bad
-// label gets cell 0: its error is raised and the sums are never read.
-template <bool kCounts, bool kCheck, typename TCell, typename TI, typename TL>
+// Pass B: each answer's cell within its block -- and its weight, or for soft
+// labels its position (the probability row is read where it is summed) -- go
+// to the block's next slot (p: the next slot of every block). A soft-label cell
+// is the first cell of the answer's row. kCheck: the weights have not been
+// scanned, check each one and find the largest. An answer with a bad label
+// gets cell 0: its error is raised and the sums are never read.
+template <AggregateMode kMode, bool kCheck, typename TCell, typename TI, typename TL>
 ScatterFound scatter_answers(const TI* __restrict index, const TL* __restrict labels,
                              const float* __restrict values, int64_t i0, int64_t i1, int64_t C,
                              int shift, int64_t* __restrict p, TCell* __restrict cells,
-                             float* __restrict wv) {
+                             float* __restrict wv, uint32_t* __restrict ids) {
   ScatterFound f{i1, i1, 0.0f};
   const int64_t row_mask = (int64_t{1} << shift) - 1;
   for (int64_t i = i0; i < i1; ++i) {
     const int64_t r = static_cast<int64_t>(index[i]);
-    int64_t l = static_cast<int64_t>(labels[i]);
     const int64_t slot = p[r >> shift]++;
-    if (!kCounts) {
+    if constexpr (kMode == AggregateMode::kSoft) {
+      ids[slot] = static_cast<uint32_t>(i);
+      cells[slot] = static_cast<TCell>((r & row_mask) * C);
+      continue;
+    }
+    int64_t l = static_cast<int64_t>(labels[i]);
+    if constexpr (kMode == AggregateMode::kWeighted) {
       const float v = values[i];
       wv[slot] = v;
       if (kCheck) {
@@ -328,12 +346,49 @@ ScatterFound scatter_answers(const TI* __restrict index, const TL* __restrict la
   return f;
 }
 
-// Pass C: the answers in slots [j0, j1) (all of one block) added to its table acc.
-template <bool kCounts, typename TCell>
-void sum_segment(const TCell* __restrict cells, const float* __restrict wv, int64_t j0,
-                 int64_t j1, double scale, int64_t* __restrict acc) {
+// Pass C for soft labels: the probability rows of the answers in slots
+// [j0, j1) added to their rows of the block's table acc. One clone per cell
+// type (the classes loop vectorised where the CPU converts in SIMD).
+template <typename TCell>
+__attribute__((always_inline)) inline void soft_segment(const TCell* __restrict cells,
+                                                        const uint32_t* __restrict ids,
+                                                        const float* __restrict values, int64_t C,
+                                                        int64_t j0, int64_t j1, double scale,
+                                                        int64_t* __restrict acc) {
+  constexpr int64_t kAhead = 64;  // the rows are gathered from anywhere: prefetch them
   for (int64_t j = j0; j < j1; ++j) {
-    if constexpr (kCounts)
+    if (j + kAhead < j1) {
+      const float* ahead = values + static_cast<int64_t>(ids[j + kAhead]) * C;
+      __builtin_prefetch(ahead);
+      __builtin_prefetch(ahead + C - 1);
+    }
+    int64_t* __restrict row = acc + cells[j];
+    const float* __restrict probs = values + static_cast<int64_t>(ids[j]) * C;
+    for (int64_t c = 0; c < C; ++c) row[c] += fixed_point_quantize(probs[c], scale);
+  }
+}
+NF_TARGET_CLONES_V4 void sum_soft_segment(const uint16_t* cells, const uint32_t* ids,
+                                          const float* values, int64_t C, int64_t j0, int64_t j1,
+                                          double scale, int64_t* acc) {
+  soft_segment(cells, ids, values, C, j0, j1, scale, acc);
+}
+NF_TARGET_CLONES_V4 void sum_soft_segment(const uint32_t* cells, const uint32_t* ids,
+                                          const float* values, int64_t C, int64_t j0, int64_t j1,
+                                          double scale, int64_t* acc) {
+  soft_segment(cells, ids, values, C, j0, j1, scale, acc);
+}
+
+// Pass C: the answers in slots [j0, j1) (all of one block) added to its table acc.
+template <AggregateMode kMode, typename TCell>
+void sum_segment(const TCell* __restrict cells, const float* __restrict values,
+                 const float* __restrict wv, const uint32_t* __restrict ids, int64_t C,
+                 int64_t j0, int64_t j1, double scale, int64_t* __restrict acc) {
+  if constexpr (kMode == AggregateMode::kSoft) {
+    sum_soft_segment(cells, ids, values, C, j0, j1, scale, acc);
+    return;
+  }
+  for (int64_t j = j0; j < j1; ++j) {
+    if constexpr (kMode == AggregateMode::kCounts)
       acc[cells[j]] += 1;
     else
       acc[cells[j]] += fixed_point_quantize(wv[j], scale);
@@ -344,7 +399,7 @@ void sum_segment(const TCell* __restrict cells, const float* __restrict wv, int6
 // stay in L2 between passes A and B.
 constexpr int64_t kPartChunk = int64_t{1} << 19;
 
-// The partitioned path for unordered answers (counts and weighted votes): a
+// The partitioned path for unordered answers (counts, weighted votes, soft labels): a
 // radix partition of the answers by blocks of output rows small enough to stay
 // in L2, then every block is summed in a thread-local table with plain adds and
 // written out once. Random updates thus hit cache instead of memory, with no
@@ -357,7 +412,8 @@ constexpr int64_t kPartChunk = int64_t{1} << 19;
 // kCheck: the weights have not been scanned yet, so pass B checks each
 // weight as it copies it (a bad one: nothing written, st->bad_value names the
 // first) and finds their maximum, which fixes the fixed-point scale.
-template <bool kCounts, bool kCheck, typename TCell, typename TI, typename TL, typename TOut>
+template <AggregateMode kMode, bool kCheck, typename TCell, typename TI, typename TL,
+          typename TOut>
 void partitioned_pass(const AggregateArgs& a, const TI* index, const TL* labels, double scale,
                       RowWriter<TOut> w, int nt, int shift, AggregateStatus* st) {
   const int64_t M = a.m, N = a.n, C = a.c;
@@ -368,7 +424,8 @@ void partitioned_pass(const AggregateArgs& a, const TI* index, const TL* labels,
   ScratchArray<TCell> cells(static_cast<size_t>(M));
   // Weights travel as float32 (half the traffic of quantised int64) and are
   // quantised where they are summed; quantisation is per weight, so the sums agree.
-  ScratchArray<float> wv(kCounts ? 0 : static_cast<size_t>(M));
+  ScratchArray<float> wv(kMode == AggregateMode::kWeighted ? static_cast<size_t>(M) : 0);
+  ScratchArray<uint32_t> ids(kMode == AggregateMode::kSoft ? static_cast<size_t>(M) : 0);
   int64_t bad_index = M, bad_label = M, bad_value = M;
   float max_value = 0.0f;
 #pragma omp parallel num_threads(nt)
@@ -391,8 +448,8 @@ void partitioned_pass(const AggregateArgs& a, const TI* index, const TL* labels,
       s[0] = i0;
       for (int64_t b = 1; b <= blocks; ++b) s[b] += s[b - 1];
       std::copy(s, s + blocks, next.begin());
-      const ScatterFound f = scatter_answers<kCounts, kCheck>(
-          index, labels, a.values, i0, i1, C, shift, next.data(), cells.get(), wv.get());
+      const ScatterFound f = scatter_answers<kMode, kCheck>(
+          index, labels, a.values, i0, i1, C, shift, next.data(), cells.get(), wv.get(), ids.get());
       if (f.bad_label < i1) bad_label = std::min(bad_label, f.bad_label);
       if (f.bad_value < i1) bad_value = std::min(bad_value, f.bad_value);
       max_value = std::max(max_value, f.max_value);
@@ -426,7 +483,8 @@ void partitioned_pass(const AggregateArgs& a, const TI* index, const TL* labels,
       std::fill(acc.begin(), acc.begin() + (r1 - r0) * C, int64_t{0});
       for (int64_t ch = 0; ch < chunks; ++ch) {
         const int64_t* s = seg.data() + ch * (blocks + 1);
-        sum_segment<kCounts>(cells.get(), wv.get(), s[b], s[b + 1], scale, acc.data());
+        sum_segment<kMode>(cells.get(), a.values, wv.get(), ids.get(), C, s[b], s[b + 1], scale,
+                           acc.data());
       }
       w.rows(r0, r1, acc.data());
     }
@@ -438,11 +496,15 @@ void partitioned_cells(const AggregateArgs& a, const TI* index, const TL* labels
                        const RowWriter<TOut>& w, bool check_values, int nt, int shift,
                        AggregateStatus* st) {
   if (a.mode == AggregateMode::kCounts)
-    partitioned_pass<true, false, TCell>(a, index, labels, scale, w, nt, shift, st);
+    partitioned_pass<AggregateMode::kCounts, false, TCell>(a, index, labels, scale, w, nt, shift, st);
+  else if (a.mode == AggregateMode::kSoft)
+    partitioned_pass<AggregateMode::kSoft, false, TCell>(a, index, labels, scale, w, nt, shift, st);
   else if (check_values)
-    partitioned_pass<false, true, TCell>(a, index, labels, scale, w, nt, shift, st);
+    partitioned_pass<AggregateMode::kWeighted, true, TCell>(a, index, labels, scale, w, nt, shift,
+                                                            st);
   else
-    partitioned_pass<false, false, TCell>(a, index, labels, scale, w, nt, shift, st);
+    partitioned_pass<AggregateMode::kWeighted, false, TCell>(a, index, labels, scale, w, nt, shift,
+                                                             st);
 }
 
 // Rows per partition block (2^shift): as many as keep the block's table in L2
@@ -472,12 +534,16 @@ AggregateStatus run(const AggregateArgs& a, int nt) {
   const int64_t M = a.m, N = a.n, C = a.c;
   const bool counts = a.mode == AggregateMode::kCounts;
   AggregateStatus st;
-  // The partition needs cell ids below 2^32 within a block.
-  const bool partition =
-      a.mode != AggregateMode::kSoft && M >= (int64_t{1} << 16) && C < (int64_t{1} << 24);
+  // The partition needs cell ids below 2^32 within a block, and for soft
+  // labels answer positions below 2^32 and rows of at most 4096 classes (at
+  // least 16 rows per block, or the scatter fans out too widely).
+  const bool soft = a.mode == AggregateMode::kSoft;
+  const bool partition = M >= (int64_t{1} << 16) && C < (int64_t{1} << 24) &&
+                         (!soft || (M <= int64_t{0xffffffff} && C <= 4096));
   // Weighted votes whose index is visibly unordered go straight to the
   // partition, which checks the weights on its way (one pass over them fewer).
-  const bool unordered = partition && !counts && !prefix_sorted(index, M);
+  const bool unordered =
+      partition && a.mode == AggregateMode::kWeighted && !prefix_sorted(index, M);
   float max_value = 0.0f;
   if (!counts && !unordered) {
     const int64_t count = a.mode == AggregateMode::kSoft ? M * C : M;
