@@ -156,7 +156,10 @@ PYBIND11_MODULE(_C, m) {
       "aggregate_cpu",
       [](std::uintptr_t index, int index_type, std::uintptr_t labels, int label_type,
          std::uintptr_t values, int64_t m, int64_t n, int64_t c, int mode, std::uintptr_t out,
-         int count_type, int num_threads) {
+         int count_type, int num_threads, std::uintptr_t top1_label, std::uintptr_t top1_top,
+         std::uintptr_t top1_share, std::uintptr_t top1_margin) {
+        const noiseforge::AggregateTop1 top1{ptr<int64_t>(top1_label), ptr<void>(top1_top),
+                                             ptr<float>(top1_share), ptr<float>(top1_margin)};
         const noiseforge::AggregateArgs a{ptr<const void>(index),
                                           static_cast<noiseforge::IntType>(index_type),
                                           ptr<const void>(labels),
@@ -167,7 +170,8 @@ PYBIND11_MODULE(_C, m) {
                                           c,
                                           static_cast<noiseforge::AggregateMode>(mode),
                                           ptr<void>(out),
-                                          static_cast<noiseforge::IntType>(count_type)};
+                                          static_cast<noiseforge::IntType>(count_type),
+                                          top1_label != 0 ? &top1 : nullptr};
         noiseforge::AggregateStatus st;
         {
           py::gil_scoped_release release;
@@ -177,7 +181,8 @@ PYBIND11_MODULE(_C, m) {
       },
       py::arg("index"), py::arg("index_type"), py::arg("labels"), py::arg("label_type"),
       py::arg("values"), py::arg("m"), py::arg("n"), py::arg("c"), py::arg("mode"),
-      py::arg("out"), py::arg("count_type"), py::arg("num_threads"));
+      py::arg("out"), py::arg("count_type"), py::arg("num_threads"), py::arg("top1_label") = 0,
+      py::arg("top1_top") = 0, py::arg("top1_share") = 0, py::arg("top1_margin") = 0);
 
   m.def(
       "knn_topk_cpu",

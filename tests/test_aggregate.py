@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from noiseforge.ops import aggregate_top1, soft_label_sum, vote_histogram
+from noiseforge.ops import aggregate_labels, aggregate_top1, soft_label_sum, vote_histogram
 from noiseforge.ops.aggregate import plan_vote_histogram
 from noiseforge.reference.aggregate import fixed_point_shift
 from tests.conftest import BACKEND_DEVICES, require_backend, require_device
@@ -514,3 +514,163 @@ def test_triton_soft_labels_name_the_grid_limit():
     assert any("grid" in why for why in registry.why_not(OP, "triton", wide))
     narrow = _AggPlan("soft", index, None, torch.zeros(0, 65535 * 64), 3, 65535 * 64, torch.int64)
     assert not any("grid" in why for why in registry.why_not(OP, "triton", narrow))
+
+
+# --------------------------------------------------------------------------- fused top-1
+
+
+def _fields_equal(a, b):
+    return all(torch.equal(x.cpu(), y.cpu()) for x, y in zip(a, b, strict=True))
+
+
+@pytest.mark.parametrize(("backend", "device"), BACKEND_DEVICES)
+@pytest.mark.parametrize("case", CASES)
+def test_fused_top1_equals_reference(backend, device, case):
+    """aggregate_labels: every backend gives the torch backend's bits; counts give
+    exactly aggregate_top1(vote_histogram(...)); sums give its labels and tops,
+    and shares/margins within two float32 ulps of it (their total is the exact
+    fixed-point total, rounded, not a float32 sum of rounded cells)."""
+    _backend_ok(backend, device)
+    index, labels, weights, probs, n, c = _case(case, torch.Generator().manual_seed(len(case)))
+    index, labels = index.to(device), labels.to(device)
+    weights, probs = weights.to(device), probs.to(device)
+    calls = [
+        (dict(labels=labels, num_classes=c), lambda: vote_histogram(index, labels, n, c)),
+        (
+            dict(labels=labels, num_classes=c, weights=weights),
+            lambda: vote_histogram(index, labels, n, c, weights=weights),
+        ),
+        (dict(probs=probs), lambda: soft_label_sum(index, probs, n)),
+    ]
+    for kwargs, table in calls:
+        got = aggregate_labels(index, n, backend=backend, **kwargs)
+        assert _fields_equal(got, aggregate_labels(index, n, backend="torch", **kwargs))
+        unfused = aggregate_top1(table())
+        assert torch.equal(got.label.cpu(), unfused.label.cpu())
+        assert torch.equal(got.top.cpu(), unfused.top.cpu())
+        if "weights" in kwargs or "probs" in kwargs:
+            assert got.top.dtype == torch.float32
+            for f in ("share", "margin"):
+                a, b = getattr(got, f).cpu(), getattr(unfused, f).cpu()
+                assert torch.allclose(a, b, rtol=2.5e-7, atol=0.0), f
+        else:
+            assert got.top.dtype == torch.int64 and _fields_equal(got, unfused)
+
+
+def test_fused_top1_ties_empty_rows_and_one_class():
+    index = torch.tensor([0, 0, 0, 0, 2, 2, 2])
+    labels = torch.tensor([3, 1, 1, 3, 0, 2, 2])
+    for backend in ("torch", "cpu"):
+        t = aggregate_labels(index, 4, labels=labels, num_classes=4, backend=backend)
+        assert t.label.tolist() == [1, -1, 2, -1]  # the tie 1 vs 3 goes to class 1
+        assert t.top.tolist() == [2, 0, 2, 0]
+        third = torch.tensor(1.0) / torch.tensor(3.0)
+        assert torch.equal(
+            t.share,
+            torch.stack([torch.tensor(0.5), torch.tensor(0.0), 2 * third, torch.tensor(0.0)]),
+        )
+        assert torch.equal(
+            t.margin, torch.stack([torch.tensor(0.0), torch.tensor(0.0), third, torch.tensor(0.0)])
+        )  # a tie has margin 0
+        one = aggregate_labels(index, 3, labels=torch.zeros(7, dtype=torch.int64), num_classes=1)
+        assert one.label.tolist() == [0, -1, 0] and one.margin.tolist() == [1.0, 0.0, 1.0]
+    empty = aggregate_labels(torch.zeros(0, dtype=torch.int64), 0, probs=torch.zeros(0, 5))
+    assert all(x.shape == (0,) for x in empty)
+
+
+_BIG_TOP1 = """
+import resource, sys, torch
+from noiseforge.ops import aggregate_labels
+g = torch.Generator().manual_seed(5)
+m, n, c = 150_000, 100_000, 5000
+index = torch.randint(0, n, (m,), generator=g)
+if sys.argv[1] == "grouped":
+    index = index.sort().values
+labels = torch.randint(0, 40, (m,), generator=g) * 125
+weights = torch.rand(m, generator=g)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+aggregate_labels(index, n, labels=labels, num_classes=c, backend="cpu")
+aggregate_labels(index, n, labels=labels, num_classes=c, weights=weights, backend="cpu")
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+"""
+
+
+@pytest.mark.parametrize("sort", [False, True], ids=["unordered", "grouped"])
+def test_fused_top1_with_a_table_too_large_to_build(sort):
+    """N = 100k inputs x C = 5000 classes (an int64 table of 4 GB): the cpu
+    backend's fused path reduces a few rows at a time -- its peak memory (in a
+    fresh process) stays far below the table's -- and agrees with per-input
+    bincounts on sampled inputs."""
+    import subprocess
+    import sys
+
+    mode = "grouped" if sort else "unordered"
+    run = subprocess.run(
+        [sys.executable, "-c", _BIG_TOP1, mode], capture_output=True, text=True, check=True
+    )
+    grown_kib = int(run.stdout.split()[-1])
+    assert grown_kib < 1_000_000, f"peak memory grew by {grown_kib} KiB"
+    g = torch.Generator().manual_seed(5)
+    m, n, c = 150_000, 100_000, 5000
+    index = torch.randint(0, n, (m,), generator=g)
+    if sort:
+        index = index.sort().values
+    labels = torch.randint(0, 40, (m,), generator=g) * 125  # few distinct classes: ties and wins
+    weights = torch.rand(m, generator=g)
+    counts = aggregate_labels(index, n, labels=labels, num_classes=c, backend="cpu")
+    summed = aggregate_labels(
+        index, n, labels=labels, num_classes=c, weights=weights, backend="cpu"
+    )
+    shift = fixed_point_shift(float(weights.max()), m)
+    for r in [*torch.randint(0, n, (200,), generator=g).tolist(), int(index[0])]:
+        mine = index == r
+        h = torch.bincount(labels[mine], minlength=c)
+        if int(h.sum()) == 0:
+            assert int(counts.label[r]) == -1 and int(summed.label[r]) == -1
+            continue
+        assert int(counts.label[r]) == int(h.argmax()) and int(counts.top[r]) == int(h.max())
+        q = torch.round(weights[mine].double() * 2.0**shift).long()
+        sums = torch.zeros(c, dtype=torch.int64).index_add_(0, labels[mine], q)
+        vals = (sums.double() * 2.0**-shift).float()
+        assert int(summed.label[r]) == int(vals.argmax()) and float(summed.top[r]) == float(
+            vals.max()
+        )
+
+
+def test_fused_top1_soft_labels_with_many_classes():
+    g = torch.Generator().manual_seed(6)
+    m, n, c = 4000, 300, 5000  # more classes than the table path partitions
+    index = torch.randint(0, n, (m,), generator=g)
+    probs = torch.softmax(torch.randn(m, c, generator=g) * 4, dim=1)
+    got = aggregate_labels(index, n, probs=probs, backend="cpu")
+    assert _fields_equal(got, aggregate_labels(index, n, probs=probs, backend="torch"))
+
+
+@pytest.mark.parametrize("backend", ["torch", "cpu", "triton"])
+def test_fused_top1_bad_input(backend):
+    _backend_ok(backend, "cpu")
+    index, labels = torch.tensor([0, 1, 7, 1]), torch.tensor([0, 1, 1, 5])
+    with pytest.raises(ValueError, match=r"index\[2\] = 7 is outside"):
+        aggregate_labels(index, 3, labels=labels, num_classes=2, backend=backend)
+    with pytest.raises(ValueError, match=r"labels\[3\] = 5 is outside"):
+        aggregate_labels(index.clamp(max=2), 3, labels=labels, num_classes=2, backend=backend)
+    with pytest.raises(ValueError, match=r"weights\[1\] = "):
+        aggregate_labels(
+            index.clamp(max=2),
+            3,
+            labels=labels.clamp(max=1),
+            num_classes=2,
+            weights=torch.tensor([1.0, float("inf"), 1.0, 1.0]),
+            backend=backend,
+        )
+    with pytest.raises(ValueError, match=r"probs\[1, 0\] = "):
+        aggregate_labels(
+            index.clamp(max=2),
+            3,
+            probs=torch.tensor([[1.0], [-1.0], [0.0], [0.0]]),
+            backend=backend,
+        )
+    with pytest.raises(ValueError, match="either probs"):
+        aggregate_labels(index, 8, labels=labels, num_classes=6, probs=torch.ones(4, 6))
+    with pytest.raises(ValueError, match="give labels and num_classes"):
+        aggregate_labels(index, 8, labels=labels)

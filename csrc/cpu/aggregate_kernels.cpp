@@ -132,6 +132,7 @@ int64_t scan_index(const TI* index, int64_t m, int64_t n, int nt) {
 // Writes table rows as counts (TOut integer) or fixed-point sums (TOut float).
 template <typename TOut>
 struct RowWriter {
+  static constexpr bool kFused = false;
   TOut* out;
   int64_t c;
   double inv_scale;
@@ -150,6 +151,82 @@ struct RowWriter {
   }
 };
 
+// The fused aggregate: writes each row's winner instead of the row -- the
+// label (the lowest class id among the largest values; -1 for an empty row),
+// the winner's value, its share of the row total and its margin over the
+// runner-up (the second largest value, equal to the winner on a tie), both as
+// fractions of the total. Values are the row's counts or its fixed-point sums
+// read as float32; a sum row's total is float32(hi * 2^(31-k) + lo * 2^-k) in
+// double, hi and lo being the exact sums of the cells' bits above and below
+// bit 31 (a row of soft labels can total more than int64 holds). The torch
+// backend (top1_from_sums) computes the same bits.
+template <bool kSums>
+struct Top1Writer {
+  static constexpr bool kFused = true;
+  using V = std::conditional_t<kSums, float, int64_t>;
+  int64_t* label;
+  V* top;
+  float* share;
+  float* margin;
+  int64_t c;
+  double inv_scale;
+
+  void rows(int64_t r0, int64_t r1, const int64_t* __restrict acc) const {
+    for (int64_t r = r0; r < r1; ++r) row(r, acc + (r - r0) * c);
+  }
+  void zeros(int64_t r0, int64_t r1) const {
+    for (int64_t r = r0; r < r1; ++r) empty(r, V{0});
+  }
+
+ private:
+  V value(const int64_t* a, int64_t j) const {
+    if constexpr (kSums)
+      return fixed_point_value(a[j], inv_scale);
+    else
+      return a[j];
+  }
+  void empty(int64_t r, V best) const {
+    label[r] = -1;
+    top[r] = best;
+    share[r] = 0.0f;
+    margin[r] = 0.0f;
+  }
+  void row(int64_t r, const int64_t* a) const {
+    V best = value(a, 0);
+    V second = c > 1 ? std::numeric_limits<V>::lowest() : V{0};
+    int64_t arg = 0;
+    for (int64_t j = 1; j < c; ++j) {
+      const V v = value(a, j);
+      if (v > best) {
+        second = best;
+        best = v;
+        arg = j;
+      } else if (v > second) {
+        second = v;
+      }
+    }
+    float total;
+    if constexpr (kSums) {
+      int64_t hi = 0, lo = 0;
+      for (int64_t j = 0; j < c; ++j) {
+        hi += a[j] >> 31;
+        lo += a[j] & 0x7fffffff;
+      }
+      total = static_cast<float>(static_cast<double>(hi) * (inv_scale * 2147483648.0) +
+                                 static_cast<double>(lo) * inv_scale);
+    } else {
+      int64_t t = 0;
+      for (int64_t j = 0; j < c; ++j) t += a[j];
+      total = static_cast<float>(t);
+    }
+    if (!(total > 0.0f)) return empty(r, best);
+    label[r] = arg;
+    top[r] = best;
+    share[r] = static_cast<float>(best) / total;
+    margin[r] = static_cast<float>(best - second) / total;
+  }
+};
+
 // Accumulator cells of one tile of rows (int64): small enough for L1.
 constexpr int64_t kTileCells = 2048;
 
@@ -159,10 +236,10 @@ constexpr int64_t kTileCells = 2048;
 // written out once -- so the answer loop has no per-row work. Rows without
 // answers between tiles are zeroed directly. Returns false at the first answer
 // that is out of order or outside [r0, r1) (every invalid index is one of those).
-template <AggregateMode kMode, typename TI, typename TL, typename TOut>
+template <AggregateMode kMode, typename TI, typename TL, typename W>
 bool grouped_range(const TI* __restrict index, const TL* __restrict labels,
                    const float* __restrict values, int64_t f0, int64_t f1, int64_t r0, int64_t r1,
-                   int64_t C, double scale, const RowWriter<TOut>& w, int64_t* bad_label) {
+                   int64_t C, double scale, const W& w, int64_t* bad_label) {
   const int64_t tile_rows = std::max<int64_t>(1, kTileCells / C);
   std::unique_ptr<int64_t[]> tile(new int64_t[static_cast<size_t>(tile_rows * C)]);
   int64_t* __restrict acc = tile.get();
@@ -209,9 +286,9 @@ bool grouped_range(const TI* __restrict index, const TL* __restrict labels,
 
 // The grouped path; returns false (output incomplete) when some answer is out of
 // order or outside its thread's rows, which includes every invalid index.
-template <typename TI, typename TL, typename TOut>
+template <typename TI, typename TL, typename W>
 bool grouped_pass(const AggregateArgs& a, const TI* index, const TL* labels, double scale,
-                  const RowWriter<TOut>& w, int nt, int64_t* bad_label_out) {
+                  const W& w, int nt, int64_t* bad_label_out) {
   const int64_t M = a.m, N = a.n, C = a.c;
   // Split points at input boundaries and the rows each thread owns (monotone, in [0, N]).
   std::vector<int64_t> first(nt + 1), row(nt + 1);
@@ -412,13 +489,14 @@ constexpr int64_t kPartChunk = int64_t{1} << 19;
 // kCheck: the weights have not been scanned yet, so pass B checks each
 // weight as it copies it (a bad one: nothing written, st->bad_value names the
 // first) and finds their maximum, which fixes the fixed-point scale.
-template <AggregateMode kMode, bool kCheck, typename TCell, typename TI, typename TL,
-          typename TOut>
+template <AggregateMode kMode, bool kCheck, typename TCell, typename TI, typename TL, typename W>
 void partitioned_pass(const AggregateArgs& a, const TI* index, const TL* labels, double scale,
-                      RowWriter<TOut> w, int nt, int shift, AggregateStatus* st) {
+                      W w, int nt, int shift, AggregateStatus* st) {
   const int64_t M = a.m, N = a.n, C = a.c;
   const int64_t blocks = (N >> shift) + 1;
-  const int64_t chunks = (M + kPartChunk - 1) / kPartChunk;
+  // at most kPartChunk answers a chunk, and a chunk for every thread
+  const int64_t chunk = std::min(kPartChunk, std::max<int64_t>(4096, (M + nt - 1) / nt));
+  const int64_t chunks = (M + chunk - 1) / chunk;
   // seg[ch * (blocks + 1) + b]: first slot of block b in chunk ch; [... + blocks]: chunk end
   std::vector<int64_t> seg(static_cast<size_t>(chunks * (blocks + 1)));
   ScratchArray<TCell> cells(static_cast<size_t>(M));
@@ -437,7 +515,7 @@ void partitioned_pass(const AggregateArgs& a, const TI* index, const TL* labels,
     reduction(max : max_value)
     for (int64_t ch = 0; ch < chunks; ++ch) {
       if (bad_index < M) continue;
-      const int64_t i0 = ch * kPartChunk, i1 = std::min(M, i0 + kPartChunk);
+      const int64_t i0 = ch * chunk, i1 = std::min(M, i0 + chunk);
       int64_t* s = seg.data() + ch * (blocks + 1);
       std::fill(s, s + blocks + 1, int64_t{0});
       const int64_t bad = count_blocks(index, i0, i1, N, shift, s + 1);  // block b's count in s[b + 1]
@@ -491,9 +569,9 @@ void partitioned_pass(const AggregateArgs& a, const TI* index, const TL* labels,
   }
 }
 
-template <typename TCell, typename TI, typename TL, typename TOut>
+template <typename TCell, typename TI, typename TL, typename W>
 void partitioned_cells(const AggregateArgs& a, const TI* index, const TL* labels, double scale,
-                       const RowWriter<TOut>& w, bool check_values, int nt, int shift,
+                       const W& w, bool check_values, int nt, int shift,
                        AggregateStatus* st) {
   if (a.mode == AggregateMode::kCounts)
     partitioned_pass<AggregateMode::kCounts, false, TCell>(a, index, labels, scale, w, nt, shift, st);
@@ -510,9 +588,9 @@ void partitioned_cells(const AggregateArgs& a, const TI* index, const TL* labels
 // Rows per partition block (2^shift): as many as keep the block's table in L2
 // (kBlockBytes), fewer blocks meaning fewer scatter streams; cells travel as
 // 16-bit ids when a block has fewer than 2^16 - 1 cells (half the traffic).
-template <typename TI, typename TL, typename TOut>
+template <typename TI, typename TL, typename W>
 void partitioned(const AggregateArgs& a, const TI* index, const TL* labels, double scale,
-                 const RowWriter<TOut>& w, bool check_values, int nt, AggregateStatus* st) {
+                 const W& w, bool check_values, int nt, AggregateStatus* st) {
   constexpr int64_t kBlockBytes = 512 * 1024;
   const int64_t C = a.c, N = a.n;
   int shift = 0;
@@ -527,23 +605,40 @@ void partitioned(const AggregateArgs& a, const TI* index, const TL* labels, doub
     partitioned_cells<uint32_t>(a, index, labels, scale, w, check_values, nt, shift, st);
 }
 
-template <typename TI, typename TL, typename TOut>
+// The writer for a shift k: the table's rows (TOut) or, fused, their winners.
+template <typename W>
+W make_writer(const AggregateArgs& a, int k) {
+  const double inv_scale = std::ldexp(1.0, -k);
+  if constexpr (W::kFused) {
+    const AggregateTop1& t = *a.top1;
+    return W{t.label, static_cast<typename W::V*>(t.top), t.share, t.margin, a.c, inv_scale};
+  } else {
+    return W{static_cast<decltype(W::out)>(a.out), a.c, inv_scale};
+  }
+}
+
+template <typename TI, typename TL, typename W>
 AggregateStatus run(const AggregateArgs& a, int nt) {
   const TI* index = static_cast<const TI*>(a.index);
   const TL* labels = static_cast<const TL*>(a.labels);
   const int64_t M = a.m, N = a.n, C = a.c;
   const bool counts = a.mode == AggregateMode::kCounts;
+  constexpr bool kFused = W::kFused;
+  const bool fused = kFused;
   AggregateStatus st;
   // The partition needs cell ids below 2^32 within a block, and for soft
-  // labels answer positions below 2^32 and rows of at most 4096 classes (at
-  // least 16 rows per block, or the scatter fans out too widely).
+  // labels answer positions below 2^32. For a table it needs enough answers to
+  // pay off and (soft labels) rows of at most 4096 classes (at least 16 rows
+  // per block, or the scatter fans out too widely); fused, it always runs,
+  // since the alternative materialises the whole table.
   const bool soft = a.mode == AggregateMode::kSoft;
-  const bool partition = M >= (int64_t{1} << 16) && C < (int64_t{1} << 24) &&
-                         (!soft || (M <= int64_t{0xffffffff} && C <= 4096));
+  const bool partition =
+      C < (int64_t{1} << 24) && (!soft || M <= int64_t{0xffffffff}) &&
+      (fused || (M >= (int64_t{1} << 16) && (!soft || C <= 4096)));
   // Weighted votes whose index is visibly unordered go straight to the
   // partition, which checks the weights on its way (one pass over them fewer).
   const bool unordered =
-      partition && a.mode == AggregateMode::kWeighted && !prefix_sorted(index, M);
+      partition && a.mode == AggregateMode::kWeighted && M > 0 && !prefix_sorted(index, M);
   float max_value = 0.0f;
   if (!counts && !unordered) {
     const int64_t count = a.mode == AggregateMode::kSoft ? M * C : M;
@@ -555,37 +650,42 @@ AggregateStatus run(const AggregateArgs& a, int nt) {
   }
   const int k = counts ? 0 : fixed_point_shift(static_cast<double>(max_value), M);
   const double scale = std::ldexp(1.0, k);
-  const RowWriter<TOut> writer{static_cast<TOut*>(a.out), C, std::ldexp(1.0, -k)};
-  advise_huge_pages(a.out, static_cast<size_t>(N * C) * sizeof(TOut));
-  if (!unordered &&
-      grouped_pass<TI, TL, TOut>(a, index, labels, scale, writer, nt, &st.bad_label)) {
+  const W writer = make_writer<W>(a, k);
+  if constexpr (!kFused) advise_huge_pages(a.out, static_cast<size_t>(N * C) * sizeof(*writer.out));
+  if (!unordered && grouped_pass<TI, TL, W>(a, index, labels, scale, writer, nt, &st.bad_label)) {
     st.sorted = true;
     return st;
   }
   if (partition) {
     // On an invalid index (or weight) it writes nothing and st names the first one.
-    partitioned<TI, TL, TOut>(a, index, labels, scale, writer, unordered, nt, &st);
+    partitioned<TI, TL, W>(a, index, labels, scale, writer, unordered, nt, &st);
     return st;
   }
   st.bad_index = scan_index(index, M, N, nt);
   if (st.bad_index >= 0) return st;
-  if constexpr (std::is_same_v<TOut, float>) {
+  if constexpr (std::is_same_v<W, RowWriter<int32_t>> || std::is_same_v<W, RowWriter<int64_t>>) {
+    st.bad_label = atomic_pass<TI, TL>(a, index, labels, writer.out, scale, nt);
+  } else {  // float sums, or (past the partition's limits) the fused winners
     ScratchArray<int64_t> acc(static_cast<size_t>(N * C));
     st.bad_label = atomic_pass<TI, TL, int64_t>(a, index, labels, acc.get(), scale, nt);
-    float* out = static_cast<float*>(a.out);
+    if (st.bad_label >= 0) return st;
+    const int64_t chunks = (N + 4095) / 4096;
 #pragma omp parallel for schedule(static) num_threads(nt)
-    for (int64_t j = 0; j < N * C; ++j) out[j] = fixed_point_value(acc.get()[j], writer.inv_scale);
-  } else {
-    st.bad_label = atomic_pass<TI, TL, TOut>(a, index, labels, static_cast<TOut*>(a.out), scale, nt);
+    for (int64_t ch = 0; ch < chunks; ++ch)
+      writer.rows(ch * 4096, std::min(N, (ch + 1) * 4096), acc.get() + ch * 4096 * C);
   }
   return st;
 }
 
 template <typename TI, typename TL>
 AggregateStatus dispatch_out(const AggregateArgs& a, int nt) {
-  if (a.mode != AggregateMode::kCounts) return run<TI, TL, float>(a, nt);
-  if (a.count_type == IntType::kInt32) return run<TI, TL, int32_t>(a, nt);
-  return run<TI, TL, int64_t>(a, nt);
+  if (a.top1 != nullptr) {
+    if (a.mode == AggregateMode::kCounts) return run<TI, TL, Top1Writer<false>>(a, nt);
+    return run<TI, TL, Top1Writer<true>>(a, nt);
+  }
+  if (a.mode != AggregateMode::kCounts) return run<TI, TL, RowWriter<float>>(a, nt);
+  if (a.count_type == IntType::kInt32) return run<TI, TL, RowWriter<int32_t>>(a, nt);
+  return run<TI, TL, RowWriter<int64_t>>(a, nt);
 }
 
 template <typename TI>

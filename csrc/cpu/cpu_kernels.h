@@ -13,9 +13,14 @@
 // fast. Only functions that call nothing but other inlined code may carry it.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define NF_TARGET_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-// x86-64-v4 adds AVX-512DQ (int64 <-> double conversions) to avx512f
+// x86-64-v4 adds AVX-512DQ (int64 <-> double conversions) to avx512f; GCC
+// accepts arch= levels in target_clones from version 12 on
+#if __GNUC__ >= 12
 #define NF_TARGET_CLONES_V4 \
   __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define NF_TARGET_CLONES_V4 NF_TARGET_CLONES
+#endif
 #else
 #define NF_TARGET_CLONES
 #define NF_TARGET_CLONES_V4

@@ -18,7 +18,7 @@ def _probe_inputs(op: str, device: torch.device):
         from noiseforge.ops.ldp_noise import plan_ldp_noise
 
         return plan_ldp_noise(torch.zeros((2, 3), device=device), epsilon=1.0, lower=0.0, upper=1.0)
-    if op == "vote_histogram":
+    if op in ("vote_histogram", "aggregate_labels"):
         from noiseforge.ops.aggregate import plan_vote_histogram
 
         z = torch.zeros(1, dtype=torch.int64, device=device)

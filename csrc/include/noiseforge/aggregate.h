@@ -15,6 +15,15 @@ namespace noiseforge {
 enum class AggregateMode : int { kCounts = 0, kWeighted = 1, kSoft = 2 };
 enum class IntType : int { kInt32 = 0, kInt64 = 1 };
 
+// The fused aggregate's outputs, one entry per input (see Top1Writer in
+// csrc/cpu/aggregate_kernels.cpp): no (N, C) table is written.
+struct AggregateTop1 {
+  int64_t* label;  // winning class, -1 for an input without votes
+  void* top;       // the winner's value: int64 counts, or float32 sums
+  float* share;    // top / row total
+  float* margin;   // (top - runner-up) / row total
+};
+
 struct AggregateArgs {
   const void* index;   // (M,) int32 or int64
   IntType index_type;
@@ -27,6 +36,7 @@ struct AggregateArgs {
   AggregateMode mode;
   void* out;            // (N, C): int64 or int32 counts (count_type), float32 sums
   IntType count_type;
+  const AggregateTop1* top1 = nullptr;  // set: the fused aggregate (out unused)
 };
 
 // What the native pass found. Positions are the first offending answer (or -1);

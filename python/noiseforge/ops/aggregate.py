@@ -22,14 +22,17 @@ from noiseforge import _native
 from noiseforge.ops import _backends as B
 from noiseforge.ops import registry
 from noiseforge.reference.aggregate import (
+    accumulate_reference,
     dequantize,
     fixed_point_shift,
     quantize,
     soft_label_sum_reference,
+    top1_from_sums,
     vote_histogram_reference,
 )
 
 OP = "vote_histogram"  # one registry entry serves both scatter ops
+OP_TOP1 = "aggregate_labels"  # the fused scatter + top-1
 _INT_TYPES = {torch.int32: 0, torch.int64: 1}
 _MODES = {"counts": 0, "weighted": 1, "soft": 2}
 
@@ -269,6 +272,82 @@ B.register_backends(
 )
 
 
+# --------------------------------------------------------------------------- fused top-1
+
+
+def _top1(p: _AggPlan, acc: torch.Tensor, shift: int) -> Top1:
+    return Top1(*top1_from_sums(acc, None if p.mode == "counts" else shift))
+
+
+def _run_top1_torch(p: _AggPlan) -> Top1:
+    _validate_with_torch(p)
+    labels = None if p.mode == "soft" else p.labels
+    acc, shift = accumulate_reference(p.index, p.num_inputs, p.num_classes, labels, p.values)
+    return Top1(*top1_from_sums(acc, shift))
+
+
+def _run_top1_cpu(p: _AggPlan) -> Top1:
+    n = p.num_inputs
+    label = torch.empty(n, dtype=torch.int64)
+    top = torch.empty(n, dtype=torch.int64 if p.mode == "counts" else torch.float32)
+    share, margin = torch.empty(n), torch.empty(n)
+    if n == 0:  # nothing to write (and no answers: the plan checked)
+        return Top1(label, top, share, margin)
+    labels = p.labels if p.labels is not None else p.index
+    bad_index, bad_label, bad_value, _sorted = _native.native().aggregate_cpu(
+        p.index.data_ptr(),
+        _INT_TYPES[p.index.dtype],
+        labels.data_ptr(),
+        _INT_TYPES[labels.dtype],
+        p.values.data_ptr() if p.values is not None else 0,
+        p.m,
+        n,
+        p.num_classes,
+        _MODES[p.mode],
+        0,
+        _INT_TYPES[torch.int64],
+        B.cpu_threads(),
+        top1_label=label.data_ptr(),
+        top1_top=top.data_ptr(),
+        top1_share=share.data_ptr(),
+        top1_margin=margin.data_ptr(),
+    )
+    _raise_for(p, bad_index, bad_label, bad_value)
+    return Top1(label, top, share, margin)
+
+
+def _run_top1_cuda(p: _AggPlan) -> Top1:
+    # the int64 table is materialised on the device, then reduced by torch
+    _validate_with_torch(p)
+    q, shift = _quantized(p)
+    acc = torch.zeros((p.num_inputs, p.num_classes), dtype=torch.int64, device=p.device)
+    mod, stream = _native.native(), B.cuda_stream(p.device)
+    with B.device_guard(p.device):
+        _launch_cuda(mod, p, q, acc, torch.int64, stream)
+    return _top1(p, acc, shift)
+
+
+def _run_top1_triton(p: _AggPlan) -> Top1:
+    _validate_with_torch(p)
+    q, shift = _quantized(p)
+    acc = torch.zeros((p.num_inputs, p.num_classes), dtype=torch.int64, device=p.device)
+    if p.m:
+        with B.device_guard(p.device):
+            _launch_triton(p, q, acc)
+    return _top1(p, acc, shift)
+
+
+B.register_backends(
+    OP_TOP1,
+    cuda=_run_top1_cuda,
+    triton=_run_top1_triton,
+    cpu=_run_top1_cpu,
+    torch_ref=_run_top1_torch,
+    tolerance=_EXACT,
+    triton_check=_triton_limits,
+)
+
+
 # --------------------------------------------------------------------------- public ops
 
 
@@ -343,6 +422,19 @@ def vote_histogram(
     return registry.select(OP, backend, p, p.device.type).run(p)
 
 
+def _plan_soft(index, probs, num_inputs) -> _AggPlan:
+    _check_size("num_inputs", num_inputs, 0)
+    index = _check_ints("index", index, None, None)
+    if not isinstance(probs, torch.Tensor) or probs.dim() != 2:
+        raise ValueError("probs must be a (M, C) tensor of class probabilities")
+    if probs.shape[1] < 1:
+        raise ValueError("probs must have at least one class column")
+    probs = _check_floats("probs", probs, (index.shape[0], probs.shape[1]), index.device)
+    if num_inputs == 0 and index.shape[0]:
+        raise ValueError("num_inputs is 0 but there are answers; every answer must name an input")
+    return _AggPlan("soft", index, None, probs, num_inputs, probs.shape[1], torch.int64)
+
+
 def soft_label_sum(
     index: torch.Tensor,
     probs: torch.Tensor,
@@ -360,16 +452,7 @@ def soft_label_sum(
     answers get a row of zeros. Raises ValueError naming the first offending
     position for an index outside [0, N) or a bad probability.
     """
-    _check_size("num_inputs", num_inputs, 0)
-    index = _check_ints("index", index, None, None)
-    if not isinstance(probs, torch.Tensor) or probs.dim() != 2:
-        raise ValueError("probs must be a (M, C) tensor of class probabilities")
-    if probs.shape[1] < 1:
-        raise ValueError("probs must have at least one class column")
-    probs = _check_floats("probs", probs, (index.shape[0], probs.shape[1]), index.device)
-    if num_inputs == 0 and index.shape[0]:
-        raise ValueError("num_inputs is 0 but there are answers; every answer must name an input")
-    p = _AggPlan("soft", index, None, probs, num_inputs, probs.shape[1], torch.int64)
+    p = _plan_soft(index, probs, num_inputs)
     sums = registry.select(OP, backend, p, p.device.type).run(p)
     if not mean:
         return sums
@@ -411,3 +494,48 @@ def aggregate_top1(hist: torch.Tensor) -> Top1:
     margin = torch.where(empty, torch.zeros_like(total), (top - second).to(torch.float32) / safe)
     label = torch.where(empty, torch.full_like(label, -1), label)
     return Top1(label, top, share, margin)
+
+
+def aggregate_labels(
+    index: torch.Tensor,
+    num_inputs: int,
+    *,
+    labels: torch.Tensor | None = None,
+    num_classes: int | None = None,
+    weights: torch.Tensor | None = None,
+    probs: torch.Tensor | None = None,
+    backend: str | None = None,
+) -> Top1:
+    r"""Each input's winning label, without the (N, C) table: the fused form of
+    ``aggregate_top1(vote_histogram(...))`` / ``aggregate_top1(soft_label_sum(...))``.
+
+    Give either hard answers -- ``labels`` (M,) with ``num_classes``, optionally
+    ``weights`` (M,) -- or soft answers ``probs`` (M, C). Inputs are validated as
+    by :func:`vote_histogram` / :func:`soft_label_sum` (the same errors).
+
+    Returns a :class:`Top1`: ``label`` (N,) int64 (the lowest class id among the
+    largest values; -1 for an input without votes), ``top`` the winner's value
+    (int64 counts, or float32 sums), ``share`` and ``margin`` float32 fractions
+    of the row total. Counts give exactly ``aggregate_top1(vote_histogram(...))``.
+    For sums, label and top are those of the float32 table too, but the total
+    is the row's exact fixed-point total rounded (see
+    ``noiseforge.reference.aggregate.top1_from_sums``) rather than a float32 sum
+    of rounded cells, so share and margin may differ from ``aggregate_top1``'s
+    in the last bits; every backend returns the same bits.
+
+    The ``cpu`` backend never builds the table: each thread reduces a few rows
+    at a time (memory O(M + threads x cache)), which is what lets C reach the
+    thousands with N in the millions. The ``cuda``, ``triton`` and ``torch``
+    backends build the int64 table on the device and reduce it.
+    """
+    if probs is not None:
+        if labels is not None or weights is not None or num_classes is not None:
+            raise ValueError(
+                "give either probs (soft answers) or labels/num_classes/weights (hard answers)"
+            )
+        p = _plan_soft(index, probs, num_inputs)
+    else:
+        if labels is None or num_classes is None:
+            raise ValueError("give labels and num_classes (hard answers), or probs (soft answers)")
+        p = plan_vote_histogram(index, labels, num_inputs, num_classes, weights=weights)
+    return registry.select(OP_TOP1, backend, p, p.device.type).run(p)
