@@ -17,14 +17,18 @@ from noiseforge.ops.aggregate import plan_vote_histogram
 M, N, C = 8_000_000, 1_000_000, 10
 
 
-def _data(pattern: str, device: str):
+def _index(pattern: str, device: str, m: int, n: int, g: torch.Generator) -> torch.Tensor:
+    """m answers of n inputs, m // n per input in input order, or uniform at random."""
     if device == "cuda" and not torch.cuda.is_available():
         pytest.skip("no CUDA device")
-    g = torch.Generator().manual_seed(0)
     if pattern == "grouped":
-        index = torch.arange(N).repeat_interleave(M // N)
-    else:
-        index = torch.randint(0, N, (M,), generator=g)
+        return torch.arange(n).repeat_interleave(m // n)
+    return torch.randint(0, n, (m,), generator=g)
+
+
+def _data(pattern: str, device: str):
+    g = torch.Generator().manual_seed(0)
+    index = _index(pattern, device, M, N, g)
     labels = torch.randint(0, C, (M,), generator=g)
     weights = torch.rand(M, generator=g)
     return index.to(device), labels.to(device), weights.to(device)
@@ -88,13 +92,8 @@ SM, SN = 2_000_000, 250_000
 
 
 def _soft_data(pattern: str, device: str):
-    if device == "cuda" and not torch.cuda.is_available():
-        pytest.skip("no CUDA device")
     g = torch.Generator().manual_seed(1)
-    if pattern == "grouped":
-        index = torch.arange(SN).repeat_interleave(SM // SN)
-    else:
-        index = torch.randint(0, SN, (SM,), generator=g)
+    index = _index(pattern, device, SM, SN, g)
     probs = torch.softmax(torch.randn(SM, C, generator=g), dim=1)
     return index.to(device), probs.to(device)
 

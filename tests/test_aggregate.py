@@ -60,6 +60,13 @@ def _case(name, gen):
     return index, labels, weights, probs, n, c
 
 
+def _random_votes(m: int, n: int, c: int, g: torch.Generator):
+    """m answers at random: (index in [0, n), labels in [0, c), weights in [0, 1))."""
+    index = torch.randint(0, n, (m,), generator=g)
+    labels = torch.randint(0, c, (m,), generator=g)
+    return index, labels, torch.rand(m, generator=g)
+
+
 CASES = [
     "random",
     "large-random",
@@ -230,9 +237,7 @@ def test_unordered_input_over_several_partition_chunks(backend):
     _backend_ok(backend, "cpu")
     g = torch.Generator().manual_seed(3)
     m, n, c = 1_200_001, 300_007, 3
-    index = torch.randint(0, n, (m,), generator=g)
-    labels = torch.randint(0, c, (m,), generator=g)
-    weights = torch.rand(m, generator=g)
+    index, labels, weights = _random_votes(m, n, c, g)
     for w in (None, weights):
         got = vote_histogram(index, labels, n, c, weights=w, backend=backend)
         assert torch.equal(got, vote_histogram(index, labels, n, c, weights=w, backend="torch"))
@@ -286,9 +291,7 @@ def test_weight_scan_over_many_chunks(backend):
     _backend_ok(backend, "cpu")
     g = torch.Generator().manual_seed(2)
     m, n, c = 100_003, 1_000, 3
-    index = torch.randint(0, n, (m,), generator=g)
-    labels = torch.randint(0, c, (m,), generator=g)
-    weights = torch.rand(m, generator=g)
+    index, labels, weights = _random_votes(m, n, c, g)
     tiny, big = torch.finfo(torch.float32).smallest_normal / 2**23, torch.finfo(torch.float32).max
     weights[[5, 70_000, 99_999]] = torch.tensor([-0.0, tiny, big])
     got = vote_histogram(index, labels, n, c, weights=weights, backend=backend)
