@@ -640,6 +640,40 @@ def test_fused_top1_with_a_table_too_large_to_build(sort):
         )
 
 
+@pytest.mark.parametrize("order", ["grouped", "unordered"])
+def test_fused_top1_sparse_rows_edge_cases(order):
+    """With >= 512 classes the cpu backend reduces only the touched cells of a
+    row: rows that touch every class (with and without a tie), rows whose votes
+    all weigh 0, a winner whose class id is above the runner-up's, and ties
+    between classes touched in descending order must match the torch backend."""
+    c = 600
+    rows = [
+        [*range(c), 7],  # every class once, class 7 twice
+        list(range(c)),  # every class once: a 600-way tie, margin 0
+        [5, 3, 3, 5],  # tie between 3 and 5, touched 5 first
+        [599, 598, 599],
+        [42],
+        [9, 9, 1],  # (weights 0 below)
+    ]
+    index = torch.cat([torch.full((len(r),), i) for i, r in enumerate(rows)])
+    labels = torch.cat([torch.tensor(r) for r in rows])
+    weights = torch.rand(len(index), generator=torch.Generator().manual_seed(7))
+    weights[index == 5] = 0.0
+    if order == "unordered":
+        perm = torch.randperm(len(index), generator=torch.Generator().manual_seed(8))
+        index, labels, weights = index[perm], labels[perm], weights[perm]
+    n = len(rows) + 2  # two inputs without answers
+    for w in (None, weights):
+        got = aggregate_labels(index, n, labels=labels, num_classes=c, weights=w, backend="cpu")
+        want = aggregate_labels(index, n, labels=labels, num_classes=c, weights=w, backend="torch")
+        assert _fields_equal(got, want)
+    counts = aggregate_labels(index, n, labels=labels, num_classes=c, backend="cpu")
+    assert counts.label.tolist() == [7, 0, 3, 599, 42, 9, -1, -1]
+    assert counts.margin[1] == 0.0 and counts.margin[2] == 0.0
+    summed = aggregate_labels(index, n, labels=labels, num_classes=c, weights=weights)
+    assert int(summed.label[5]) == -1  # votes that all weigh nothing
+
+
 def test_fused_top1_soft_labels_with_many_classes():
     g = torch.Generator().manual_seed(6)
     m, n, c = 4000, 300, 5000  # more classes than the table path partitions

@@ -178,6 +178,27 @@ struct Top1Writer {
     for (int64_t r = r0; r < r1; ++r) empty(r, V{0});
   }
 
+  // Row r from its touched cells only -- the distinct classes l[0..n) of the
+  // row a, in any order -- every other cell being 0: the same result as row().
+  void row_sparse(int64_t r, const int64_t* a, const int64_t* l, int64_t n) const {
+    if (n == 0) return empty(r, V{0});
+    int64_t arg = l[0];
+    V best = value(a, arg);
+    for (int64_t k = 1; k < n; ++k) {
+      const V v = value(a, l[k]);
+      if (v > best || (v == best && l[k] < arg)) {
+        best = v;
+        arg = l[k];
+      }
+    }
+    if (!(best > V{0})) arg = 0;  // every cell is 0: the lowest class wins the tie
+    V second = n < c ? V{0} : std::numeric_limits<V>::lowest();
+    for (int64_t k = 0; k < n; ++k)
+      if (l[k] != arg) second = std::max(second, value(a, l[k]));
+    if (c == 1) second = V{0};
+    finish(r, best, second, arg, total_of(a, l, n));
+  }
+
  private:
   V value(const int64_t* a, int64_t j) const {
     if constexpr (kSums)
@@ -205,20 +226,26 @@ struct Top1Writer {
         second = v;
       }
     }
-    float total;
+    finish(r, best, second, arg, total_of(a, nullptr, c));
+  }
+  // The row total (see above) of cells l[0..n), or of cells 0..n-1 when l is null.
+  float total_of(const int64_t* a, const int64_t* l, int64_t n) const {
     if constexpr (kSums) {
       int64_t hi = 0, lo = 0;
-      for (int64_t j = 0; j < c; ++j) {
-        hi += a[j] >> 31;
-        lo += a[j] & 0x7fffffff;
+      for (int64_t k = 0; k < n; ++k) {
+        const int64_t v = a[l != nullptr ? l[k] : k];
+        hi += v >> 31;
+        lo += v & 0x7fffffff;
       }
-      total = static_cast<float>(static_cast<double>(hi) * (inv_scale * 2147483648.0) +
-                                 static_cast<double>(lo) * inv_scale);
+      return static_cast<float>(static_cast<double>(hi) * (inv_scale * 2147483648.0) +
+                                static_cast<double>(lo) * inv_scale);
     } else {
       int64_t t = 0;
-      for (int64_t j = 0; j < c; ++j) t += a[j];
-      total = static_cast<float>(t);
+      for (int64_t k = 0; k < n; ++k) t += a[l != nullptr ? l[k] : k];
+      return static_cast<float>(t);
     }
+  }
+  void finish(int64_t r, V best, V second, int64_t arg, float total) const {
     if (!(total > 0.0f)) return empty(r, best);
     label[r] = arg;
     top[r] = best;
@@ -230,6 +257,64 @@ struct Top1Writer {
 // Accumulator cells of one tile of rows (int64): small enough for L1.
 constexpr int64_t kTileCells = 2048;
 
+// From this many classes on, the fused top-1 of hard answers reduces only the
+// cells that answers touched (a row costs its answers, not C).
+constexpr int64_t kSparseClasses = 512;
+
+// Marks of the touched cells of a table region, and their list: a cell enters
+// the list once, however many answers add to it.
+struct Touched {
+  std::vector<uint8_t> mark;
+  std::vector<int64_t> cells;
+  explicit Touched(int64_t n) : mark(static_cast<size_t>(n), 0) { cells.reserve(256); }
+  void add(int64_t cell) {
+    if (mark[cell]) return;
+    mark[cell] = 1;
+    cells.push_back(cell);
+  }
+  // zero the touched cells of acc and forget them
+  void reset(int64_t* acc) {
+    for (const int64_t cell : cells) {
+      acc[cell] = 0;
+      mark[cell] = 0;
+    }
+    cells.clear();
+  }
+};
+
+// grouped_range for the fused top-1 of hard answers with many classes: one row
+// at a time, only its touched cells summed, reduced and zeroed.
+template <AggregateMode kMode, typename TI, typename TL, typename W>
+bool grouped_range_sparse(const TI* __restrict index, const TL* __restrict labels,
+                          const float* __restrict values, int64_t f0, int64_t f1, int64_t r0,
+                          int64_t r1, int64_t C, double scale, const W& w, int64_t* bad_label) {
+  std::vector<int64_t> acc(static_cast<size_t>(C), 0);
+  Touched touched(C);
+  int64_t next = r0;  // first row not yet written
+  int64_t bad = *bad_label;
+  int64_t i = f0;
+  while (i < f1) {
+    const int64_t r = static_cast<int64_t>(index[i]);
+    if (r < next || r >= r1) return false;
+    w.zeros(next, r);
+    for (; i < f1 && static_cast<int64_t>(index[i]) == r; ++i) {
+      const int64_t l = static_cast<int64_t>(labels[i]);
+      if (static_cast<uint64_t>(l) >= static_cast<uint64_t>(C)) {
+        bad = std::min(bad, i);
+        continue;
+      }
+      touched.add(l);
+      acc[l] += kMode == AggregateMode::kCounts ? 1 : fixed_point_quantize(values[i], scale);
+    }
+    w.row_sparse(r, acc.data(), touched.cells.data(), static_cast<int64_t>(touched.cells.size()));
+    touched.reset(acc.data());
+    next = r + 1;
+  }
+  w.zeros(next, r1);
+  *bad_label = bad;
+  return true;
+}
+
 // One thread's share of the grouped path: answers [f0, f1), output rows [r0, r1).
 // The rows are summed a tile at a time (up to kTileCells cells) in a local
 // int64 table -- zeroed, filled by the answers whose rows fall in the tile,
@@ -240,6 +325,11 @@ template <AggregateMode kMode, typename TI, typename TL, typename W>
 bool grouped_range(const TI* __restrict index, const TL* __restrict labels,
                    const float* __restrict values, int64_t f0, int64_t f1, int64_t r0, int64_t r1,
                    int64_t C, double scale, const W& w, int64_t* bad_label) {
+  if constexpr (W::kFused && kMode != AggregateMode::kSoft) {
+    if (C >= kSparseClasses)
+      return grouped_range_sparse<kMode>(index, labels, values, f0, f1, r0, r1, C, scale, w,
+                                         bad_label);
+  }
   const int64_t tile_rows = std::max<int64_t>(1, kTileCells / C);
   std::unique_ptr<int64_t[]> tile(new int64_t[static_cast<size_t>(tile_rows * C)]);
   int64_t* __restrict acc = tile.get();
@@ -550,21 +640,48 @@ void partitioned_pass(const AggregateArgs& a, const TI* index, const TL* labels,
     scale = std::ldexp(1.0, k);
     w.inv_scale = std::ldexp(1.0, -k);
   }
+  // the fused top-1 of hard answers with many classes reduces touched cells only
+  bool sparse = false;
+  if constexpr (W::kFused && kMode != AggregateMode::kSoft) sparse = C >= kSparseClasses;
 #pragma omp parallel num_threads(nt)
   {
-    std::vector<int64_t> acc(static_cast<size_t>((int64_t{1} << shift) * C));
+    std::vector<int64_t> acc(static_cast<size_t>((int64_t{1} << shift) * C), 0);
+    std::unique_ptr<Touched> touched(sparse ? new Touched((int64_t{1} << shift) * C) : nullptr);
 #pragma omp for schedule(dynamic, 4)
     for (int64_t b = 0; b < blocks; ++b) {
       const int64_t r0 = b << shift;
       const int64_t r1 = std::min(N, r0 + (int64_t{1} << shift));
       if (r1 <= r0) continue;
-      std::fill(acc.begin(), acc.begin() + (r1 - r0) * C, int64_t{0});
+      if (!sparse) std::fill(acc.begin(), acc.begin() + (r1 - r0) * C, int64_t{0});
       for (int64_t ch = 0; ch < chunks; ++ch) {
         const int64_t* s = seg.data() + ch * (blocks + 1);
         sum_segment<kMode>(cells.get(), a.values, wv.get(), ids.get(), C, s[b], s[b + 1], scale,
                            acc.data());
+        if (sparse)
+          for (int64_t j = s[b]; j < s[b + 1]; ++j) touched->add(static_cast<int64_t>(cells.get()[j]));
       }
-      w.rows(r0, r1, acc.data());
+      if (!sparse) {
+        w.rows(r0, r1, acc.data());
+        continue;
+      }
+      if constexpr (W::kFused) {
+        // touched cells sorted: each row's classes are one run, in class order
+        std::vector<int64_t>& t = touched->cells;
+        std::sort(t.begin(), t.end());
+        int64_t done = r0;  // rows before it are written
+        for (size_t k = 0; k < t.size();) {
+          const int64_t row = t[k] / C;
+          size_t e = k;
+          while (e < t.size() && t[e] / C == row) t[e++] -= row * C;  // cells -> classes
+          w.zeros(done, r0 + row);
+          w.row_sparse(r0 + row, acc.data() + row * C, t.data() + k, static_cast<int64_t>(e - k));
+          for (size_t j = k; j < e; ++j) t[j] += row * C;  // back to cells for the reset
+          done = r0 + row + 1;
+          k = e;
+        }
+        w.zeros(done, r1);
+        touched->reset(acc.data());
+      }
     }
   }
 }

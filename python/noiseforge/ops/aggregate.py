@@ -525,8 +525,10 @@ def aggregate_labels(
 
     The ``cpu`` backend never builds the table: each thread reduces a few rows
     at a time (memory O(M + threads x cache)), which is what lets C reach the
-    thousands with N in the millions. The ``cuda``, ``triton`` and ``torch``
-    backends build the int64 table on the device and reduce it.
+    thousands with N in the millions; from 512 classes on, hard answers are
+    reduced over the cells they touch only (time O(M), not O(N x C)). The
+    ``cuda``, ``triton`` and ``torch`` backends build the int64 table on the
+    device and reduce it.
     """
     if probs is not None:
         if labels is not None or weights is not None or num_classes is not None:
