@@ -674,6 +674,37 @@ def test_fused_top1_sparse_rows_edge_cases(order):
     assert int(summed.label[5]) == -1  # votes that all weigh nothing
 
 
+@pytest.mark.parametrize("index", [[0, 0], [1, 0]], ids=["grouped", "unordered"])
+def test_fused_top1_out_of_memory_is_an_error(index):
+    """2^40 classes: the per-thread row cannot be allocated -- a MemoryError that
+    says why, not an abort from inside a parallel region."""
+    with pytest.raises(MemoryError, match="not enough memory for 1099511627776 classes"):
+        aggregate_labels(
+            torch.tensor(index), 2, labels=torch.tensor([1, 1]), num_classes=1 << 40, backend="cpu"
+        )
+
+
+def test_fused_top1_outputs_ignore_the_default_dtype():
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        t = aggregate_labels(
+            torch.tensor([0, 0, 1]), 2, labels=torch.tensor([1, 1, 0]), num_classes=3, backend="cpu"
+        )
+    finally:
+        torch.set_default_dtype(old)
+    assert t.share.dtype == t.margin.dtype == torch.float32
+    assert t.share.tolist() == [1.0, 1.0] and t.label.tolist() == [1, 0]
+
+
+def test_fused_top1_with_two_to_the_24_classes_unordered():
+    c = (1 << 24) + 3  # a partition block is one row; its cells are the classes
+    index, labels = torch.tensor([7, 0, 7, 3]), torch.tensor([c - 1, 5, c - 1, 0])
+    t = aggregate_labels(index, 8, labels=labels, num_classes=c, backend="cpu")
+    assert t.label.tolist() == [5, -1, -1, 0, -1, -1, -1, c - 1]
+    assert t.top.tolist() == [1, 0, 0, 1, 0, 0, 0, 2]
+
+
 def test_fused_top1_soft_labels_with_many_classes():
     g = torch.Generator().manual_seed(6)
     m, n, c = 4000, 300, 5000  # more classes than the table path partitions

@@ -13,11 +13,13 @@
 // (integers: the result does not depend on the order), convert sums.
 // Labels are checked inline in both paths.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <new>
 #include <type_traits>
 #include <vector>
 
@@ -325,6 +327,10 @@ template <AggregateMode kMode, typename TI, typename TL, typename W>
 bool grouped_range(const TI* __restrict index, const TL* __restrict labels,
                    const float* __restrict values, int64_t f0, int64_t f1, int64_t r0, int64_t r1,
                    int64_t C, double scale, const W& w, int64_t* bad_label) {
+  if (f0 == f1) {  // no answers: no table needed
+    w.zeros(r0, r1);
+    return true;
+  }
   if constexpr (W::kFused && kMode != AggregateMode::kSoft) {
     if (C >= kSparseClasses)
       return grouped_range_sparse<kMode>(index, labels, values, f0, f1, r0, r1, C, scale, w,
@@ -395,11 +401,13 @@ bool grouped_pass(const AggregateArgs& a, const TI* index, const TL* labels, dou
   row[nt] = N;
   int violation = 0;
   int64_t bad_label = M;
+  std::atomic<bool> out_of_memory{false};
 #pragma omp parallel for schedule(static, 1) num_threads(nt) reduction(| : violation) \
     reduction(min : bad_label)
   for (int t = 0; t < nt; ++t) {
     int64_t bad = M;
     bool ok = false;
+    try {  // an exception must not leave an OpenMP region: a failed allocation is rethrown below
     switch (a.mode) {
       case AggregateMode::kCounts:
         ok = grouped_range<AggregateMode::kCounts>(index, labels, a.values, first[t], first[t + 1],
@@ -415,9 +423,13 @@ bool grouped_pass(const AggregateArgs& a, const TI* index, const TL* labels, dou
                                                  row[t], row[t + 1], C, scale, w, &bad);
         break;
     }
+    } catch (const std::bad_alloc&) {
+      out_of_memory = true;
+    }
     if (!ok) violation = 1;
     bad_label = std::min(bad_label, bad);
   }
+  if (out_of_memory) throw std::bad_alloc();
   *bad_label_out = bad_label == M ? -1 : bad_label;
   return violation == 0;
 }
@@ -596,15 +608,23 @@ void partitioned_pass(const AggregateArgs& a, const TI* index, const TL* labels,
   ScratchArray<uint32_t> ids(kMode == AggregateMode::kSoft ? static_cast<size_t>(M) : 0);
   int64_t bad_index = M, bad_label = M, bad_value = M;
   float max_value = 0.0f;
+  // Exceptions must not leave an OpenMP region (and every thread must reach
+  // its worksharing loop): a failed allocation is noted and rethrown after.
+  std::atomic<bool> out_of_memory{false};
 #pragma omp parallel num_threads(nt)
   {
-    std::vector<int64_t> next(static_cast<size_t>(blocks));
+    std::vector<int64_t> next;
+    try {
+      next.resize(static_cast<size_t>(blocks));
+    } catch (const std::bad_alloc&) {
+      out_of_memory = true;
+    }
     // contiguous chunks per thread: after an invalid index the thread's later
     // chunks cannot hold an earlier one (the private minimum starts at INT64_MAX)
 #pragma omp for schedule(static) reduction(min : bad_index, bad_label, bad_value) \
     reduction(max : max_value)
     for (int64_t ch = 0; ch < chunks; ++ch) {
-      if (bad_index < M) continue;
+      if (bad_index < M || out_of_memory) continue;
       const int64_t i0 = ch * chunk, i1 = std::min(M, i0 + chunk);
       int64_t* s = seg.data() + ch * (blocks + 1);
       std::fill(s, s + blocks + 1, int64_t{0});
@@ -623,6 +643,7 @@ void partitioned_pass(const AggregateArgs& a, const TI* index, const TL* labels,
       max_value = std::max(max_value, f.max_value);
     }
   }
+  if (out_of_memory) throw std::bad_alloc();
   if (bad_index < M) {
     st->bad_index = bad_index;
     return;
@@ -645,13 +666,19 @@ void partitioned_pass(const AggregateArgs& a, const TI* index, const TL* labels,
   if constexpr (W::kFused && kMode != AggregateMode::kSoft) sparse = C >= kSparseClasses;
 #pragma omp parallel num_threads(nt)
   {
-    std::vector<int64_t> acc(static_cast<size_t>((int64_t{1} << shift) * C), 0);
-    std::unique_ptr<Touched> touched(sparse ? new Touched((int64_t{1} << shift) * C) : nullptr);
-#pragma omp for schedule(dynamic, 4)
-    for (int64_t b = 0; b < blocks; ++b) {
+    std::vector<int64_t> acc;
+    std::unique_ptr<Touched> touched;
+    try {
+      acc.assign(static_cast<size_t>((int64_t{1} << shift) * C), 0);
+      if (sparse) touched.reset(new Touched((int64_t{1} << shift) * C));
+    } catch (const std::bad_alloc&) {
+      out_of_memory = true;
+    }
+    // block b's answers (its segment of every chunk) summed and its rows written
+    auto sum_block = [&](int64_t b) {
       const int64_t r0 = b << shift;
       const int64_t r1 = std::min(N, r0 + (int64_t{1} << shift));
-      if (r1 <= r0) continue;
+      if (r1 <= r0) return;
       if (!sparse) std::fill(acc.begin(), acc.begin() + (r1 - r0) * C, int64_t{0});
       for (int64_t ch = 0; ch < chunks; ++ch) {
         const int64_t* s = seg.data() + ch * (blocks + 1);
@@ -662,7 +689,7 @@ void partitioned_pass(const AggregateArgs& a, const TI* index, const TL* labels,
       }
       if (!sparse) {
         w.rows(r0, r1, acc.data());
-        continue;
+        return;
       }
       if constexpr (W::kFused) {
         // touched cells sorted: each row's classes are one run, in class order
@@ -682,8 +709,18 @@ void partitioned_pass(const AggregateArgs& a, const TI* index, const TL* labels,
         w.zeros(done, r1);
         touched->reset(acc.data());
       }
+    };
+#pragma omp for schedule(dynamic, 4)
+    for (int64_t b = 0; b < blocks; ++b) {
+      if (out_of_memory) continue;
+      try {
+        sum_block(b);
+      } catch (const std::bad_alloc&) {
+        out_of_memory = true;
+      }
     }
   }
+  if (out_of_memory) throw std::bad_alloc();
 }
 
 template <typename TCell, typename TI, typename TL, typename W>
@@ -747,11 +784,13 @@ AggregateStatus run(const AggregateArgs& a, int nt) {
   // labels answer positions below 2^32. For a table it needs enough answers to
   // pay off and (soft labels) rows of at most 4096 classes (at least 16 rows
   // per block, or the scatter fans out too widely); fused, it always runs,
-  // since the alternative materialises the whole table.
+  // since the alternative materialises the whole table (with 2^24 classes or
+  // more a block is one row, and its cells are the classes).
   const bool soft = a.mode == AggregateMode::kSoft;
   const bool partition =
-      C < (int64_t{1} << 24) && (!soft || M <= int64_t{0xffffffff}) &&
-      (fused || (M >= (int64_t{1} << 16) && (!soft || C <= 4096)));
+      (!soft || M <= int64_t{0xffffffff}) &&
+      (fused ? C < (int64_t{1} << 32)
+             : (C < (int64_t{1} << 24) && M >= (int64_t{1} << 16) && (!soft || C <= 4096)));
   // Weighted votes whose index is visibly unordered go straight to the
   // partition, which checks the weights on its way (one pass over them fewer).
   const bool unordered =

@@ -45,6 +45,7 @@ class ScratchArray {
  public:
   explicit ScratchArray(size_t count) {
     if (count == 0) return;
+    if (count > (SIZE_MAX >> 22) / sizeof(T)) throw std::bad_alloc();  // the size would wrap
     constexpr size_t kHuge = size_t{1} << 21;
     const size_t align = count * sizeof(T) >= kHuge ? kHuge : 64;
     const size_t bytes = (count * sizeof(T) + align - 1) & ~(align - 1);

@@ -290,28 +290,35 @@ def _run_top1_cpu(p: _AggPlan) -> Top1:
     n = p.num_inputs
     label = torch.empty(n, dtype=torch.int64)
     top = torch.empty(n, dtype=torch.int64 if p.mode == "counts" else torch.float32)
-    share, margin = torch.empty(n), torch.empty(n)
+    share, margin = torch.empty(n, dtype=torch.float32), torch.empty(n, dtype=torch.float32)
     if n == 0:  # nothing to write (and no answers: the plan checked)
         return Top1(label, top, share, margin)
     labels = p.labels if p.labels is not None else p.index
-    bad_index, bad_label, bad_value, _sorted = _native.native().aggregate_cpu(
-        p.index.data_ptr(),
-        _INT_TYPES[p.index.dtype],
-        labels.data_ptr(),
-        _INT_TYPES[labels.dtype],
-        p.values.data_ptr() if p.values is not None else 0,
-        p.m,
-        n,
-        p.num_classes,
-        _MODES[p.mode],
-        0,
-        _INT_TYPES[torch.int64],
-        B.cpu_threads(),
-        top1_label=label.data_ptr(),
-        top1_top=top.data_ptr(),
-        top1_share=share.data_ptr(),
-        top1_margin=margin.data_ptr(),
-    )
+    try:
+        bad_index, bad_label, bad_value, _sorted = _native.native().aggregate_cpu(
+            p.index.data_ptr(),
+            _INT_TYPES[p.index.dtype],
+            labels.data_ptr(),
+            _INT_TYPES[labels.dtype],
+            p.values.data_ptr() if p.values is not None else 0,
+            p.m,
+            n,
+            p.num_classes,
+            _MODES[p.mode],
+            0,
+            _INT_TYPES[torch.int64],
+            B.cpu_threads(),
+            top1_label=label.data_ptr(),
+            top1_top=top.data_ptr(),
+            top1_share=share.data_ptr(),
+            top1_margin=margin.data_ptr(),
+        )
+    except MemoryError as e:
+        raise MemoryError(
+            f"aggregate_labels: not enough memory for {p.num_classes} classes (each thread "
+            f"keeps one row of {p.num_classes} int64 sums, and {p.m} answers need scratch "
+            "space); use fewer classes or fewer threads (torch.set_num_threads)"
+        ) from e
     _raise_for(p, bad_index, bad_label, bad_value)
     return Top1(label, top, share, margin)
 
