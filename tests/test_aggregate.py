@@ -678,7 +678,9 @@ def test_fused_top1_sparse_rows_edge_cases(order):
 def test_fused_top1_out_of_memory_is_an_error(index):
     """2^40 classes: the per-thread row cannot be allocated -- a MemoryError that
     says why, not an abort from inside a parallel region."""
-    with pytest.raises(MemoryError, match="not enough memory for 1099511627776 classes"):
+    with pytest.raises(
+        MemoryError, match="not enough memory to aggregate 2 answers over 1099511627776 classes"
+    ):
         aggregate_labels(
             torch.tensor(index), 2, labels=torch.tensor([1, 1]), num_classes=1 << 40, backend="cpu"
         )

@@ -156,26 +156,45 @@ def _run_torch(p: _AggPlan) -> torch.Tensor:
     )
 
 
+def _native_aggregate(p: _AggPlan, out: torch.Tensor | None, top1: tuple | None = None) -> None:
+    """The C++ pass: into the (N, C) table ``out``, or (fused) into the four
+    ``top1`` outputs; raises the error for the first offending position."""
+    labels = p.labels if p.labels is not None else p.index
+    fused = {}
+    if top1 is not None:
+        fused = {
+            f"top1_{k}": t.data_ptr()
+            for k, t in zip(("label", "top", "share", "margin"), top1, strict=True)
+        }
+    try:
+        bad_index, bad_label, bad_value, _sorted = _native.native().aggregate_cpu(
+            p.index.data_ptr(),
+            _INT_TYPES[p.index.dtype],
+            labels.data_ptr(),
+            _INT_TYPES[labels.dtype],
+            p.values.data_ptr() if p.values is not None else 0,
+            p.m,
+            p.num_inputs,
+            p.num_classes,
+            _MODES[p.mode],
+            out.data_ptr() if out is not None else 0,
+            _INT_TYPES[p.count_dtype],
+            B.cpu_threads(),
+            **fused,
+        )
+    except MemoryError as e:
+        raise MemoryError(
+            f"not enough memory to aggregate {p.m} answers over {p.num_classes} classes (each "
+            f"thread keeps rows of {p.num_classes} int64 sums, plus scratch space per answer); "
+            "use fewer classes, fewer answers per call or fewer threads (torch.set_num_threads)"
+        ) from e
+    _raise_for(p, bad_index, bad_label, bad_value)
+
+
 def _run_cpu(p: _AggPlan) -> torch.Tensor:
     out_dtype = p.count_dtype if p.mode == "counts" else torch.float32
     out = torch.empty((p.num_inputs, p.num_classes), dtype=out_dtype)
-    labels = p.labels if p.labels is not None else p.index
-    values = p.values.data_ptr() if p.values is not None else 0
-    bad_index, bad_label, bad_value, _sorted = _native.native().aggregate_cpu(
-        p.index.data_ptr(),
-        _INT_TYPES[p.index.dtype],
-        labels.data_ptr(),
-        _INT_TYPES[labels.dtype],
-        values,
-        p.m,
-        p.num_inputs,
-        p.num_classes,
-        _MODES[p.mode],
-        out.data_ptr(),
-        _INT_TYPES[p.count_dtype],
-        B.cpu_threads(),
-    )
-    _raise_for(p, bad_index, bad_label, bad_value)
+    _native_aggregate(p, out)
     return out
 
 
@@ -293,33 +312,7 @@ def _run_top1_cpu(p: _AggPlan) -> Top1:
     share, margin = torch.empty(n, dtype=torch.float32), torch.empty(n, dtype=torch.float32)
     if n == 0:  # nothing to write (and no answers: the plan checked)
         return Top1(label, top, share, margin)
-    labels = p.labels if p.labels is not None else p.index
-    try:
-        bad_index, bad_label, bad_value, _sorted = _native.native().aggregate_cpu(
-            p.index.data_ptr(),
-            _INT_TYPES[p.index.dtype],
-            labels.data_ptr(),
-            _INT_TYPES[labels.dtype],
-            p.values.data_ptr() if p.values is not None else 0,
-            p.m,
-            n,
-            p.num_classes,
-            _MODES[p.mode],
-            0,
-            _INT_TYPES[torch.int64],
-            B.cpu_threads(),
-            top1_label=label.data_ptr(),
-            top1_top=top.data_ptr(),
-            top1_share=share.data_ptr(),
-            top1_margin=margin.data_ptr(),
-        )
-    except MemoryError as e:
-        raise MemoryError(
-            f"aggregate_labels: not enough memory for {p.num_classes} classes (each thread "
-            f"keeps one row of {p.num_classes} int64 sums, and {p.m} answers need scratch "
-            "space); use fewer classes or fewer threads (torch.set_num_threads)"
-        ) from e
-    _raise_for(p, bad_index, bad_label, bad_value)
+    _native_aggregate(p, None, (label, top, share, margin))
     return Top1(label, top, share, margin)
 
 
