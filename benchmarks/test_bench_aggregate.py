@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from noiseforge.ops import soft_label_sum, vote_histogram, why_not
+from noiseforge.ops import aggregate_labels, soft_label_sum, vote_histogram, why_not
 from noiseforge.ops.aggregate import plan_vote_histogram
 
 M, N, C = 8_000_000, 1_000_000, 10
@@ -129,3 +129,40 @@ def test_soft_torch_peer(benchmark, pattern, device):
         _sync(device)
 
     benchmark.pedantic(run, rounds=5, warmup_rounds=2)
+
+
+# The fused winner per input (label, top, share, margin) with many classes:
+# 1M answers, N = 100k inputs, C = 1000 classes (a 800 MB int64 table for torch).
+FM, FN, FC = 1_000_000, 100_000, 1000
+
+
+@pytest.mark.parametrize("pattern", ["grouped", "random"])
+def test_fused_noiseforge(benchmark, pattern):
+    g = torch.Generator().manual_seed(2)
+    index = _index(pattern, "cpu", FM, FN, g)
+    labels = torch.randint(0, FC, (FM,), generator=g)
+    benchmark.group = f"aggregate_labels-{pattern}-cpu"
+    benchmark.extra_info.update(elements=FM)
+    benchmark.pedantic(
+        lambda: aggregate_labels(index, FN, labels=labels, num_classes=FC, backend="cpu"),
+        rounds=10,
+        warmup_rounds=3,
+    )
+
+
+@pytest.mark.parametrize("pattern", ["grouped", "random"])
+def test_fused_torch_peer(benchmark, pattern):
+    g = torch.Generator().manual_seed(2)
+    index = _index(pattern, "cpu", FM, FN, g)
+    labels = torch.randint(0, FC, (FM,), generator=g)
+    benchmark.group = f"aggregate_labels-{pattern}-cpu"
+    benchmark.extra_info.update(elements=FM)
+
+    def run():
+        h = torch.bincount(index * FC + labels, minlength=FN * FC).view(FN, FC)
+        top, label = h.max(dim=1)
+        second = h.topk(2, dim=1).values[:, 1]
+        total = h.sum(dim=1).float()
+        return label, top, top.float() / total, (top - second).float() / total
+
+    benchmark.pedantic(run, rounds=3, warmup_rounds=1)
