@@ -749,6 +749,14 @@ void partitioned(const AggregateArgs& a, const TI* index, const TL* labels, doub
   const int64_t C = a.c, N = a.n;
   int shift = 0;
   while ((int64_t{2} << shift) * C * 8 <= kBlockBytes && (int64_t{1} << shift) < N) ++shift;
+  if constexpr (W::kFused) {
+    // The sparse top-1 only visits touched cells, so its blocks need not fit L2:
+    // at most 2^16 of them keeps the per-chunk block offsets small for huge N
+    // (cell ids stay below 2^32).
+    if (a.mode != AggregateMode::kSoft && C >= kSparseClasses)
+      while ((N >> shift) > (int64_t{1} << 16) && (int64_t{2} << shift) * C < (int64_t{1} << 32))
+        ++shift;
+  }
   int shift16 = 0;
   while ((int64_t{2} << shift16) * C < 0xffff && (int64_t{2} << shift16) * C * 8 <= kBlockBytes &&
          (int64_t{1} << shift16) < N)
