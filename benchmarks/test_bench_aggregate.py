@@ -136,13 +136,17 @@ def test_soft_torch_peer(benchmark, pattern, device):
 FM, FN, FC = 1_000_000, 100_000, 1000
 
 
-@pytest.mark.parametrize("pattern", ["grouped", "random"])
-def test_fused_noiseforge(benchmark, pattern):
+def _fused_data(benchmark, pattern: str):
     g = torch.Generator().manual_seed(2)
     index = _index(pattern, "cpu", FM, FN, g)
-    labels = torch.randint(0, FC, (FM,), generator=g)
     benchmark.group = f"aggregate_labels-{pattern}-cpu"
     benchmark.extra_info.update(elements=FM)
+    return index, torch.randint(0, FC, (FM,), generator=g)
+
+
+@pytest.mark.parametrize("pattern", ["grouped", "random"])
+def test_fused_noiseforge(benchmark, pattern):
+    index, labels = _fused_data(benchmark, pattern)
     benchmark.pedantic(
         lambda: aggregate_labels(index, FN, labels=labels, num_classes=FC, backend="cpu"),
         rounds=10,
@@ -152,11 +156,7 @@ def test_fused_noiseforge(benchmark, pattern):
 
 @pytest.mark.parametrize("pattern", ["grouped", "random"])
 def test_fused_torch_peer(benchmark, pattern):
-    g = torch.Generator().manual_seed(2)
-    index = _index(pattern, "cpu", FM, FN, g)
-    labels = torch.randint(0, FC, (FM,), generator=g)
-    benchmark.group = f"aggregate_labels-{pattern}-cpu"
-    benchmark.extra_info.update(elements=FM)
+    index, labels = _fused_data(benchmark, pattern)
 
     def run():
         h = torch.bincount(index * FC + labels, minlength=FN * FC).view(FN, FC)
