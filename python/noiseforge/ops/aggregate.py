@@ -206,14 +206,24 @@ def _quantized(p: _AggPlan) -> tuple[torch.Tensor | None, int]:
     return quantize(p.values, shift), shift
 
 
-def _run_cuda(p: _AggPlan) -> torch.Tensor:
+def _table_dtype(p: _AggPlan) -> torch.dtype:
+    """The integer table of the GPU backends: the count dtype, or int64 fixed point."""
+    return p.count_dtype if p.mode == "counts" else torch.int64
+
+
+def _cuda_table(p: _AggPlan, acc_dtype: torch.dtype) -> tuple[torch.Tensor, int]:
+    """The (N, C) integer table filled by the CUDA kernels, and its fixed-point shift."""
     _validate_with_torch(p)
     q, shift = _quantized(p)
-    acc_dtype = p.count_dtype if p.mode == "counts" else torch.int64
     acc = torch.zeros((p.num_inputs, p.num_classes), dtype=acc_dtype, device=p.device)
     mod, stream = _native.native(), B.cuda_stream(p.device)
     with B.device_guard(p.device):
         _launch_cuda(mod, p, q, acc, acc_dtype, stream)
+    return acc, shift
+
+
+def _run_cuda(p: _AggPlan) -> torch.Tensor:
+    acc, shift = _cuda_table(p, _table_dtype(p))
     return acc if p.mode == "counts" else dequantize(acc, shift)
 
 
@@ -243,14 +253,19 @@ def _launch_cuda(mod, p: _AggPlan, q, acc, acc_dtype, stream) -> None:
         )
 
 
-def _run_triton(p: _AggPlan) -> torch.Tensor:
+def _triton_table(p: _AggPlan, acc_dtype: torch.dtype) -> tuple[torch.Tensor, int]:
+    """The (N, C) integer table filled by the Triton kernels, and its fixed-point shift."""
     _validate_with_torch(p)
     q, shift = _quantized(p)
-    acc_dtype = p.count_dtype if p.mode == "counts" else torch.int64
     acc = torch.zeros((p.num_inputs, p.num_classes), dtype=acc_dtype, device=p.device)
     if p.m:
         with B.device_guard(p.device):
             _launch_triton(p, q, acc)
+    return acc, shift
+
+
+def _run_triton(p: _AggPlan) -> torch.Tensor:
+    acc, shift = _triton_table(p, _table_dtype(p))
     return acc if p.mode == "counts" else dequantize(acc, shift)
 
 
@@ -316,25 +331,13 @@ def _run_top1_cpu(p: _AggPlan) -> Top1:
     return Top1(label, top, share, margin)
 
 
+# the GPU backends build the int64 table on the device, then torch reduces it
 def _run_top1_cuda(p: _AggPlan) -> Top1:
-    # the int64 table is materialised on the device, then reduced by torch
-    _validate_with_torch(p)
-    q, shift = _quantized(p)
-    acc = torch.zeros((p.num_inputs, p.num_classes), dtype=torch.int64, device=p.device)
-    mod, stream = _native.native(), B.cuda_stream(p.device)
-    with B.device_guard(p.device):
-        _launch_cuda(mod, p, q, acc, torch.int64, stream)
-    return _top1(p, acc, shift)
+    return _top1(p, *_cuda_table(p, torch.int64))
 
 
 def _run_top1_triton(p: _AggPlan) -> Top1:
-    _validate_with_torch(p)
-    q, shift = _quantized(p)
-    acc = torch.zeros((p.num_inputs, p.num_classes), dtype=torch.int64, device=p.device)
-    if p.m:
-        with B.device_guard(p.device):
-            _launch_triton(p, q, acc)
-    return _top1(p, acc, shift)
+    return _top1(p, *_triton_table(p, torch.int64))
 
 
 B.register_backends(
