@@ -9,9 +9,13 @@
 // of rows at a time in a small local table and writing every output row
 // exactly once (no zeroing pass, no atomics). An answer out of order or
 // outside the thread's rows aborts this path.
-// General path: validate the index, zero the table, add with relaxed atomics
-// (integers: the result does not depend on the order), convert sums.
-// Labels are checked inline in both paths.
+// Partitioned path (any order): the answers radix-sorted by blocks of rows,
+// each block summed in cache and written once (see partitioned_pass).
+// General path (past the partition's limits): validate the index, zero the
+// table, add with relaxed atomics (integers: the result does not depend on the
+// order), convert sums. Labels are checked inline in every path.
+// Fused top-1 (a Top1Writer instead of a RowWriter): the same paths write each
+// row's winner instead of the row.
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -263,6 +267,24 @@ constexpr int64_t kTileCells = 2048;
 // cells that answers touched (a row costs its answers, not C).
 constexpr int64_t kSparseClasses = 512;
 
+template <typename W>
+constexpr bool sparse_top1(AggregateMode mode, int64_t C) {
+  return W::kFused && mode != AggregateMode::kSoft && C >= kSparseClasses;
+}
+
+// f(std::integral_constant<AggregateMode, mode>{}): a run-time mode as a template argument.
+template <typename F>
+decltype(auto) with_mode(AggregateMode mode, F&& f) {
+  switch (mode) {
+    case AggregateMode::kCounts:
+      return f(std::integral_constant<AggregateMode, AggregateMode::kCounts>{});
+    case AggregateMode::kWeighted:
+      return f(std::integral_constant<AggregateMode, AggregateMode::kWeighted>{});
+    default:
+      return f(std::integral_constant<AggregateMode, AggregateMode::kSoft>{});
+  }
+}
+
 // Marks of the touched cells of a table region, and their list: a cell enters
 // the list once, however many answers add to it.
 struct Touched {
@@ -331,8 +353,8 @@ bool grouped_range(const TI* __restrict index, const TL* __restrict labels,
     w.zeros(r0, r1);
     return true;
   }
-  if constexpr (W::kFused && kMode != AggregateMode::kSoft) {
-    if (C >= kSparseClasses)
+  if constexpr (W::kFused && kMode != AggregateMode::kSoft) {  // (only a Top1Writer has row_sparse)
+    if (sparse_top1<W>(kMode, C))
       return grouped_range_sparse<kMode>(index, labels, values, f0, f1, r0, r1, C, scale, w,
                                          bad_label);
   }
@@ -408,21 +430,11 @@ bool grouped_pass(const AggregateArgs& a, const TI* index, const TL* labels, dou
     int64_t bad = M;
     bool ok = false;
     try {  // an exception must not leave an OpenMP region: a failed allocation is rethrown below
-    switch (a.mode) {
-      case AggregateMode::kCounts:
-        ok = grouped_range<AggregateMode::kCounts>(index, labels, a.values, first[t], first[t + 1],
-                                                   row[t], row[t + 1], C, scale, w, &bad);
-        break;
-      case AggregateMode::kWeighted:
-        ok = grouped_range<AggregateMode::kWeighted>(index, labels, a.values, first[t],
-                                                     first[t + 1], row[t], row[t + 1], C, scale,
-                                                     w, &bad);
-        break;
-      case AggregateMode::kSoft:
-        ok = grouped_range<AggregateMode::kSoft>(index, labels, a.values, first[t], first[t + 1],
-                                                 row[t], row[t + 1], C, scale, w, &bad);
-        break;
-    }
+      ok = with_mode(a.mode, [&](auto mode) {
+        return grouped_range<decltype(mode)::value>(index, labels, a.values, first[t],
+                                                    first[t + 1], row[t], row[t + 1], C, scale,
+                                                    w, &bad);
+      });
     } catch (const std::bad_alloc&) {
       out_of_memory = true;
     }
@@ -628,7 +640,8 @@ void partitioned_pass(const AggregateArgs& a, const TI* index, const TL* labels,
       const int64_t i0 = ch * chunk, i1 = std::min(M, i0 + chunk);
       int64_t* s = seg.data() + ch * (blocks + 1);
       std::fill(s, s + blocks + 1, int64_t{0});
-      const int64_t bad = count_blocks(index, i0, i1, N, shift, s + 1);  // block b's count in s[b + 1]
+      // block b's count goes to s[b + 1]
+      const int64_t bad = count_blocks(index, i0, i1, N, shift, s + 1);
       if (bad < i1) {
         bad_index = std::min(bad_index, bad);
         continue;
@@ -662,12 +675,12 @@ void partitioned_pass(const AggregateArgs& a, const TI* index, const TL* labels,
     w.inv_scale = std::ldexp(1.0, -k);
   }
   // the fused top-1 of hard answers with many classes reduces touched cells only
-  bool sparse = false;
-  if constexpr (W::kFused && kMode != AggregateMode::kSoft) sparse = C >= kSparseClasses;
+  const bool sparse = sparse_top1<W>(kMode, C);
 #pragma omp parallel num_threads(nt)
   {
     std::vector<int64_t> acc;
     std::unique_ptr<Touched> touched;
+    std::vector<int64_t> classes;  // the sparse path: one row's touched classes
     try {
       acc.assign(static_cast<size_t>((int64_t{1} << shift) * C), 0);
       if (sparse) touched.reset(new Touched((int64_t{1} << shift) * C));
@@ -685,7 +698,8 @@ void partitioned_pass(const AggregateArgs& a, const TI* index, const TL* labels,
         sum_segment<kMode>(cells.get(), a.values, wv.get(), ids.get(), C, s[b], s[b + 1], scale,
                            acc.data());
         if (sparse)
-          for (int64_t j = s[b]; j < s[b + 1]; ++j) touched->add(static_cast<int64_t>(cells.get()[j]));
+          for (int64_t j = s[b]; j < s[b + 1]; ++j)
+            touched->add(static_cast<int64_t>(cells.get()[j]));
       }
       if (!sparse) {
         w.rows(r0, r1, acc.data());
@@ -698,13 +712,12 @@ void partitioned_pass(const AggregateArgs& a, const TI* index, const TL* labels,
         int64_t done = r0;  // rows before it are written
         for (size_t k = 0; k < t.size();) {
           const int64_t row = t[k] / C;
-          size_t e = k;
-          while (e < t.size() && t[e] / C == row) t[e++] -= row * C;  // cells -> classes
+          classes.clear();
+          for (; k < t.size() && t[k] / C == row; ++k) classes.push_back(t[k] - row * C);
           w.zeros(done, r0 + row);
-          w.row_sparse(r0 + row, acc.data() + row * C, t.data() + k, static_cast<int64_t>(e - k));
-          for (size_t j = k; j < e; ++j) t[j] += row * C;  // back to cells for the reset
+          w.row_sparse(r0 + row, acc.data() + row * C, classes.data(),
+                       static_cast<int64_t>(classes.size()));
           done = r0 + row + 1;
-          k = e;
         }
         w.zeros(done, r1);
         touched->reset(acc.data());
@@ -727,16 +740,14 @@ template <typename TCell, typename TI, typename TL, typename W>
 void partitioned_cells(const AggregateArgs& a, const TI* index, const TL* labels, double scale,
                        const W& w, bool check_values, int nt, int shift,
                        AggregateStatus* st) {
-  if (a.mode == AggregateMode::kCounts)
-    partitioned_pass<AggregateMode::kCounts, false, TCell>(a, index, labels, scale, w, nt, shift, st);
-  else if (a.mode == AggregateMode::kSoft)
-    partitioned_pass<AggregateMode::kSoft, false, TCell>(a, index, labels, scale, w, nt, shift, st);
-  else if (check_values)
-    partitioned_pass<AggregateMode::kWeighted, true, TCell>(a, index, labels, scale, w, nt, shift,
-                                                            st);
-  else
-    partitioned_pass<AggregateMode::kWeighted, false, TCell>(a, index, labels, scale, w, nt, shift,
-                                                             st);
+  // only unscanned weights are checked in the partition
+  with_mode(a.mode, [&](auto mode) {
+    constexpr AggregateMode kMode = decltype(mode)::value;
+    if (kMode == AggregateMode::kWeighted && check_values)
+      partitioned_pass<kMode, true, TCell>(a, index, labels, scale, w, nt, shift, st);
+    else
+      partitioned_pass<kMode, false, TCell>(a, index, labels, scale, w, nt, shift, st);
+  });
 }
 
 // Rows per partition block (2^shift): as many as keep the block's table in L2
@@ -749,14 +760,12 @@ void partitioned(const AggregateArgs& a, const TI* index, const TL* labels, doub
   const int64_t C = a.c, N = a.n;
   int shift = 0;
   while ((int64_t{2} << shift) * C * 8 <= kBlockBytes && (int64_t{1} << shift) < N) ++shift;
-  if constexpr (W::kFused) {
-    // The sparse top-1 only visits touched cells, so its blocks need not fit L2:
-    // at most 2^16 of them keeps the per-chunk block offsets small for huge N
-    // (cell ids stay below 2^32).
-    if (a.mode != AggregateMode::kSoft && C >= kSparseClasses)
-      while ((N >> shift) > (int64_t{1} << 16) && (int64_t{2} << shift) * C < (int64_t{1} << 32))
-        ++shift;
-  }
+  // The sparse top-1 only visits touched cells, so its blocks need not fit L2:
+  // at most 2^16 of them keeps the per-chunk block offsets small for huge N
+  // (cell ids stay below 2^32).
+  if (sparse_top1<W>(a.mode, C))
+    while ((N >> shift) > (int64_t{1} << 16) && (int64_t{2} << shift) * C < (int64_t{1} << 32))
+      ++shift;
   int shift16 = 0;
   while ((int64_t{2} << shift16) * C < 0xffff && (int64_t{2} << shift16) * C * 8 <= kBlockBytes &&
          (int64_t{1} << shift16) < N)
@@ -786,7 +795,6 @@ AggregateStatus run(const AggregateArgs& a, int nt) {
   const int64_t M = a.m, N = a.n, C = a.c;
   const bool counts = a.mode == AggregateMode::kCounts;
   constexpr bool kFused = W::kFused;
-  const bool fused = kFused;
   AggregateStatus st;
   // The partition needs cell ids below 2^32 within a block, and for soft
   // labels answer positions below 2^32. For a table it needs enough answers to
@@ -797,7 +805,7 @@ AggregateStatus run(const AggregateArgs& a, int nt) {
   const bool soft = a.mode == AggregateMode::kSoft;
   const bool partition =
       (!soft || M <= int64_t{0xffffffff}) &&
-      (fused ? C < (int64_t{1} << 32)
+      (kFused ? C < (int64_t{1} << 32)
              : (C < (int64_t{1} << 24) && M >= (int64_t{1} << 16) && (!soft || C <= 4096)));
   // Weighted votes whose index is visibly unordered go straight to the
   // partition, which checks the weights on its way (one pass over them fewer).
@@ -805,7 +813,7 @@ AggregateStatus run(const AggregateArgs& a, int nt) {
       partition && a.mode == AggregateMode::kWeighted && M > 0 && !prefix_sorted(index, M);
   float max_value = 0.0f;
   if (!counts && !unordered) {
-    const int64_t count = a.mode == AggregateMode::kSoft ? M * C : M;
+    const int64_t count = soft ? M * C : M;
     scan_values(a.values, count, nt, &st.bad_value, &max_value);
     if (st.bad_value >= 0) {
       st.bad_index = scan_index(index, M, N, nt);  // an index error is reported first
