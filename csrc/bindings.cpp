@@ -30,7 +30,7 @@ LdpNoiseArgs make_args(std::uintptr_t x, std::uintptr_t out, int64_t n, int64_t 
                        int in_dtype, int out_dtype, std::uintptr_t lower, std::uintptr_t upper,
                        std::uintptr_t scale, std::uintptr_t table, int table_len,
                        int table_bits, int mechanism, bool clamp, uint64_t seed,
-                       uint64_t offset) {
+                       uint64_t offset, std::uintptr_t row_keys) {
   return LdpNoiseArgs{ptr<const void>(x),          ptr<void>(out),
                       n,                           d,
                       copies,                      static_cast<DType>(in_dtype),
@@ -39,7 +39,7 @@ LdpNoiseArgs make_args(std::uintptr_t x, std::uintptr_t out, int64_t n, int64_t 
                       ptr<const uint64_t>(table),  table_len,
                       table_bits,                  static_cast<Mechanism>(mechanism),
                       clamp,                       seed,
-                      offset};
+                      offset,                      ptr<const uint64_t>(row_keys)};
 }
 
 #define NF_STR2(x) #x
@@ -130,10 +130,11 @@ PYBIND11_MODULE(_C, m) {
       [](std::uintptr_t x, std::uintptr_t out, int64_t n, int64_t d, int64_t copies,
          int in_dtype, int out_dtype, std::uintptr_t lower, std::uintptr_t upper,
          std::uintptr_t scale, std::uintptr_t table, int table_len, int table_bits,
-         int mechanism, bool clamp, uint64_t seed, uint64_t offset, int num_threads) {
+         int mechanism, bool clamp, uint64_t seed, uint64_t offset, std::uintptr_t row_keys,
+         int num_threads) {
         const LdpNoiseArgs a = make_args(x, out, n, d, copies, in_dtype, out_dtype, lower, upper,
                                          scale, table, table_len, table_bits, mechanism, clamp,
-                                         seed, offset);
+                                         seed, offset, row_keys);
         py::gil_scoped_release release;
         noiseforge::cpu::ldp_noise(a, num_threads);
       },
@@ -141,7 +142,7 @@ PYBIND11_MODULE(_C, m) {
       py::arg("in_dtype"), py::arg("out_dtype"), py::arg("lower"), py::arg("upper"),
       py::arg("scale"), py::arg("table"), py::arg("table_len"), py::arg("table_bits"),
       py::arg("mechanism"), py::arg("clamp"), py::arg("seed"), py::arg("offset"),
-      py::arg("num_threads"));
+      py::arg("row_keys"), py::arg("num_threads"));
 
   m.def(
       "first_nonfinite_cpu",
@@ -213,10 +214,11 @@ PYBIND11_MODULE(_C, m) {
       [](std::uintptr_t x, std::uintptr_t out, int64_t n, int64_t d, int64_t copies,
          int in_dtype, int out_dtype, std::uintptr_t lower, std::uintptr_t upper,
          std::uintptr_t scale, std::uintptr_t table, int table_len, int table_bits,
-         int mechanism, bool clamp, uint64_t seed, uint64_t offset, std::uintptr_t stream) {
+         int mechanism, bool clamp, uint64_t seed, uint64_t offset, std::uintptr_t row_keys,
+         std::uintptr_t stream) {
         const LdpNoiseArgs a = make_args(x, out, n, d, copies, in_dtype, out_dtype, lower, upper,
                                          scale, table, table_len, table_bits, mechanism, clamp,
-                                         seed, offset);
+                                         seed, offset, row_keys);
         py::gil_scoped_release release;
         noiseforge::cuda::ldp_noise(a, ptr<void>(stream));
       },
@@ -224,7 +226,7 @@ PYBIND11_MODULE(_C, m) {
       py::arg("in_dtype"), py::arg("out_dtype"), py::arg("lower"), py::arg("upper"),
       py::arg("scale"), py::arg("table"), py::arg("table_len"), py::arg("table_bits"),
       py::arg("mechanism"), py::arg("clamp"), py::arg("seed"), py::arg("offset"),
-      py::arg("stream"));
+      py::arg("row_keys"), py::arg("stream"));
   m.def(
       "philox_words_cuda",
       [](std::uintptr_t out, int64_t count, uint64_t seed, uint64_t offset,

@@ -89,6 +89,7 @@ def ldp_noise_kernel(
     upper_ptr,
     scale_ptr,
     table_ptr,
+    keys_ptr,
     total,
     D,
     K,
@@ -98,6 +99,7 @@ def ldp_noise_kernel(
     MECHANISM: tl.constexpr,
     CLAMP: tl.constexpr,
     TABLE_BITS: tl.constexpr,
+    ROW_KEYS: tl.constexpr,
     OUT_BF16: tl.constexpr,
     BLOCK: tl.constexpr,
     INDEX32: tl.constexpr,
@@ -112,11 +114,16 @@ def ldp_noise_kernel(
     else:
         row = e // D
         d = e - row * D
-    xv = tl.load(x_ptr + (row // K) * D + d, mask=mask, other=0).to(tl.float32)
+    inp = row // K
+    xv = tl.load(x_ptr + inp * D + d, mask=mask, other=0).to(tl.float32)
     lo = tl.load(lower_ptr + d, mask=mask, other=0.0)
     hi = tl.load(upper_ptr + d, mask=mask, other=1.0)
     sc = tl.load(scale_ptr + d, mask=mask, other=1.0)
-    w0, w1, w2, _w3 = tl.randint4x(seed, e + offset)
+    if ROW_KEYS:  # the input's own stream: key keys[n], counter offset + k * D + d
+        key = tl.load(keys_ptr + inp, mask=mask, other=0).to(tl.uint64, bitcast=True)
+        w0, w1, w2, _w3 = tl.randint4x(key, e - inp.to(tl.int64) * K * D + offset)
+    else:
+        w0, w1, w2, _w3 = tl.randint4x(seed, e + offset)
     xc = tl.minimum(tl.maximum(xv, lo), hi)
     if MECHANISM == 2:
         v = tl.math.div_rn(xc - lo, sc) + 0.5

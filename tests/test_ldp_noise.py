@@ -166,6 +166,66 @@ def test_discrete_outputs_lie_on_the_grid():
     assert float(y.min()) >= -0.5 and float(y.max()) <= 1.5 + 1e-6
 
 
+# ------------------------------------------------------------------ per-input keys
+
+
+def _keys(n, salt=0):
+    # full 64-bit keys, negative int64 (>= 2^63 as uint64) included
+    g = torch.Generator().manual_seed(1000 + n + salt)
+    return torch.randint(-(2**63), 2**63 - 1, (n,), dtype=torch.int64, generator=g)
+
+
+@pytest.mark.parametrize(("backend", "device"), BACKEND_DEVICES)
+@pytest.mark.parametrize(("mechanism", "kw"), MECHANISMS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.uint8])
+@pytest.mark.parametrize("shape", [(5, 123), (1, 1), (3, 7, 5), (0, 4), (4, 0)], ids=str)
+def test_per_input_keys_match_reference(backend, device, mechanism, kw, dtype, shape):
+    require_device(device)
+    gen = torch.Generator().manual_seed(zlib.crc32(repr(("keys", shape, str(dtype))).encode()))
+    x = _input(shape, dtype, device, gen)
+    rec = require_backend("ldp_noise", backend, _inputs_for_registry(x, mechanism, kw))
+    keys = _keys(shape[0])
+    got = _run(x, backend, mechanism, kw, seed=None, offset=3, keys=keys)
+    want = _run(x, "torch", mechanism, kw, seed=None, offset=3, keys=keys)
+    atol, rtol = rec.tolerance.get(got.dtype, (0.0, 0.0)) if got.dtype.is_floating_point else (0, 0)
+    assert_close_report(got, want, atol, rtol)
+
+
+@pytest.mark.parametrize(("backend", "device"), BACKEND_DEVICES)
+def test_an_inputs_noise_depends_on_its_key_only(backend, device):
+    require_device(device)
+    base = (torch.rand(33, 40, generator=torch.Generator().manual_seed(4)) * 3 - 1).to(device).t()
+    assert not base.is_contiguous()  # (40, 33) with strides (1, 40)
+    x = base.contiguous()
+    keys = _keys(40)
+    args = dict(epsilon=0.7, lower=-1.0, upper=2.0, copies=2, backend=backend)
+    whole = ldp_noise(base, keys=keys, **args)
+    perm = torch.randperm(40, generator=torch.Generator().manual_seed(0))
+    part = ldp_noise(x[perm[:13]], keys=keys[perm[:13]], **args)
+    assert torch.equal(part.cpu(), whole[perm[:13]].cpu()), "position in the batch is irrelevant"
+    # one input alone, at an offset: counters offset + k * D + j of its stream
+    one = ldp_noise(x[5:6], keys=keys[5:6], offset=0, **args)
+    assert torch.equal(one.cpu(), whole[5:6].cpu())
+    other = ldp_noise(x[5:6], keys=keys[5:6] ^ 1, **args)
+    assert (other != one).float().mean() > 0.5, "another key, another stream"
+
+
+def test_per_input_keys_are_validated():
+    x = torch.rand(3, 4)
+    with pytest.raises(ValueError, match="not both"):
+        ldp_noise(x, epsilon=1.0, lower=0.0, upper=1.0, keys=_keys(3), seed=1)
+    with pytest.raises(ValueError, match=r"shape \(3,\)"):
+        ldp_noise(x, epsilon=1.0, lower=0.0, upper=1.0, keys=_keys(4))
+    with pytest.raises(TypeError, match="int64"):
+        ldp_noise(x, epsilon=1.0, lower=0.0, upper=1.0, keys=torch.zeros(3, dtype=torch.int32))
+    with pytest.raises(ValueError, match="offset"):
+        ldp_noise(x, epsilon=1.0, lower=0.0, upper=1.0, keys=_keys(3), offset=-1)
+    u = np.array([2**64 - 1, 0, 7], dtype=np.uint64)  # uint64 keys are taken as their bits
+    a = ldp_noise(x, epsilon=1.0, lower=0.0, upper=1.0, keys=u)
+    b = ldp_noise(x, epsilon=1.0, lower=0.0, upper=1.0, keys=torch.tensor([-1, 0, 7]))
+    assert torch.equal(a, b)
+
+
 # ------------------------------------------------------------------ the random stream
 
 

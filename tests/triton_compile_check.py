@@ -29,6 +29,7 @@ _LDP_SIG = {
     "upper_ptr": "*fp32",
     "scale_ptr": "*fp32",
     "table_ptr": "*i64",
+    "keys_ptr": "*i64",
     "total": "i64",
     "D": "i32",
     "K": "i32",
@@ -36,7 +37,7 @@ _LDP_SIG = {
     "seed": "i64",
     "offset": "i64",
 }
-_LDP_CONST = ("MECHANISM", "CLAMP", "TABLE_BITS", "OUT_BF16", "BLOCK", "INDEX32")
+_LDP_CONST = ("MECHANISM", "CLAMP", "TABLE_BITS", "ROW_KEYS", "OUT_BF16", "BLOCK", "INDEX32")
 
 
 def _launch_options() -> dict:
@@ -53,10 +54,21 @@ KNN_TILE = (64, 64, 16, 4, 0)
 
 
 def _ldp(
-    name, x, out, mechanism, clamp, bf16=False, total="i64", archs=(90,), fusion=False, index32=True
+    name,
+    x,
+    out,
+    mechanism,
+    clamp,
+    bf16=False,
+    total="i64",
+    archs=(90,),
+    fusion=False,
+    index32=True,
+    row_keys=False,
 ):
     sig = dict(_LDP_SIG, x_ptr=x, out_ptr=out, total=total)
-    const = dict(zip(_LDP_CONST, (mechanism, clamp, 13, bf16, 1024, index32), strict=True))
+    values = (mechanism, clamp, 13, row_keys, bf16, 1024, index32)
+    const = dict(zip(_LDP_CONST, values, strict=True))
     opts = {"enable_fp_fusion": True} if fusion else None  # None: the launcher's options
     return (name, "ldp_noise", "ldp_noise_kernel", sig, const, opts, archs)
 
@@ -104,6 +116,8 @@ VARIANTS = [
     _ldp("ldp-laplace-f32-clamp", "*fp32", "*fp32", 0, True),
     _ldp("ldp-laplace-f32-total-i32", "*fp32", "*fp32", 0, False, total="i32"),
     _ldp("ldp-laplace-f32-index64", "*fp32", "*fp32", 0, False, index32=False),
+    _ldp("ldp-laplace-f32-row-keys", "*fp32", "*fp32", 0, True, row_keys=True),
+    _ldp("ldp-discrete-u8-row-keys-index64", "*u8", "*u8", 2, False, row_keys=True, index32=False),
     _ldp("ldp-laplace-f16", "*fp16", "*fp16", 0, True),
     _ldp("ldp-laplace-bf16", "*bf16", "*i16", 0, True, bf16=True),
     _ldp("ldp-laplace-u8", "*u8", "*fp32", 0, False),

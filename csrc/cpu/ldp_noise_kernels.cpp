@@ -50,7 +50,8 @@ void ldp_noise_typed(const LdpNoiseArgs& a, int num_threads) {
   const uint64_t* table = a.table;
   const int table_len = a.table_len;
   const int table_bits = a.table_bits;
-  const PhiloxKeySchedule keys(a.seed);
+  const PhiloxKeySchedule call_keys(a.seed);
+  const uint64_t* row_keys = a.row_keys;
   const uint64_t offset = a.offset;
   constexpr int kWords = kWordsUsed<M>;
 
@@ -66,14 +67,19 @@ void ldp_noise_typed(const LdpNoiseArgs& a, int num_threads) {
     while (e < end) {
       // Outputs e .. e + len - 1 are features d0 .. d0 + len - 1 of one row.
       const int64_t len = std::min(D - d0, end - e);
+      const int64_t input = row / K;
+      // One stream for the call (counter offset + e), or the input's own stream
+      // (counter offset + k * D + d); a key schedule per row is 20 adds.
+      const PhiloxKeySchedule keys = row_keys ? PhiloxKeySchedule(row_keys[input]) : call_keys;
+      const uint64_t first = offset + static_cast<uint64_t>(row_keys ? e - input * K * D : e);
       for (int64_t b = 0; b < len; b += kBlock) {
         const int n = static_cast<int>(std::min<int64_t>(kBlock, len - b));
-        const TIn* xr = x + (row / K) * D + d0 + b;
+        const TIn* xr = x + input * D + d0 + b;
         TOut* orow = out + e + b;
         const float* lo = lower + d0 + b;
         const float* hi = upper + d0 + b;
         const float* sc = scale + d0 + b;
-        philox_words_split<kWords>(offset + static_cast<uint64_t>(e + b), n, keys, w0, w1, w2);
+        philox_words_split<kWords>(first + static_cast<uint64_t>(b), n, keys, w0, w1, w2);
 #pragma omp simd
         for (int i = 0; i < n; ++i) {
           // All loads happen unconditionally before the math, which keeps the

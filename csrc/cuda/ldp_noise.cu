@@ -31,16 +31,21 @@ __global__ void ldp_noise_kernel(const TIn* __restrict__ x, TOut* __restrict__ o
                                  TIdx D, TIdx K, const float* __restrict__ lower,
                                  const float* __restrict__ upper, const float* __restrict__ scale,
                                  const uint64_t* __restrict__ table, int table_len, int table_bits,
-                                 uint64_t seed, uint64_t offset) {
+                                 uint64_t seed, uint64_t offset,
+                                 const uint64_t* __restrict__ row_keys) {
   const TIdx stride = static_cast<TIdx>(gridDim.x) * static_cast<TIdx>(blockDim.x);
   for (TIdx e = static_cast<TIdx>(blockIdx.x) * static_cast<TIdx>(blockDim.x) + threadIdx.x;
        e < total; e += stride) {
     const TIdx row = e / D;
     const TIdx d = e - row * D;
-    const float xv = DTypeIO<TIn>::load(x[(row / K) * D + d]);
+    const TIdx input = row / K;
+    // one stream for the call, or the input's own (counter k * D + d within it)
+    const uint64_t key = row_keys ? row_keys[input] : seed;
+    const TIdx within = row_keys ? e - input * K * D : e;
+    const float xv = DTypeIO<TIn>::load(x[input * D + d]);
     const float y = ldp_noise_element<M, kClamp>(xv, lower[d], upper[d], scale[d],
-                                                 offset + static_cast<uint64_t>(e), seed, table,
-                                                 table_len, table_bits);
+                                                 offset + static_cast<uint64_t>(within), key,
+                                                 table, table_len, table_bits);
     out[e] = DTypeIO<TOut>::store(y);
   }
 }
@@ -77,11 +82,11 @@ void launch_clamped(const LdpNoiseArgs& a, cudaStream_t stream) {
     ldp_noise_kernel<M, kClamp, TIn, TOut, int32_t><<<grid, kThreads, 0, stream>>>(
         static_cast<const TIn*>(a.x), static_cast<TOut*>(a.out), static_cast<int32_t>(total),
         static_cast<int32_t>(a.d), static_cast<int32_t>(a.copies), a.lower, a.upper, a.scale,
-        a.table, a.table_len, a.table_bits, a.seed, a.offset);
+        a.table, a.table_len, a.table_bits, a.seed, a.offset, a.row_keys);
   } else {
     ldp_noise_kernel<M, kClamp, TIn, TOut, int64_t><<<grid, kThreads, 0, stream>>>(
         static_cast<const TIn*>(a.x), static_cast<TOut*>(a.out), total, a.d, a.copies, a.lower,
-        a.upper, a.scale, a.table, a.table_len, a.table_bits, a.seed, a.offset);
+        a.upper, a.scale, a.table, a.table_len, a.table_bits, a.seed, a.offset, a.row_keys);
   }
   check(cudaGetLastError(), "ldp_noise kernel launch");
 }

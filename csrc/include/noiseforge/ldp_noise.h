@@ -1,7 +1,9 @@
 // The fused LDP noise op: the contract for one output element.
 //
 // Output element e of the (N, K, D) result (row r = n * K + k, feature d,
-// e = r * D + d) uses counter `offset + e` of the Philox stream `seed`:
+// e = r * D + d) uses counter `offset + e` of the Philox stream `seed` -- or,
+// with per-input keys, counter `offset + k * D + d` of the stream `row_keys[n]`
+// (an input's noise then depends on its key alone, not on its place in the batch):
 //   xc = clip(x[n, d], lower[d], upper[d])
 //   laplace          y = xc + laplace_unit(w0, w1) * scale[d]
 //   gaussian         y = xc + gaussian_unit(w0) * scale[d]
@@ -42,6 +44,7 @@ struct LdpNoiseArgs {
   bool clamp;
   uint64_t seed;
   uint64_t offset;
+  const uint64_t* row_keys;  // (N,) per-input keys, or null for the one stream `seed`
 };
 
 inline namespace NF_ISA_TAG {

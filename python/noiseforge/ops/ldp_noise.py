@@ -56,6 +56,7 @@ class _Plan:
     table: torch.Tensor | None  # (levels-1,) int64 view of uint64 thresholds
     out_dtype: torch.dtype
     calibration: NoiseCalibration
+    keys: torch.Tensor | None = None  # (N,) int64 per-input Philox keys (uint64 bits), or None
 
     @property
     def device(self) -> torch.device:
@@ -364,6 +365,7 @@ def _run_torch(p: _Plan, out: torch.Tensor, seed: int, offset: int) -> None:
             offset=offset,
             out_dtype=p.out_dtype,
             table=p.table,
+            keys=p.keys,
         )
     )
 
@@ -371,6 +373,7 @@ def _run_torch(p: _Plan, out: torch.Tensor, seed: int, offset: int) -> None:
 def _native_args(p: _Plan, out: torch.Tensor, seed: int, offset: int) -> tuple:
     x = p.x.contiguous()
     table = p.table if p.table is not None else p.scale  # any valid pointer when unused
+    keys = 0 if p.keys is None else p.keys.data_ptr()  # 0: one stream `seed` for the call
     return (
         x.data_ptr(),
         out.data_ptr(),
@@ -389,6 +392,7 @@ def _native_args(p: _Plan, out: torch.Tensor, seed: int, offset: int) -> tuple:
         p.clamp,
         seed,
         offset,
+        keys,
     ), x
 
 
@@ -408,6 +412,7 @@ def _run_triton(p: _Plan, out: torch.Tensor, seed: int, offset: int) -> None:
 
     x = p.x.contiguous()
     table = p.table if p.table is not None else torch.zeros(1, dtype=torch.int64, device=x.device)
+    keys = p.keys if p.keys is not None else table  # any valid pointer when unused
     block = 1024
     grid = (B.cdiv(p.numel, block),)
     bf16 = p.out_dtype == torch.bfloat16
@@ -419,6 +424,7 @@ def _run_triton(p: _Plan, out: torch.Tensor, seed: int, offset: int) -> None:
             out.view(torch.int16) if bf16 else out,
             p,
             table,
+            keys,
             seed,
             offset,
             bf16,
@@ -430,7 +436,7 @@ def _run_triton(p: _Plan, out: torch.Tensor, seed: int, offset: int) -> None:
 _INDEX64_ENV = "NOISEFORGE_LDP_INDEX64"
 
 
-def _launch_triton(kernel, grid, x, out, p: _Plan, table, seed, offset, bf16, block) -> None:
+def _launch_triton(kernel, grid, x, out, p: _Plan, table, keys, seed, offset, bf16, block) -> None:
     kernel[grid](
         x,
         out,
@@ -438,6 +444,7 @@ def _launch_triton(kernel, grid, x, out, p: _Plan, table, seed, offset, bf16, bl
         p.upper,
         p.scale,
         table,
+        keys,
         p.numel,
         p.d,
         p.copies,
@@ -447,6 +454,7 @@ def _launch_triton(kernel, grid, x, out, p: _Plan, table, seed, offset, bf16, bl
         MECHANISM=MECHANISMS[p.mechanism],
         CLAMP=p.clamp,
         TABLE_BITS=p.table_bits,
+        ROW_KEYS=p.keys is not None,
         OUT_BF16=bf16,
         BLOCK=block,
         INDEX32=p.numel + block < 2**31 and os.environ.get(_INDEX64_ENV) != "1",
@@ -510,6 +518,7 @@ def ldp_noise(
     seed: int | None = None,
     generator: PhiloxGenerator | None = None,
     offset: int | None = None,
+    keys: torch.Tensor | np.ndarray | None = None,
     out: torch.Tensor | None = None,
     backend: str | None = None,
 ) -> torch.Tensor | np.ndarray:
@@ -521,7 +530,8 @@ def ldp_noise(
         y_{n,k,j} = \mathrm{clip}\big(\mathrm{clip}(x_{n,j}, l_j, u_j) + s_j\,\xi_{n,k,j},\ l_j, u_j\big)
 
     with ``xi`` standard Laplace or standard normal, drawn from the Philox4x32-10
-    stream at counter ``offset + (n * K + k) * D + j``; the outer clip is
+    stream at counter ``offset + (n * K + k) * D + j`` (with per-input ``keys``:
+    the stream ``keys[n]`` at counter ``offset + k * D + j``); the outer clip is
     ``clamp`` (post-processing, free of privacy cost). ``discrete_laplace``
     quantises ``clip(x)`` to ``levels`` grid points and adds two-sided geometric
     integer noise, clamped to the grid.
@@ -558,6 +568,14 @@ def ldp_noise(
         that also advances per call: **not private**, for experiments and tests.
         ``offset`` (with ``seed``) replays counters exactly and does not advance;
         replaying noise on the same data voids the privacy guarantee.
+    keys:
+        Optional (N,) int64 tensor or int64/uint64 array: input ``n`` draws from
+        its own stream, Philox key ``keys[n]`` (the 64 bits), at counters
+        ``offset + k * D + j`` (``offset`` defaults to 0). The noise of an input
+        then depends on its key only, not on the batch it is in or its position
+        -- what :func:`noiseforge.ldp.release` uses to derive a record's noise
+        from the release and the record id. Excludes ``seed`` and ``generator``;
+        the keys are as private as the caller keeps them.
     out:
         Optional contiguous output buffer of the result's shape and dtype.
     backend:
@@ -610,7 +628,13 @@ def ldp_noise(
     else:
         _check_out(out, shape, p)
     rec = registry.select(OP, backend, p, p.device.type)
-    key, start = _draw_counters(p.numel, seed, generator, offset)
+    if keys is not None:
+        if seed is not None or generator is not None:
+            raise ValueError("give keys= (one stream per input) or seed=/generator=, not both")
+        p.keys = _check_keys(keys, p.n, p.device)
+        key, start = 0, _check_offset(0 if offset is None else offset, p.copies * p.d)
+    else:
+        key, start = _draw_counters(p.numel, seed, generator, offset)
     if p.numel:
         rec.run(p, out.view(p.n, p.copies, p.d), key, start)
     return out.numpy() if as_numpy else out
@@ -630,14 +654,36 @@ def _draw_counters(
         if seed is None:
             raise ValueError("offset= replays a seeded stream: give seed= as well")
         check_seed(seed)
-        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-            raise ValueError(f"offset must be an int >= 0, got {offset!r}")
-        if offset + count > 1 << 63:
-            raise ValueError("offset + number of outputs exceeds the 2**63 counter space")
-        return seed, offset
+        return seed, _check_offset(offset, count)
     if generator is None:
         generator = default_generator() if seed is None else seeded_generator(seed)
     return generator.reserve(count)
+
+
+def _check_offset(offset: Any, count: int) -> int:
+    if isinstance(offset, bool) or not isinstance(offset, Integral) or offset < 0:
+        raise ValueError(f"offset must be an int >= 0, got {offset!r}")
+    if int(offset) + count > MAX_COUNTER:
+        raise ValueError("offset + number of outputs exceeds the 2**63 counter space")
+    return int(offset)
+
+
+def _check_keys(keys: Any, n: int, device: torch.device) -> torch.Tensor:
+    """(N,) per-input Philox keys as a contiguous int64 tensor on ``device``."""
+    if isinstance(keys, np.ndarray):
+        if keys.dtype == np.uint64:
+            keys = keys.view(np.int64)
+        keys = torch.from_numpy(np.ascontiguousarray(keys))
+    if not isinstance(keys, torch.Tensor):
+        raise TypeError(f"keys must be a tensor or numpy array, got {type(keys).__name__}")
+    if keys.dtype != torch.int64:
+        raise TypeError(
+            f"keys must be int64 (the bits of 64-bit Philox keys), got {keys.dtype}; "
+            "convert with keys.to(torch.int64) or a uint64 array's .view(np.int64)"
+        )
+    if tuple(keys.shape) != (n,):
+        raise ValueError(f"keys must have shape ({n},), one key per input; got {tuple(keys.shape)}")
+    return keys.to(device).contiguous()
 
 
 def ldp_noise_calibration(x: torch.Tensor | np.ndarray, **kwargs: Any) -> NoiseCalibration:

@@ -152,11 +152,14 @@ def ldp_noise_reference(
     offset: int,
     out_dtype: torch.dtype,
     table: torch.Tensor | None = None,
+    keys: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """(N, D) input -> (N, K, D) output, as the contract in ``ldp_noise.h``.
 
     ``lower``, ``upper``, ``scale`` are float32 (D,); ``table`` the int64 view
-    of the uint64 thresholds for ``discrete_laplace``.
+    of the uint64 thresholds for ``discrete_laplace``; ``keys`` optional (N,)
+    int64 per-input Philox keys (input n: key ``keys[n]``, counters
+    ``offset + k * D + j``; ``seed`` is then unused).
     """
     n, d = x.shape
     device = x.device
@@ -164,11 +167,16 @@ def ldp_noise_reference(
     upper = upper.to(device=device, dtype=_F32)
     scale = scale.to(device=device, dtype=_F32)
     xf = x.to(_F32).unsqueeze(1).expand(n, copies, d)
-    counters = (
-        torch.arange(n * copies * d, dtype=torch.int64, device=device).reshape(n, copies, d)
-        + offset
-    )
-    w0, w1, w2, _ = philox4x32_10(counters, seed)
+    if keys is None:
+        counters = (
+            torch.arange(n * copies * d, dtype=torch.int64, device=device).reshape(n, copies, d)
+            + offset
+        )
+        w0, w1, w2, _ = philox4x32_10(counters, seed)
+    else:
+        within = torch.arange(copies * d, dtype=torch.int64, device=device).reshape(1, copies, d)
+        counters = (within + offset).expand(n, copies, d)
+        w0, w1, w2, _ = philox4x32_10(counters, keys.to(device).reshape(n, 1, 1))
     xc = torch.minimum(torch.maximum(xf, lower), upper)
     if mechanism == "discrete_laplace":
         assert table is not None

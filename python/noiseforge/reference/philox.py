@@ -29,15 +29,19 @@ def _mulhilo(a: torch.Tensor, const: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def philox4x32_10(
-    counters: torch.Tensor, seed: int
+    counters: torch.Tensor, seed: int | torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The four words (int64 tensors in [0, 2^32)) for int64 counters in [0, 2^63)."""
+    """The four words (int64 tensors in [0, 2^32)) for int64 counters in [0, 2^63).
+
+    ``seed``: one 64-bit key, or an int64 tensor of keys (their 64 bits; negative
+    values are keys >= 2^63) that broadcasts against ``counters``.
+    """
     c0 = counters & MASK32
     c1 = (counters >> 32) & MASK32
     c2 = torch.zeros_like(c0)
     c3 = torch.zeros_like(c0)
     k0 = seed & MASK32
-    k1 = (seed >> 32) & MASK32
+    k1 = (seed >> 32) & MASK32  # an arithmetic shift: the mask keeps the 32 key bits
     for _ in range(10):
         hi0, lo0 = _mulhilo(c0, ROUND_A)
         hi1, lo1 = _mulhilo(c2, ROUND_B)
