@@ -98,3 +98,66 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# --------------------------------------------------------------------------- ledger stores
+
+# A PostgreSQL server for the ledger tests: .ci/run (and `scripts/run.sh test`) start one on
+# loopback and export its URL; NOISEFORGE_REQUIRE_POSTGRES=1 turns the skip without one into
+# a failure, so CI cannot pass without them.
+POSTGRES_URL = os.environ.get("NOISEFORGE_TEST_POSTGRES_URL", "")
+REQUIRE_POSTGRES = os.environ.get("NOISEFORGE_REQUIRE_POSTGRES", "0") == "1"
+
+
+def require_postgres() -> str:
+    if not POSTGRES_URL:
+        reason = "no PostgreSQL server configured (NOISEFORGE_TEST_POSTGRES_URL is unset)"
+        if REQUIRE_POSTGRES:
+            pytest.fail(f"NOISEFORGE_REQUIRE_POSTGRES=1 but {reason}")
+        pytest.skip(reason)
+    return POSTGRES_URL
+
+
+class LedgerLocation:
+    """Where a test's ledger lives: an SQLite file, or a fresh schema of the test server."""
+
+    def __init__(self, kind: str, path: str, name: str | None) -> None:
+        self.kind, self.path, self.name = kind, path, name
+
+    def open(self, epsilon_budget=None, delta_budget=None, **kw):
+        from noiseforge.ldp import PrivacyLedger
+
+        if self.name is not None:
+            kw.setdefault("name", self.name)
+        return PrivacyLedger(epsilon_budget, delta_budget, path=self.path, **kw)
+
+    def args(self) -> list[str]:
+        """The location as command-line arguments of tests/ledger_worker.py."""
+        return [self.path, self.name or "-"]
+
+
+def _postgres_location():
+    url = require_postgres()
+    import uuid
+
+    import psycopg
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    yield LedgerLocation("postgresql", url, name)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger_location(request, tmp_path):
+    """One test ledger per store kind (PostgreSQL: a schema dropped afterwards)."""
+    if request.param == "sqlite":
+        yield LedgerLocation("sqlite", str(tmp_path / "ledger.sqlite"), None)
+    else:
+        yield from _postgres_location()
+
+
+@pytest.fixture
+def postgres_location():
+    """A test ledger in a fresh schema of the test PostgreSQL server."""
+    yield from _postgres_location()

@@ -1,170 +1,361 @@
-"""LDPKiT foundations: the privacy ledger refuses over-budget releases, release()
-charges before noise, and the cloud refuses un-noised data."""
+"""The privacy ledger on both stores (SQLite and PostgreSQL): budgets, idempotent
+charges, conservative arithmetic, validation of everything read back, journal import,
+pickling. Multi-process races, kill -9 and failing writes: test_ldp_ledger_processes.py."""
 
 from __future__ import annotations
 
+import json
+import math
+import pickle
+import sqlite3
+
 import numpy as np
 import pytest
-import torch
 
 from noiseforge.ldp import (
     BudgetExceededError,
-    InProcessCloud,
-    NoisedBatch,
+    IdempotencyConflictError,
+    LedgerCorruptError,
     PrivacyLedger,
-    release,
+    RecordSet,
+    ReleaseConflictError,
 )
+from noiseforge.ldp.ledger import JournalError
+from noiseforge.ldp.ledger.spending import Spans, add_rounding_up, apply_charge, replay
 
 
-def test_ledger_composes_and_refuses_over_budget_atomically():
-    ledger = PrivacyLedger(epsilon_budget=10.0)
+def test_ledger_composes_and_refuses_over_budget_atomically(ledger_location):
+    ledger = ledger_location.open(epsilon_budget=10.0)
     ledger.charge([1, 2, 3], 4.0)
     ledger.charge([2, 3], 4.0)
     assert ledger.spent(2) == (8.0, 0.0) and ledger.spent(1) == (4.0, 0.0)
     with pytest.raises(BudgetExceededError, match=r"record 2 has spent epsilon=8.*budget"):
         ledger.charge([1, 2], 4.0)
     assert ledger.spent(1) == (4.0, 0.0), "a refused release must charge nobody"
+    assert len(ledger.releases) == 2
     ledger.charge([1], 6.0)  # exactly the budget is allowed
     assert ledger.remaining(1) == (0.0, 0.0)
+    assert ledger.verify().entries == 3
 
 
-def test_ledger_delta_budget_and_bad_charges():
-    ledger = PrivacyLedger(epsilon_budget=5.0, delta_budget=1e-5)
+def test_delta_budget_is_exact_and_bad_charges_are_refused(ledger_location):
+    ledger = ledger_location.open(epsilon_budget=5.0, delta_budget=1e-5)
     ledger.charge([0], 1.0, 1e-6)
     with pytest.raises(BudgetExceededError):
         ledger.charge([0], 1.0, 1e-5)
-    with pytest.raises(ValueError, match="twice"):
+    with pytest.raises(ValueError, match="listed twice"):
         ledger.charge([3, 3], 1.0)
-    with pytest.raises(ValueError, match="epsilon must be"):
-        ledger.charge([4], -1.0)
-    with pytest.raises(BudgetExceededError):
-        PrivacyLedger(epsilon_budget=1.0).charge([0], 0.5, 1e-9)  # delta with a pure-DP budget
-    with pytest.raises(ValueError, match="epsilon_budget"):
-        PrivacyLedger(epsilon_budget=0)
+    for bad in (-1.0, math.nan, math.inf):
+        with pytest.raises(ValueError, match="epsilon must be a finite number >= 0"):
+            ledger.charge([4], bad)
+    for bad in (True, "1", None):
+        with pytest.raises(TypeError):
+            ledger.charge([4], bad)
+    with pytest.raises(TypeError, match="integer record ids"):
+        ledger.charge([1.0, 2.0], 1.0)
+    with pytest.raises(TypeError, match="integer record ids"):
+        ledger.charge([True], 1.0)
+    with pytest.raises(ValueError, match="negative"):
+        ledger.charge([-1], 1.0)
+    with pytest.raises(ValueError, match="mechanism"):
+        ledger.charge([4], 1.0, mechanism="laplacian")
+    assert ledger.spent(4) == (0.0, 0.0) and ledger.spent(3) == (0.0, 0.0)
 
 
-def test_ledger_journal_survives_a_restart(tmp_path):
+def test_zero_delta_budget_admits_no_delta_at_all(tmp_path):
+    ledger = PrivacyLedger(epsilon_budget=1.0, path=tmp_path / "l.sqlite")
+    for tiny in (1e-300, 5e-324):  # the smallest normal and subnormal deltas
+        with pytest.raises(BudgetExceededError):
+            ledger.charge([0], 0.5, tiny)
+    assert ledger.spent(0) == (0.0, 0.0)
+
+
+def test_budget_arithmetic_is_an_upper_bound_of_the_exact_sum():
+    from fractions import Fraction
+
+    rng = np.random.default_rng(0)
+    total = np.zeros(1)
+    exact = Fraction(0)
+    for c in rng.uniform(0, 1, 2000):
+        total = add_rounding_up(total, float(c))
+        exact += Fraction(float(c))
+        assert Fraction(float(total[0])) >= exact  # never below the exact sum
+    # and above it by at most one ulp per addition (relative 2000 * 2^-52)
+    assert (Fraction(float(total[0])) - exact) / exact <= 2000 * 2.0**-52
+    # 0.7 + 0.2 + 0.1 exceeds 1.0 as binary floats: refused, as documented
+    spans, over = Spans.empty(), None
+    r = np.array([[0, 0]])
+    for c in (0.7, 0.2, 0.1):
+        spans, over = apply_charge(spans, r, c, 0.0, 1.0, 0.0)
+    assert over is not None and over.record == 0
+    # a budget that is a binary sum of the charges is met exactly
+    spans = Spans.empty()
+    for _ in range(8):
+        spans, over = apply_charge(spans, r, 0.125, 0.0, 1.0, 0.0)
+        assert over is None
+    assert spans.rows() == [(0, 0, 1.0, 0.0)]
+
+
+def test_spans_stay_compact_and_match_a_per_record_model():
+    rng = np.random.default_rng(1)
+    per_record = np.zeros(300)
+    spans = Spans.empty()
+    for _ in range(200):
+        ids = np.unique(rng.integers(0, 300, rng.integers(1, 60)))
+        if rng.random() < 0.3:
+            lo = int(rng.integers(0, 250))
+            ids = np.arange(lo, lo + int(rng.integers(1, 50)))
+        eps = float(rng.choice([0.25, 0.5, 1.0]))
+        ranges = RecordSet.from_ids(ids).ranges
+        inside = (spans.hi >= ranges[0, 0] - 1) & (spans.lo <= ranges[-1, 1] + 1)
+        part = Spans(spans.lo[inside], spans.hi[inside], spans.epsilon[inside], spans.delta[inside])
+        merged, over = apply_charge(part, ranges, eps, 0.0, 1e9, 0.0)
+        assert over is None
+        keep = ~inside
+        lo = np.concatenate((spans.lo[keep], merged.lo))
+        order = np.argsort(lo)
+        spans = Spans(
+            lo[order],
+            np.concatenate((spans.hi[keep], merged.hi))[order],
+            np.concatenate((spans.epsilon[keep], merged.epsilon))[order],
+            np.concatenate((spans.delta[keep], merged.delta))[order],
+        )
+        per_record[ids] += eps
+        # the spans are canonical: disjoint, sorted, no equal neighbours
+        assert (spans.lo[1:] > spans.hi[:-1]).all()
+        touching = spans.lo[1:] == spans.hi[:-1] + 1
+        assert not (touching & (spans.epsilon[1:] == spans.epsilon[:-1])).any()
+        for r in rng.integers(0, 300, 20):
+            assert spans.lookup(int(r))[0] == per_record[r]
+    # everything charged alike collapses into one span
+    ranges = np.array([[0, 299]])
+    flat, _ = apply_charge(Spans.empty(), ranges, 1.0, 0.0, 9.0, 0.0)
+    flat, _ = apply_charge(flat, ranges, 1.0, 0.0, 9.0, 0.0)
+    assert len(flat) == 1 and flat.rows() == [(0, 299, 2.0, 0.0)]
+    assert replay([(ranges, 1.0, 0.0), (ranges, 1.0, 0.0)]).rows() == flat.rows()
+
+
+def test_a_million_contiguous_records_are_one_entry_and_one_span(ledger_location):
+    ledger = ledger_location.open(epsilon_budget=10.0)
+    entry = ledger.charge(np.arange(1_000_000), 2.0, release_id="big", batch="0")
+    assert entry.records.ranges.tolist() == [[0, 999_999]]
+    ledger.charge(np.arange(1_000_000, 2_000_000), 2.0, release_id="big", batch="1")
+    audit = ledger.verify()
+    assert audit.spans == 1 and audit.records_charged == 2_000_000
+    eps, _ = ledger.spent_many([0, 999_999, 1_999_999, 2_000_000])
+    assert eps.tolist() == [2.0, 2.0, 2.0, 0.0]
+
+
+def test_retries_are_charged_once_and_conflicts_are_refused(ledger_location):
+    ledger = ledger_location.open(epsilon_budget=3.0)
+    first = ledger.charge([5, 6], 2.0, release_id="job-1", batch="3")
+    again = ledger.charge([6, 5], 2.0, release_id="job-1", batch="3")  # same set, any order
+    assert again.replayed and not first.replayed and again.seq == first.seq
+    assert ledger.spent(5) == (2.0, 0.0) and len(ledger.releases) == 1
+    with pytest.raises(IdempotencyConflictError, match="already charged"):
+        ledger.charge([5, 7], 2.0, release_id="job-1", batch="3")
+    with pytest.raises(IdempotencyConflictError):
+        ledger.charge([5, 6], 1.0, release_id="job-1", batch="3")
+    # every batch of a release must come from the release's noise key
+    ledger.charge([1], 1.0, release_id="keyed", batch="a", key_fingerprint="k1")
+    with pytest.raises(ReleaseConflictError, match="another noise key"):
+        ledger.charge([2], 1.0, release_id="keyed", batch="b", key_fingerprint="k2")
+    assert ledger.spent(2) == (0.0, 0.0)
+
+
+def test_budgets_are_stored_and_must_agree(ledger_location):
+    ledger_location.open(epsilon_budget=4.0, delta_budget=1e-6).charge([1], 1.0)
+    reopened = ledger_location.open()  # the stored budget
+    assert (reopened.epsilon_budget, reopened.delta_budget) == (4.0, 1e-6)
+    assert reopened.spent(1) == (1.0, 0.0)
+    with pytest.raises(ValueError, match=r"created with epsilon_budget=4\.0"):
+        ledger_location.open(epsilon_budget=8.0)
+    for bad in (0, -1.0, math.nan, True):
+        with pytest.raises((TypeError, ValueError)):
+            PrivacyLedger(epsilon_budget=bad)
+    with pytest.raises(ValueError, match="delta_budget"):
+        PrivacyLedger(epsilon_budget=1.0, delta_budget=1.0)
+
+
+def test_a_new_ledger_needs_a_budget_and_its_own_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"no ledger at .*give epsilon_budget"):
+        PrivacyLedger(path=tmp_path / "new.sqlite")
+    assert not (tmp_path / "new.sqlite").exists(), "a failed open creates no file"
+    other = tmp_path / "other.sqlite"
+    sqlite3.connect(other).execute("CREATE TABLE t (x)").connection.commit()
+    with pytest.raises(ValueError, match="other tables"):
+        PrivacyLedger(1.0, path=other)
+    (tmp_path / "text.txt").write_text("hello")
+    with pytest.raises(ValueError, match="neither an SQLite ledger nor a JSON-lines journal"):
+        PrivacyLedger(1.0, path=tmp_path / "text.txt")
+    with pytest.raises(ValueError, match="ledgers are SQLite files"):
+        PrivacyLedger(1.0, path=tmp_path / "fresh.jsonl")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        PrivacyLedger(1.0, path=tmp_path / "missing" / "l.sqlite")
+
+
+def test_the_ledger_pickles_as_a_handle_that_reconnects(ledger_location):
+    ledger = ledger_location.open(epsilon_budget=5.0)
+    ledger.charge([1], 2.0)
+    clone = pickle.loads(pickle.dumps(ledger))
+    assert clone.spent(1) == (2.0, 0.0)
+    clone.charge([1], 2.0)
+    assert ledger.spent(1) == (4.0, 0.0), "both handles share one budget"
+    with pytest.raises(TypeError, match="in-memory PrivacyLedger lives in this process only"):
+        pickle.dumps(PrivacyLedger(1.0))
+
+
+# --------------------------------------------------------------------------- corruption
+
+
+def _sqlite_rows(path, sql, params=()):
+    conn = sqlite3.connect(path)
+    conn.execute(sql, params)
+    conn.commit()
+    conn.close()
+
+
+CORRUPTIONS = [
+    pytest.param("UPDATE nf_entries SET epsilon = -1.0", "epsilon -1.0", id="negative-epsilon"),
+    pytest.param("UPDATE nf_entries SET delta = 'true'", "delta 'true'", id="text-delta"),
+    pytest.param("UPDATE nf_entries SET mechanism = 'magic'", "mechanism 'magic'", id="mechanism"),
+    pytest.param("UPDATE nf_entries SET records = x'0102'", "record set is malformed", id="blob"),
+    pytest.param("UPDATE nf_entries SET n_records = 7", "counts 7 records", id="count"),
+    pytest.param("UPDATE nf_spans SET epsilon = 99.0", "above the budget", id="span-over-budget"),
+    pytest.param("UPDATE nf_spans SET epsilon = 'NaN'", "not a finite number", id="span-nan"),
+    pytest.param("UPDATE nf_spans SET epsilon = 0.5", "disagree with the", id="span-lower"),
+    pytest.param("DELETE FROM nf_meta WHERE key = 'lock'", "lock row", id="lock-row"),
+    pytest.param(
+        "UPDATE nf_meta SET value = 'x' WHERE key = 'epsilon_budget'",
+        "no valid budget",
+        id="budget",
+    ),
+]
+
+
+@pytest.mark.parametrize(("sql", "message"), CORRUPTIONS)
+def test_corrupted_rows_are_refused_with_their_location(tmp_path, sql, message):
+    path = tmp_path / "l.sqlite"
+    ledger = PrivacyLedger(10.0, path=path)
+    ledger.charge([1, 2], 1.0, mechanism="laplace")
+    ledger.close()
+    _sqlite_rows(path, sql)
+    with pytest.raises(LedgerCorruptError, match=message) as err:
+        reopened = PrivacyLedger(path=path)
+        reopened.verify()
+    assert str(path) in str(err.value), "the message names the store"
+    if "nf_meta" not in sql:
+        assert "table nf_" in str(err.value), "and the table"
+
+
+def test_postgres_corruption_is_refused_too(postgres_location):
+    import psycopg
+
+    ledger_location = postgres_location
+    ledger = ledger_location.open(epsilon_budget=10.0)
+    ledger.charge([1, 2], 1.0)
+    with psycopg.connect(ledger_location.path, autocommit=True) as conn:
+        conn.execute(f"UPDATE \"{ledger_location.name}\".nf_entries SET epsilon = 'NaN'")
+    with pytest.raises(LedgerCorruptError, match="epsilon nan"):
+        _ = ledger.releases
+    with psycopg.connect(ledger_location.path, autocommit=True) as conn:
+        conn.execute(f'UPDATE "{ledger_location.name}".nf_entries SET epsilon = 1.0')
+        conn.execute(f"UPDATE \"{ledger_location.name}\".nf_spans SET epsilon = '-Infinity'")
+    with pytest.raises(LedgerCorruptError, match="nf_spans, span lo=1"):
+        ledger.charge([2], 1.0)
+
+
+# --------------------------------------------------------------------------- journals
+
+
+def _journal(path, lines):
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
+GOOD = {
+    "records": [7, 8],
+    "epsilon": 2.0,
+    "delta": 0.0,
+    "mechanism": "laplace",
+    "note": "",
+    "time": 1.0,
+}
+
+
+def test_a_journal_of_an_earlier_version_is_imported_once(tmp_path):
     path = tmp_path / "ledger.jsonl"
-    first = PrivacyLedger(epsilon_budget=3.0, path=path)
-    first.charge([7, 8], 2.0, mechanism="laplace", note="layer 1")
-    again = PrivacyLedger(epsilon_budget=3.0, path=path)
-    assert again.spent(7) == (2.0, 0.0) and len(again.releases) == 1
+    _journal(path, [GOOD, {**GOOD, "records": [8], "mechanism": ""}])
+    with pytest.warns(UserWarning, match="imported 2 entries"):
+        ledger = PrivacyLedger(epsilon_budget=5.0, path=path)
+    assert ledger.spent(8) == (4.0, 0.0) and ledger.spent(7) == (2.0, 0.0)
+    assert ledger.location == str((tmp_path / "ledger.sqlite").resolve())
+    again = PrivacyLedger(epsilon_budget=5.0, path=path)  # no second import
+    assert again.spent(8) == (4.0, 0.0) and len(again.releases) == 2
     with pytest.raises(BudgetExceededError):
         again.charge([8], 2.0)
-    path.write_text("not json\n")
-    with pytest.raises(ValueError, match=r"ledger\.jsonl:1"):
-        PrivacyLedger(epsilon_budget=3.0, path=path)
+    path.write_text(path.read_text() + json.dumps(GOOD) + "\n")
+    with pytest.raises(JournalError, match="changed after it was imported"):
+        PrivacyLedger(epsilon_budget=5.0, path=path)
+    over = tmp_path / "over.jsonl"
+    _journal(over, [GOOD, GOOD, GOOD])
+    with pytest.raises(BudgetExceededError, match=r"over\.jsonl:3: record 7"):
+        PrivacyLedger(epsilon_budget=5.0, path=over)
+    assert PrivacyLedger(path=tmp_path / "over.sqlite").releases == [], "nothing imported"
 
 
-def test_release_charges_the_total_of_all_features_and_refuses_a_second_release():
-    x = torch.rand(5, 4)
-    ledger = PrivacyLedger(epsilon_budget=10.0)
-    batch = release(x, np.arange(5), ledger, epsilon=2.0, lower=0.0, upper=1.0, seed=1)
-    assert isinstance(batch, NoisedBatch) and batch.data.shape == (5, 4)
-    assert ledger.spent(0) == (8.0, 0.0)  # 4 features x eps 2 (basic composition)
-    assert not torch.equal(batch.data, x)
-    with pytest.raises(BudgetExceededError):
-        release(x, np.arange(5), ledger, epsilon=2.0, lower=0.0, upper=1.0)
-    with pytest.raises(ValueError, match="3 ids for 5 inputs"):
-        release(x, [0, 1, 2], ledger, epsilon=0.1, lower=0.0, upper=1.0)
+BAD_LINES = [
+    pytest.param({**GOOD, "epsilon": float("nan")}, "epsilon must be finite", id="nan"),
+    pytest.param({**GOOD, "epsilon": -1.0}, "epsilon must be finite and >= 0", id="negative"),
+    pytest.param({**GOOD, "epsilon": True}, "epsilon must be a number", id="bool"),
+    pytest.param({**GOOD, "records": [7.5]}, "list of integer ids", id="float-record"),
+    pytest.param({**GOOD, "records": [True]}, "list of integer ids", id="bool-record"),
+    pytest.param({**GOOD, "records": [3, 3]}, "listed twice", id="duplicate"),
+    pytest.param({**GOOD, "records": [-2]}, "negative", id="negative-record"),
+    pytest.param({**GOOD, "mechanism": "magic"}, "unknown mechanism", id="mechanism"),
+    pytest.param({k: v for k, v in GOOD.items() if k != "delta"}, "missing delta", id="missing"),
+    pytest.param({**GOOD, "extra": 1}, "unknown extra", id="extra"),
+    pytest.param([7.5], "expected a JSON object", id="not-an-object"),
+]
 
 
-def test_cloud_refuses_raw_data_and_answers_noised_batches():
-    cloud = InProcessCloud(torch.nn.Linear(4, 3), batch_size=2)
-    raw = torch.rand(5, 4)
-    with pytest.raises(TypeError, match="refusing to send Tensor"):
-        cloud.predict(raw)
-    with pytest.raises(TypeError, match=r"created by noiseforge\.ldp\.release"):
-        NoisedBatch(raw, torch.arange(5), None, None)
-    batch = release(raw, np.arange(5), PrivacyLedger(100.0), epsilon=5.0, lower=0.0, upper=1.0)
-    probs = cloud.predict(batch)
-    assert probs.shape == (5, 3)
-    torch.testing.assert_close(probs.sum(1), torch.ones(5))
-    derived = batch.derive(batch.data.flip(0), batch.records.flip(0))  # post-processing is free
-    assert cloud.predict(derived).shape == (5, 3)
+@pytest.mark.parametrize(("line", "message"), BAD_LINES)
+def test_bad_journal_lines_are_refused_with_their_line(tmp_path, line, message):
+    path = tmp_path / "j.jsonl"
+    _journal(path, [GOOD, line])
+    with pytest.raises(JournalError, match=rf"j\.jsonl:2: .*{message}"):
+        PrivacyLedger(epsilon_budget=100.0, path=path)
 
 
-def test_layer_two_expansion_is_free_and_stays_in_the_domain():
-    from noiseforge.ldp import add_noise_copies, concat, superimpose
-
-    x = torch.rand(6, 3)
-    ledger = PrivacyLedger(epsilon_budget=30.0)
-    batch = release(x, np.arange(10, 16), ledger, epsilon=5.0, lower=0.0, upper=1.0, seed=2)
-    spent = ledger.spent(10)
-    more = add_noise_copies(batch, 4, epsilon=5.0, lower=0.0, upper=1.0, seed=3)
-    mixed = superimpose(batch, 7, weight=0.3, seed=4)
-    assert ledger.spent(10) == spent and len(ledger.releases) == 1, "layer 2 must not charge"
-    assert (
-        more.data.shape == (24, 3)
-        and more.records.tolist() == np.repeat(np.arange(10, 16), 4).tolist()
-    )
-    assert mixed.data.shape == (7, 3) and (mixed.records == -1).all()
-    assert float(more.data.min()) >= 0.0 and float(more.data.max()) <= 1.0
-    assert float(mixed.data.min()) >= 0.0 and float(mixed.data.max()) <= 1.0
-    # each mixture is a convex combination of two released rows
-    d = batch.data
-    combos = 0.3 * d[:, None, :] + 0.7 * d[None, :, :]
-    for row in mixed.data:
-        assert torch.isclose(combos, row, atol=1e-6).all(-1).any()
-    joined = concat(batch, more, mixed)
-    assert len(joined) == 6 + 24 + 7
-    with pytest.raises(TypeError, match="not raw data"):
-        add_noise_copies(x, 2, epsilon=1.0, lower=0.0, upper=1.0)
-    other = release(torch.rand(2, 3), [0, 1], ledger, epsilon=1.0, lower=0.0, upper=1.0)
-    with pytest.raises(ValueError, match="one release only"):
-        concat(batch, other)
+def test_a_truncated_journal_is_refused_and_says_why(tmp_path):
+    path = tmp_path / "j.jsonl"
+    path.write_text(json.dumps(GOOD) + "\n" + json.dumps(GOOD)[:20])
+    with pytest.raises(JournalError, match=r"j\.jsonl:2: .*cut short"):
+        PrivacyLedger(epsilon_budget=100.0, path=path)
 
 
-class FlakyCloud:
-    """An in-process cloud that fails on chosen calls (to test retries and resuming)."""
+def test_the_ledger_command_shows_verifies_and_imports(tmp_path, capsys):
+    from noiseforge.cli import main
 
-    def __init__(self, fail_calls):
-        from noiseforge.ldp import InProcessCloud
-
-        torch.manual_seed(0)
-        self.inner = InProcessCloud(torch.nn.Linear(3, 4))
-        self.fail_calls = set(fail_calls)
-        self.calls = 0
-        self.rows_seen = 0
-
-    def predict(self, batch):
-        self.calls += 1
-        if self.calls in self.fail_calls:
-            raise ConnectionError("connection reset by peer")
-        self.rows_seen += len(batch)
-        return self.inner.predict(batch)
-
-
-def test_query_cloud_retries_checkpoints_and_resumes(tmp_path):
-    from noiseforge.ldp import CloudQueryError, query_cloud
-
-    batch = release(
-        torch.rand(10, 3),
-        np.arange(10),
-        PrivacyLedger(100.0),
-        epsilon=5.0,
-        lower=0.0,
-        upper=1.0,
-        seed=1,
-    )
-    want = FlakyCloud([]).inner.predict(batch)
-    flaky = FlakyCloud([2])  # the second request fails once, then succeeds
-    got = query_cloud(flaky, batch, batch_size=4, retries=2, backoff=0.0, progress=False)
-    torch.testing.assert_close(got, want)
-    ckpt = tmp_path / "answers.pt"
-    dead = FlakyCloud([3, 4, 5])  # the third batch never succeeds
-    with pytest.raises(CloudQueryError, match=r"rows 8\.\.9 .*8 answers are kept"):
-        query_cloud(
-            dead, batch, batch_size=4, retries=2, backoff=0.0, checkpoint=ckpt, progress=False
-        )
-    resumed = FlakyCloud([])
-    got = query_cloud(resumed, batch, batch_size=4, backoff=0.0, checkpoint=ckpt, progress=False)
-    torch.testing.assert_close(got, want)
-    assert resumed.rows_seen == 2, "a resumed run asks only for the missing rows"
-    other = release(
-        torch.rand(3, 3), np.arange(20, 23), PrivacyLedger(100.0), epsilon=5.0, lower=0.0, upper=1.0
-    )
-    with pytest.raises(ValueError, match="holds answers for 10 rows"):
-        query_cloud(resumed, other, checkpoint=ckpt, progress=False)
-    with pytest.raises(TypeError, match="not raw data"):
-        query_cloud(resumed, torch.rand(2, 3), progress=False)
+    path = tmp_path / "team.sqlite"
+    ledger = PrivacyLedger(20.0, path=path)
+    ledger.charge(np.arange(100), 2.0, mechanism="laplace", release_id="train", note="day 1")
+    assert main(["ldp", "ledger", "show", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "entries           1" in out and "records charged   100 (in 1 spans)" in out
+    assert "release train" in out and "(day 1)" in out
+    assert main(["ldp", "ledger", "spent", str(path), "5", "500"]) == 0
+    out = capsys.readouterr().out
+    assert "record 5: epsilon 2" in out and "record 500: epsilon 0" in out
+    assert main(["ldp", "ledger", "verify", str(path)]) == 0
+    assert "verified" in capsys.readouterr().out
+    journal = tmp_path / "old.jsonl"
+    _journal(journal, [GOOD])
+    assert main(["ldp", "ledger", "import", str(journal), "--into", str(path)]) == 0
+    assert "imported 1 entries" in capsys.readouterr().out
+    assert PrivacyLedger(path=path).spent(7) == (4.0, 0.0)
+    ledger.close()
+    _sqlite_rows(path, "UPDATE nf_spans SET epsilon = 1.0 WHERE lo = 0")
+    assert main(["ldp", "ledger", "verify", str(path)]) == 2
+    assert "disagree" in capsys.readouterr().err
+    assert main(["ldp", "ledger", "show", str(tmp_path / "none.sqlite")]) == 2
+    assert "no ledger at" in capsys.readouterr().err

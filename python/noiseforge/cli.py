@@ -1,7 +1,8 @@
 """Command-line interface: ``noiseforge <command>``.
 
 Commands: ``info`` (build and backend table), ``demo`` (the main job on
-embedded default data), ``ldp run|sweep`` (LDPKiT experiments), ``relevance
+embedded default data), ``ldp run|sweep`` (LDPKiT experiments), ``ldp ledger
+show|verify|spent|import`` (a shared privacy ledger), ``relevance
 augment|mine|filter|train|evaluate|run`` (the relevance data engine) and
 ``cloud serve`` (a model over HTTP). Each command lives in its own module, which adds its
 arguments and runs; later systems add their subcommands here.
@@ -16,6 +17,7 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     from noiseforge import demo
     from noiseforge.data import DatasetNotFoundError
+    from noiseforge.ldp import LedgerStoreError
     from noiseforge.ldp import command as ldp_command
     from noiseforge.ops import BackendUnavailableError
     from noiseforge.relevance import command as relevance_command
@@ -70,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         BackendUnavailableError,
         TranslationUnavailable,
         ImportError,
+        LedgerStoreError,
         ValueError,
         TypeError,
     ) as exc:

@@ -16,10 +16,13 @@ stream provides **no privacy**; use it only for reproducibility.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import threading
 import weakref
+
+import numpy as np
 
 SEED_BITS = 63
 MAX_COUNTER = 1 << 63  # counters are carried as int64 by the Triton kernel
@@ -134,3 +137,94 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+# --------------------------------------------------------------------------- release keys
+
+_MIX_A = np.uint64(0xBF58476D1CE4E5B9)
+_MIX_B = np.uint64(0x94D049BB133111EB)
+
+
+def _mix64(z: np.ndarray) -> np.ndarray:
+    """The splitmix64 finalizer (Steele, Lea & Flood, OOPSLA 2014), a bijection of
+    the 64-bit integers: each xor-shift and each odd multiplication is invertible."""
+    z = (z ^ (z >> np.uint64(30))) * _MIX_A
+    z = (z ^ (z >> np.uint64(27))) * _MIX_B
+    return z ^ (z >> np.uint64(31))
+
+
+class ReleaseKey:
+    """The noise key of one release, from which every record's own stream derives.
+
+    ``ReleaseKey()`` draws a **secret** 256-bit key from the operating system;
+    ``ReleaseKey.from_seed(seed, release_id)`` derives a reproducible one that
+    gives **no privacy** (anyone who knows the seed regenerates the noise).
+
+    :meth:`stream_keys` maps record ids to 64-bit Philox keys through a keyed
+    bijection of the 64-bit integers (three rounds of xor with a subkey and the
+    splitmix64 finalizer): under one key and context, two different records
+    always get different streams, and a record's stream does not depend on the
+    batch or process that draws it. The subkeys are SHA-256 of the key and the
+    context, so different releases (and, for secret keys, different batches)
+    get unrelated streams.
+
+    A ReleaseKey pickles, so that worker processes can draw the batches of one
+    release: the pickle holds the key itself, so keep it as private as the data.
+    Its ``repr`` and :attr:`fingerprint` never reveal it.
+    """
+
+    __slots__ = ("_key", "_seeded")
+
+    def __init__(self) -> None:
+        self._key = secrets.token_bytes(32)
+        self._seeded = False
+
+    @classmethod
+    def from_seed(cls, seed: int, release_id: str) -> ReleaseKey:
+        """The key a seeded release of ``release_id`` uses (reproducible, NOT private)."""
+        check_seed(seed)
+        if not isinstance(release_id, str):
+            raise TypeError("release_id must be a string")
+        key = cls.__new__(cls)
+        key._key = hashlib.sha256(
+            b"noiseforge/seeded-release/v1\0" + seed.to_bytes(8, "little") + release_id.encode()
+        ).digest()
+        key._seeded = True
+        return key
+
+    @property
+    def is_secret(self) -> bool:
+        return not self._seeded
+
+    @property
+    def fingerprint(self) -> str:
+        """A public name of the key (SHA-256 of it): tells keys apart, reveals nothing."""
+        return hashlib.sha256(b"noiseforge/release-key-fingerprint/v1\0" + self._key).hexdigest()
+
+    def stream_keys(self, records: np.ndarray, context: str = "") -> np.ndarray:
+        """(N,) uint64 Philox keys of the int64 ``records`` under ``context``."""
+        sub = hashlib.sha256(
+            b"noiseforge/stream-keys/v1\0" + self._key + b"\0" + context.encode()
+        ).digest()
+        k = np.frombuffer(sub[:24], dtype="<u8").astype(np.uint64)
+        z = np.asarray(records, dtype=np.int64).view(np.uint64)
+        with np.errstate(over="ignore"):
+            for i in range(3):
+                z = _mix64(z ^ k[i])
+        return z
+
+    def __getstate__(self) -> tuple[bytes, bool]:
+        return self._key, self._seeded
+
+    def __setstate__(self, state: tuple[bytes, bool]) -> None:
+        self._key, self._seeded = state
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ReleaseKey) and secrets.compare_digest(self._key, other._key)
+
+    def __hash__(self) -> int:
+        return hash(self.fingerprint)
+
+    def __repr__(self) -> str:
+        kind = "seeded, not private" if self._seeded else "secret"
+        return f"ReleaseKey({kind}, fingerprint={self.fingerprint[:16]})"

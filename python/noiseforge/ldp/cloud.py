@@ -10,21 +10,42 @@ from noiseforge.ldp.models import predict_proba
 from noiseforge.ldp.release import NoisedBatch
 
 
+class CloudUnavailableError(ConnectionError):
+    """The cloud could not be reached or gave no usable answer (retried by query_cloud)."""
+
+
+class CloudTimeoutError(CloudUnavailableError, TimeoutError):
+    """No complete answer arrived within the client's timeout (retried by query_cloud)."""
+
+
+class CloudRequestError(ValueError):
+    """The cloud refused the request itself (a 4xx answer): retrying will not help."""
+
+
 class CloudModel(ABC):
     """A remote or local classifier that answers class probabilities.
 
-    :meth:`predict` refuses anything but a :class:`NoisedBatch`: raw private
-    data cannot be sent by mistake.
+    :meth:`predict` refuses anything but a :class:`NoisedBatch` and checks its
+    seal just before the call: raw private data -- passed directly, written
+    into released rows, or wrapped in a forged object -- cannot be sent by
+    mistake. Subclasses implement :meth:`_predict`, which receives a private,
+    verified copy of the released rows.
     """
 
     def predict(self, batch: NoisedBatch) -> torch.Tensor:
-        """(M, C) float32 class probabilities for the rows of ``batch``."""
+        """(M, C) float32 class probabilities for the rows of ``batch``.
+
+        Raises TypeError for anything but a NoisedBatch and
+        :class:`~noiseforge.ldp.seal.ReleaseIntegrityError` when its rows are
+        not the rows noiseforge released.
+        """
         if not isinstance(batch, NoisedBatch):
             raise TypeError(
                 f"refusing to send {type(batch).__name__} to the cloud: only data released with "
                 "noiseforge.ldp.release() (a NoisedBatch) may leave the client"
             )
-        probs = self._predict(batch.data)
+        data, _ = batch._verified()
+        probs = self._predict(data)
         if probs.dim() != 2 or probs.shape[0] != len(batch):
             raise RuntimeError(
                 f"the cloud answered shape {tuple(probs.shape)} for {len(batch)} rows"

@@ -1,4 +1,5 @@
-"""``noiseforge ldp run|sweep``: LDPKiT against standard eps-LDP from the command line."""
+"""``noiseforge ldp run|sweep``: LDPKiT against standard eps-LDP from the command line;
+``noiseforge ldp ledger ...``: a shared privacy ledger (see ``ldp.ledger.command``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import math
 import time
 
 from noiseforge.ldp import experiment as ex
+from noiseforge.ldp.ledger import command as ledger_command
 
 TASKS = ("fashion", "digits", "mnist5k", "text")
 
@@ -20,6 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--epsilons",
         default=",".join(ex._fmt_eps(e) for e in ex.DEFAULT_EPSILONS),
         help="comma-separated, per feature; inf = the no-noise reference (default %(default)s)",
+    )
+    ledger_command.add_arguments(
+        sub.add_parser("ledger", help="show, verify or import a privacy ledger (SQLite/PostgreSQL)")
     )
     for p in (run, sweep):
         p.add_argument("--task", default="fashion", choices=TASKS, help="data set and cloud model")
@@ -74,6 +79,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.ldp_command == "ledger":
+        return ledger_command.run(args)
     t0 = time.perf_counter()
     progress = not args.quiet
     settings = ex.Settings(

@@ -1,15 +1,17 @@
 """Layer 2 of LDPKiT: expanding released data into a larger query set.
 
 Everything here is post-processing of a :class:`NoisedBatch` -- it reads only
-already-released rows -- so it costs no privacy budget and never touches the
-ledger ("noise^2": more noise on noised inputs, and superimposed pairs).
+already-released rows, checked against their seal first -- so it costs no
+privacy budget and never touches the ledger ("noise^2": more noise on noised
+inputs, and superimposed pairs). The results are sealed NoisedBatches of the
+same release.
 """
 
 from __future__ import annotations
 
 import torch
 
-from noiseforge.ldp.release import NoisedBatch
+from noiseforge.ldp.release import NoisedBatch, _derive
 from noiseforge.ops import ldp_noise
 
 
@@ -33,8 +35,9 @@ def add_noise_copies(
     """
     if not isinstance(batch, NoisedBatch):
         raise TypeError("add_noise_copies expands a NoisedBatch (released data), not raw data")
+    data, records = batch._verified()
     y = ldp_noise(
-        batch.data,
+        data,
         epsilon=epsilon,
         lower=lower,
         upper=upper,
@@ -45,8 +48,8 @@ def add_noise_copies(
         seed=seed,
         backend=backend,
     )
-    rows = y.reshape(len(batch) * copies, *batch.data.shape[1:])
-    return batch.derive(rows, batch.records.repeat_interleave(copies))
+    rows = y.reshape(len(batch) * copies, *data.shape[1:])
+    return _derive(batch, rows, records.repeat_interleave(copies))
 
 
 def superimpose(
@@ -70,9 +73,11 @@ def superimpose(
     gen = torch.Generator().manual_seed(seed) if seed is not None else None
     a = torch.randint(0, len(batch), (pairs,), generator=gen)
     b = (a + torch.randint(1, max(2, len(batch)), (pairs,), generator=gen)) % len(batch)
-    data = batch.data.float()
+    released, _ = batch._verified()
+    data = released.float()
     mixed = weight * data[a.to(data.device)] + (1.0 - weight) * data[b.to(data.device)]
-    return batch.derive(mixed.to(batch.data.dtype), torch.full((pairs,), -1, dtype=torch.int64))
+    mixed_ids = torch.full((pairs,), -1, dtype=torch.int64)
+    return _derive(batch, mixed.to(released.dtype), mixed_ids)
 
 
 def concat(*batches: NoisedBatch) -> NoisedBatch:
@@ -80,8 +85,9 @@ def concat(*batches: NoisedBatch) -> NoisedBatch:
     if not batches or not all(isinstance(b, NoisedBatch) for b in batches):
         raise TypeError("concat takes one or more NoisedBatch")
     first = batches[0]
-    if any(b.release is not first.release for b in batches):
+    rid = first.release.release_id
+    if any(b.release.release_id != rid for b in batches):
         raise ValueError("concat joins batches of one release only (their guarantee is shared)")
-    return first.derive(
-        torch.cat([b.data for b in batches]), torch.cat([b.records for b in batches])
-    )
+    parts = [b._verified() for b in batches]
+    data = torch.cat([d for d, _ in parts])
+    return _derive(first, data, torch.cat([r for _, r in parts]))

@@ -8,29 +8,27 @@ client is a :class:`CloudModel`, so it sends only released (noised) data.
 
 from __future__ import annotations
 
-import io
+import contextlib
+import http.client
 import json
+import socket
 import threading
-import urllib.error
-import urllib.request
+import time
+import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import numpy as np
 import torch
 
-from noiseforge.ldp.cloud import CloudModel, InProcessCloud
+from noiseforge.ldp.cloud import (
+    CloudModel,
+    CloudRequestError,
+    CloudTimeoutError,
+    CloudUnavailableError,
+    InProcessCloud,
+)
+from noiseforge.ldp.npy import decode_npy, encode_npy
 
 MAX_BODY = 256 << 20  # bytes per request
-
-
-def _to_npy(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, array, allow_pickle=False)
-    return buf.getvalue()
-
-
-def _from_npy(data: bytes) -> np.ndarray:
-    return np.load(io.BytesIO(data), allow_pickle=False)
 
 
 class CloudServer:
@@ -78,16 +76,12 @@ class CloudServer:
                 if length <= 0 or length > MAX_BODY:
                     return self._error(413, f"body must be 1..{MAX_BODY} bytes, got {length}")
                 try:
-                    x = _from_npy(self.rfile.read(length))
-                    if x.dtype != np.float32 or x.ndim < 2:
-                        raise ValueError(f"expected float32 rows, got {x.dtype} {x.shape}")
+                    x = decode_npy(self.rfile.read(length), ndim=None)
                     with lock, torch.no_grad():
                         probs = server.cloud._predict(torch.from_numpy(x))
                 except (ValueError, RuntimeError) as exc:
                     return self._error(400, str(exc))
-                self._send(
-                    200, _to_npy(probs.numpy().astype(np.float32)), "application/octet-stream"
-                )
+                self._send(200, encode_npy(probs.numpy()), "application/octet-stream")
 
         self.httpd = ThreadingHTTPServer((host, port), Handler)
         self._thread: threading.Thread | None = None
@@ -117,29 +111,113 @@ class CloudServer:
 
 
 class HTTPCloud(CloudModel):
-    """Client of a :class:`CloudServer` (or any server speaking protocol 1)."""
+    """Client of a :class:`CloudServer` (or any server speaking protocol 1).
 
-    def __init__(self, url: str, timeout: float = 60.0) -> None:
+    ``timeout`` bounds each whole exchange (connect, send, the complete answer),
+    not each socket read: a server that trickles its answer is cut off at the
+    deadline. Failures are typed for :func:`~noiseforge.ldp.query_cloud`:
+    CloudUnavailableError / CloudTimeoutError (connection refused or reset, a
+    truncated or malformed body, a 5xx/429/503 answer: retried) and
+    CloudRequestError (any other 4xx: the request itself is wrong). Answers
+    larger than ``max_response_bytes`` are refused.
+    """
+
+    def __init__(self, url: str, timeout: float = 60.0, max_response_bytes: int = 1 << 30) -> None:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"url must be http(s)://host[:port][/prefix], got {url!r}")
+        if not (isinstance(timeout, int | float) and timeout > 0):
+            raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")
         self.url = url.rstrip("/")
-        self.timeout = timeout
+        self.timeout = float(timeout)
+        self.max_response_bytes = int(max_response_bytes)
+        self._parts = parts
 
     def health(self) -> dict:
-        with urllib.request.urlopen(self.url + "/v1/health", timeout=self.timeout) as r:
-            return json.loads(r.read())
+        status, body = self._exchange("GET", "/v1/health", None, {})
+        if status != 200:
+            raise CloudUnavailableError(f"GET /v1/health answered {status}")
+        try:
+            return json.loads(body)
+        except ValueError:
+            raise CloudUnavailableError("GET /v1/health answered no JSON") from None
 
     def _predict(self, data: torch.Tensor) -> torch.Tensor:
-        body = _to_npy(data.detach().cpu().float().numpy())
-        req = urllib.request.Request(
-            self.url + "/v1/predict",
-            data=body,
-            method="POST",
-            headers={"Content-Type": "application/octet-stream"},
-        )
+        body = encode_npy(data.detach().cpu().float().numpy())
+        headers = {"Content-Type": "application/octet-stream"}
+        status, answer = self._exchange("POST", "/v1/predict", body, headers)
+        if status != 200:
+            detail = answer[:500].decode(errors="replace")
+            if status in (408, 429) or status >= 500:
+                raise CloudUnavailableError(f"the cloud answered {status}: {detail}")
+            raise CloudRequestError(f"the cloud rejected the request ({status}): {detail}")
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as r:
-                return torch.from_numpy(_from_npy(r.read()))
-        except urllib.error.HTTPError as exc:
-            detail = exc.read().decode(errors="replace")
-            if exc.code < 500:  # our request is wrong: retrying will not help
-                raise ValueError(f"the cloud rejected the request ({exc.code}): {detail}") from None
+            return torch.from_numpy(decode_npy(answer))
+        except ValueError as exc:
+            raise CloudUnavailableError(
+                f"the cloud's answer is not a valid array ({exc})"
+            ) from None
+
+    def _exchange(
+        self, method: str, path: str, body: bytes | None, headers: dict
+    ) -> tuple[int, bytes]:
+        """(status, body) of one request, all of it within ``timeout`` seconds."""
+        p = self._parts
+        kind = http.client.HTTPSConnection if p.scheme == "https" else http.client.HTTPConnection
+        conn = kind(p.hostname, p.port, timeout=self.timeout)
+        deadline = time.monotonic() + self.timeout
+        cut = threading.Event()
+
+        def cut_off() -> None:  # the deadline: end the exchange whatever it is waiting for
+            cut.set()
+            sock = conn.sock
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+        watchdog = threading.Timer(self.timeout, cut_off)
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            conn.request(method, p.path.rstrip("/") + path, body=body, headers=headers)
+            resp = conn.getresponse()
+            length = resp.getheader("Content-Length")
+            if length is not None and (
+                not length.isdigit() or int(length) > self.max_response_bytes
+            ):
+                raise CloudUnavailableError(
+                    f"the cloud announced an answer of {length} bytes (limit "
+                    f"{self.max_response_bytes}); raise max_response_bytes or lower batch_size"
+                )
+            chunks, size = [], 0
+            while True:
+                piece = resp.read(1 << 16)
+                if not piece:
+                    break
+                size += len(piece)
+                if size > self.max_response_bytes:
+                    raise CloudUnavailableError(
+                        f"the cloud's answer exceeds {self.max_response_bytes} bytes"
+                    )
+                chunks.append(piece)
+            if cut.is_set():
+                raise CloudTimeoutError(f"no complete answer within {self.timeout:g} s")
+            data = b"".join(chunks)
+            if length is not None and len(data) != int(length):
+                raise CloudUnavailableError(
+                    f"the answer was cut short ({len(data)} of {length} bytes)"
+                )
+            return resp.status, data
+        except CloudUnavailableError:
             raise
+        except (http.client.HTTPException, OSError, ValueError) as exc:
+            if cut.is_set() or time.monotonic() >= deadline:
+                raise CloudTimeoutError(
+                    f"no complete answer within {self.timeout:g} s ({type(exc).__name__})"
+                ) from None
+            raise CloudUnavailableError(
+                f"{method} {path} failed: {type(exc).__name__}: {exc}"
+            ) from None
+        finally:
+            watchdog.cancel()
+            conn.close()

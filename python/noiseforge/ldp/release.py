@@ -1,86 +1,297 @@
-"""Layer 1 of LDPKiT: releasing private inputs with local-DP noise.
+"""Layer 1 of LDPKiT: releasing private inputs with local-DP noise, sealed.
 
-:func:`release` is the only way to turn private data into a :class:`NoisedBatch`:
-it charges the ledger (refusing over-budget records before any noise is drawn)
-and adds noise with :func:`noiseforge.ops.ldp_noise`. Everything downstream
-(the cloud client, layer-2 expansion) accepts only ``NoisedBatch``, so raw
-private data cannot be sent anywhere by mistake.
+:func:`release` is the only way to turn private data into a
+:class:`NoisedBatch`. It charges the ledger first (refusing over-budget records
+before any noise is drawn), draws every record's noise from the record's own
+stream, seals the result (:mod:`noiseforge.ldp.seal`) and binds the ledger
+entry to it. Everything downstream -- layer-2 expansion, the cloud clients,
+:func:`query_cloud` -- accepts only NoisedBatch and re-checks the seal just
+before anything is sent, so raw private data cannot leave by mistake.
+
+Randomness per record: record ``r`` of a release draws from the Philox stream
+``ReleaseKey.stream_keys(r)`` (see :class:`noiseforge.random.ReleaseKey`):
+* secret (default): a new secret key per call, or the ``key=`` you pass to draw
+  several batches (or retries, in other processes) of one release; the stream
+  also depends on the batch, so a record in two batches gets independent noise;
+* ``seed=``: the key derives from the seed and the release id only, so the same
+  seed gives the same noise for the same record whichever process or batch
+  draws it -- reproducible and **not private**.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 
 from noiseforge.ldp.ledger import PrivacyLedger, Release
-from noiseforge.ops import ldp_noise, ldp_noise_calibration
+from noiseforge.ldp.ledger.records import RecordSet
+from noiseforge.ldp.seal import ReleaseIntegrityError, Seal, seal
+from noiseforge.ops import ldp_noise, registry
 from noiseforge.ops.calibration import NoiseCalibration
+from noiseforge.ops.ldp_noise import plan_ldp_noise
+from noiseforge.random import ReleaseKey
 
-_TOKEN = object()
+_MINT = object()  # held by this module: the capability to create a NoisedBatch
+
+_HOW = (
+    "release private data with noiseforge.ldp.release(), and compute new rows from "
+    "released ones with noiseforge.ldp.postprocess() (or add_noise_copies / superimpose / "
+    "concat)"
+)
 
 
-@dataclass(frozen=True, eq=False)
 class NoisedBatch:
     """Data released under local DP, or derived from such data by post-processing.
 
     ``data``: (M, ...) tensor; ``records``: (M,) int64, the private record each
     row comes from (-1 for rows mixed from several records); ``calibration``:
-    the guarantee of the release it descends from.
+    the guarantee of the release it descends from; ``release``: the ledger
+    entry that paid for it.
+
+    A NoisedBatch is sealed: it cannot be constructed, copied, pickled or
+    modified, and its rows are checked against the seal before they are sent
+    (in-place edits of ``data`` or ``records`` are detected and refused).
     """
 
-    data: torch.Tensor
-    records: torch.Tensor
-    calibration: NoiseCalibration
-    release: Release | None
-    _token: Any = None
+    __slots__ = ("_calibration", "_release", "_seal", "_start", "_stop")
 
-    def __post_init__(self) -> None:
-        if self._token is not _TOKEN:
-            raise TypeError(
-                "NoisedBatch is created by noiseforge.ldp.release() (which adds noise and "
-                "charges the ledger) or by post-processing a NoisedBatch, not directly"
-            )
+    _calibration: NoiseCalibration
+    _release: Release
+    _seal: Seal
+    _start: int
+    _stop: int
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError(
+            "NoisedBatch cannot be created directly: " + _HOW + " (both keep the privacy "
+            "ledger and the seal in order)"
+        )
+
+    @classmethod
+    def _mint(
+        cls,
+        token: object,
+        data: torch.Tensor,
+        records: torch.Tensor,
+        calibration: NoiseCalibration,
+        release: Release,
+    ) -> NoisedBatch:
+        if token is not _MINT:
+            raise TypeError("NoisedBatch cannot be created directly: " + _HOW)
+        s = seal(data, records, f"{release.release_id}\0{release.batch}")
+        return cls._over(s, 0, s.rows(), calibration, release)
+
+    @classmethod
+    def _over(
+        cls, s: Seal, start: int, stop: int, calibration: NoiseCalibration, release: Release
+    ) -> NoisedBatch:
+        obj = object.__new__(cls)
+        for name, value in (
+            ("_seal", s),
+            ("_start", start),
+            ("_stop", stop),
+            ("_calibration", calibration),
+            ("_release", release),
+        ):
+            object.__setattr__(obj, name, value)
+        return obj
+
+    # ------------------------------------------------------------------ reading
+    @property
+    def data(self) -> torch.Tensor:
+        """The released rows (a view: edits are detected and refused at send time)."""
+        return self._seal.data[self._start : self._stop]
+
+    @property
+    def records(self) -> torch.Tensor:
+        return self._seal.records[self._start : self._stop]
+
+    @property
+    def calibration(self) -> NoiseCalibration:
+        return self._calibration
+
+    @property
+    def release(self) -> Release:
+        return self._release
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 of the rows as released (the same in every process)."""
+        return self._seal.range_digest(self._start, self._stop)
 
     def __len__(self) -> int:
-        return self.data.shape[0]
+        return self._stop - self._start
 
-    def derive(self, data: torch.Tensor, records: torch.Tensor) -> NoisedBatch:
-        """Post-processing: new rows computed from this batch only (no privacy cost)."""
-        return NoisedBatch(data, records, self.calibration, self.release, _TOKEN)
+    def __repr__(self) -> str:
+        return (
+            f"NoisedBatch({len(self)} rows of {tuple(self.data.shape[1:])}, release "
+            f"{self._release.release_id!r} batch {self._release.batch!r}, "
+            f"{self._calibration.mechanism})"
+        )
+
+    def _rows(self, start: int, stop: int) -> NoisedBatch:
+        """Rows ``start:stop`` (0 <= start <= stop <= len), under the same seal."""
+        return NoisedBatch._over(
+            self._seal, self._start + start, self._start + stop, self._calibration, self._release
+        )
+
+    def _verified(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """A private copy of (data, records), checked against the seal."""
+        if not isinstance(getattr(self, "_seal", None), Seal):
+            raise ReleaseIntegrityError(
+                "this NoisedBatch carries no seal (a forged object); " + _HOW
+            )
+        return self._seal.verified_copy(self._start, self._stop)
+
+    # ------------------------------------------------------------------ refusals
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"a NoisedBatch is read-only; {_HOW}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError("a NoisedBatch is read-only")
+
+    def __copy__(self) -> NoisedBatch:
+        raise TypeError(f"a NoisedBatch cannot be copied (its seal belongs to it); {_HOW}")
+
+    def __deepcopy__(self, memo: dict) -> NoisedBatch:
+        raise TypeError(f"a NoisedBatch cannot be copied (its seal belongs to it); {_HOW}")
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        raise TypeError(
+            "a NoisedBatch cannot be pickled: its seal is valid only in the process that "
+            "released it. Send the released tensors (batch.data, batch.records) if another "
+            "process only needs to read them"
+        )
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "derive":
+            raise AttributeError(
+                "NoisedBatch.derive() was removed: it wrapped any tensor as released data. "
+                "Use noiseforge.ldp.postprocess(batch, fn), which hands fn the released rows "
+                "only"
+            )
+        raise AttributeError(name)
+
+
+def _derive(parent: NoisedBatch, data: torch.Tensor, records: torch.Tensor) -> NoisedBatch:
+    """Seal ``data`` as post-processing of ``parent``: for noiseforge's own
+    post-processing only, which computes ``data`` from ``parent._verified()``."""
+    return NoisedBatch._mint(_MINT, data, records, parent.calibration, parent.release)
+
+
+def postprocess(
+    batch: NoisedBatch,
+    fn: Callable[[torch.Tensor, torch.Tensor], Any],
+) -> NoisedBatch:
+    """New released rows computed from ``batch`` by ``fn`` (post-processing: free).
+
+    ``fn(data, records)`` receives a private, verified copy of the released rows
+    and their record ids and returns either a tensor with one row per input row
+    (the records are kept), or ``(new_data, new_records)`` with every record id
+    one of ``records`` or -1 (a row mixed from several records).
+
+    Post-processing costs no privacy only if ``fn`` reads nothing but its
+    arguments: a function that closes over private data and returns it defeats
+    every check. That is the caller's responsibility; everything else (the
+    ledger, the seal, the cloud's checks) stays in force.
+    """
+    if not isinstance(batch, NoisedBatch):
+        raise TypeError(
+            f"postprocess takes a NoisedBatch (released data), got {type(batch).__name__}"
+        )
+    if not callable(fn):
+        raise TypeError("fn must be callable: fn(data, records) -> data or (data, records)")
+    data, records = batch._verified()
+    out = fn(data, records.clone())
+    if isinstance(out, tuple):
+        if len(out) != 2:
+            raise ValueError("fn must return data, or a (data, records) pair")
+        new_data, new_records = out
+    else:
+        new_data, new_records = out, records
+    if not isinstance(new_data, torch.Tensor):
+        raise TypeError(f"fn must return a torch.Tensor of rows, got {type(new_data).__name__}")
+    new_records = torch.as_tensor(new_records, dtype=torch.int64).reshape(-1)
+    if new_data.dim() < 1 or new_data.shape[0] != new_records.numel():
+        raise ValueError(
+            f"fn returned {new_data.shape[0] if new_data.dim() else 0} rows with "
+            f"{new_records.numel()} record ids; give one id per row"
+        )
+    allowed = torch.unique(records)
+    foreign = new_records[(new_records != -1) & ~torch.isin(new_records, allowed)]
+    if foreign.numel():
+        raise ValueError(
+            f"fn returned record id {int(foreign[0])}, which is not in the batch: derived rows "
+            "keep the id of the row they come from, or -1 for rows mixed from several"
+        )
+    return _derive(batch, new_data.detach().clone(), new_records)
 
 
 def release(
     x: torch.Tensor | np.ndarray,
-    records,
+    records: Any,
     ledger: PrivacyLedger,
     *,
     epsilon: float,
-    lower,
-    upper,
+    lower: Any,
+    upper: Any,
     mechanism: str = "laplace",
     delta: float | None = None,
     unit: str = "feature",
     levels: int | None = None,
     clamp: bool = True,
     seed: int | None = None,
+    key: ReleaseKey | None = None,
+    release_id: str | None = None,
+    batch: str | None = None,
     backend: str | None = None,
     note: str = "",
 ) -> NoisedBatch:
     """Release each private input once with eps-LDP noise, charging the ledger.
 
-    ``records`` are the (N,) integer ids of the rows of ``x`` in the ledger.
-    The charge is the calibration's per-record total (``epsilon_total``), made
-    before noise is drawn; a refused charge raises BudgetExceededError and
-    releases nothing. Returns a (N, ...) NoisedBatch.
+    ``records`` are the (N,) integer ids (>= 0, each once) of the rows of ``x``.
+    The charge is the calibration's per-record total (``epsilon_total``,
+    ``delta_total``), made in one ledger transaction before any noise is drawn;
+    a refused charge raises BudgetExceededError and releases nothing. Returns a
+    sealed (N, ...) NoisedBatch.
+
+    Idempotency: ``(release_id, batch)`` names the charge (defaults: a new
+    release id -- ``seed-<seed>`` for seeded releases -- and the digest of the
+    record set). Calling again with the same names, records, data and noise
+    key (a retry, possibly in another process) charges nothing and returns the
+    identical noised rows; the same names with other data are refused
+    (ReleaseConflictError) before anything is returned.
+
+    Randomness: ``key`` (a :class:`noiseforge.random.ReleaseKey`) to share one
+    secret release across batches and processes; default a fresh secret key.
+    ``seed``: reproducible, NOT private noise that depends only on the seed, the
+    release id and the record id. Give at most one of them.
     """
+    if seed is not None and key is not None:
+        raise ValueError("give seed= (reproducible, not private) or key= (secret), not both")
+    if key is not None and not isinstance(key, ReleaseKey):
+        raise TypeError(f"key must be a noiseforge.random.ReleaseKey, got {type(key).__name__}")
     if isinstance(x, np.ndarray):
         x = torch.from_numpy(x)
-    ids = torch.as_tensor(np.asarray(records), dtype=torch.int64).reshape(-1)
-    if ids.numel() != x.shape[0]:
-        raise ValueError(f"records has {ids.numel()} ids for {x.shape[0]} inputs; give one per row")
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor or numpy array, got {type(x).__name__}")
+    if x.dim() < 1:
+        raise ValueError("x must be (N, ...) with one row per private record")
+    if not isinstance(ledger, PrivacyLedger):
+        raise TypeError(f"ledger must be a PrivacyLedger, got {type(ledger).__name__}")
+    ids = np.asarray(records.numpy() if isinstance(records, torch.Tensor) else records)
+    rs = RecordSet.from_ids(ids)
+    if ids.size != x.shape[0]:
+        raise ValueError(f"records has {ids.size} ids for {x.shape[0]} inputs; give one per row")
+    if seed is not None:
+        if release_id is None:
+            release_id = f"seed-{seed}"
+        key = ReleaseKey.from_seed(seed, release_id)
+    elif key is None:
+        key = ReleaseKey()
     kwargs = dict(
         epsilon=epsilon,
         lower=lower,
@@ -91,9 +302,25 @@ def release(
         levels=levels,
         clamp=clamp,
     )
-    cal = ldp_noise_calibration(x, **kwargs)
+    plan = plan_ldp_noise(x, **kwargs)  # validates everything before the ledger is touched
+    registry.select("ldp_noise", backend, plan, plan.device.type)
+    cal = plan.calibration
     entry = ledger.charge(
-        ids.numpy(), cal.epsilon_total, cal.delta_total, mechanism=mechanism, note=note
+        rs,
+        cal.epsilon_total,
+        cal.delta_total,
+        mechanism=mechanism,
+        note=note,
+        release_id=release_id,
+        batch=batch,
+        key_fingerprint=key.fingerprint,
     )
-    noisy = ldp_noise(x, seed=seed, backend=backend, **kwargs)[:, 0]
-    return NoisedBatch(noisy, ids, cal, entry, _TOKEN)
+    ids64 = ids.reshape(-1).astype(np.int64)
+    context = "" if not key.is_secret else f"batch\0{entry.batch}"
+    keys = torch.from_numpy(key.stream_keys(ids64, context).view(np.int64))
+    noisy = ldp_noise(x, keys=keys, backend=backend, **kwargs)[:, 0]
+    out = NoisedBatch._mint(_MINT, noisy, torch.from_numpy(ids64.copy()), cal, entry)
+    # Bound to the ledger entry before it is returned: a retry that produced other
+    # data (changed inputs) raises here, and its rows never leave this function.
+    ledger.record_output(entry, out.digest)
+    return out
