@@ -4,6 +4,8 @@
 #   bash scripts/run.sh test [args]   the test suite (pytest args pass through)
 #   bash scripts/run.sh bench [args]  the benchmarks (pytest-benchmark, then the HNSW recall/QPS table)
 #   bash scripts/run.sh lint          ruff
+# The test job starts a throwaway PostgreSQL server on loopback for the ledger tests
+# (or uses $NOISEFORGE_TEST_POSTGRES_URL).
 # Set-up is idempotent: Debian packages (as root, or through sudo), a virtual
 # environment in .venv, torch==2.13.0, and noiseforge built from source.
 # NOISEFORGE_CUDA=AUTO|ON|OFF chooses whether the CUDA backend is compiled.
@@ -32,6 +34,8 @@ apt_install() {
   "$PY" -c "import ensurepip, venv" 2>/dev/null || missing+=(python3-venv)
   "$PY" -c "import os, sysconfig; assert os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h'))" 2>/dev/null || missing+=(python3-dev)
   command -v g++ >/dev/null || missing+=(g++)
+  # the ledger tests' PostgreSQL server (started on loopback by the test job)
+  ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || missing+=(postgresql)
   [ ${#missing[@]} -eq 0 ] && return 0
   local sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -51,7 +55,19 @@ setup() {
   # torch first and pinned: an unpinned torch would pull a multi-GB CUDA build.
   $VENV/bin/python -c "import torch" 2>/dev/null || { echo "== installing $TORCH_SPEC"; $pip install -q "$TORCH_SPEC"; }
   echo "== building and installing noiseforge (NOISEFORGE_CUDA=${NOISEFORGE_CUDA:-AUTO})"
-  $pip install -q "$TRITON_SPEC" ".[test,dev,plot,ldp-data,hf]"
+  $pip install -q "$TRITON_SPEC" ".[test,dev,plot,ldp-data,hf,postgres]"
+}
+
+# The ledger tests run against a real PostgreSQL server: use $NOISEFORGE_TEST_POSTGRES_URL
+# if set, else start a throwaway one on 127.0.0.1 for this run (stopped on exit).
+start_test_postgres() {
+  [ -n "${NOISEFORGE_TEST_POSTGRES_URL:-}" ] && return 0
+  ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || { echo "== no PostgreSQL binaries: its ledger tests skip"; return 0; }
+  PG_DIR="$(mktemp -d /tmp/noiseforge-pg.XXXXXX)"
+  NOISEFORGE_TEST_POSTGRES_URL="$(bash scripts/postgres.sh start "$PG_DIR")"
+  export NOISEFORGE_TEST_POSTGRES_URL
+  trap 'bash scripts/postgres.sh stop "$PG_DIR" || true; rm -rf "$PG_DIR"' EXIT
+  echo "== PostgreSQL for the ledger tests at $NOISEFORGE_TEST_POSTGRES_URL"
 }
 
 case "$job" in
@@ -61,10 +77,12 @@ case "$job" in
     ;;
   test)
     setup
-    exec "$VENV/bin/python" -m pytest tests -q "$@"
+    start_test_postgres
+    "$VENV/bin/python" -m pytest tests -q "$@"
     ;;
   bench)
     setup
+    start_test_postgres
     "$VENV/bin/python" -m pip install -q ".[bench]"
     "$VENV/bin/python" -m pytest benchmarks --benchmark-enable --benchmark-json=bench.json -q "$@"
     "$VENV/bin/python" benchmarks/report.py bench.json
