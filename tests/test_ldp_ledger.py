@@ -146,6 +146,23 @@ def test_a_million_contiguous_records_are_one_entry_and_one_span(ledger_location
     assert eps.tolist() == [2.0, 2.0, 2.0, 0.0]
 
 
+def test_scattered_charges_take_the_bulk_paths_and_stay_exact(ledger_location):
+    # thousands of ranges per charge: one window scan, bulk writes (binary COPY on PostgreSQL)
+    ledger = ledger_location.open(epsilon_budget=100.0)
+    rng = np.random.default_rng(3)
+    model = np.zeros(20_000)
+    for i in range(4):
+        ids = np.unique(rng.integers(0, 20_000, 6000))
+        ledger.charge(ids, 0.5 * (i + 1))
+        model[ids] += 0.5 * (i + 1)
+    ledger.charge(np.arange(20_000), 1.0)
+    model += 1.0
+    eps, delta = ledger.spent_many(np.arange(20_000))
+    assert (eps == model).all() and (delta == 0).all()
+    runs = 1 + int((model[1:] != model[:-1]).sum())
+    assert ledger.verify().spans == runs > 2048, "canonical spans: one per run of equal totals"
+
+
 def test_retries_are_charged_once_and_conflicts_are_refused(ledger_location):
     ledger = ledger_location.open(epsilon_budget=3.0)
     first = ledger.charge([5, 6], 2.0, release_id="job-1", batch="3")

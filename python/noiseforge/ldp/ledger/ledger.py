@@ -242,7 +242,7 @@ class PrivacyLedger:
         ids = np.asarray(records).reshape(-1)
         rs = RecordSet.from_ids(np.unique(ids) if ids.size else ids)
         with self._store.transaction(write=False) as tx:
-            rows = tx.spans_touching(rs.ranges.tolist()) if len(rs) else []
+            rows = tx.spans_touching(rs.ranges) if len(rs) else []
         spans = self._rows.spans(rows)
         eps = np.zeros(ids.size)
         delta = np.zeros(ids.size)
@@ -404,7 +404,7 @@ class PrivacyLedger:
                     "noiseforge.ldp.ReleaseKey) or start a new release id"
                 )
             if len(rs):
-                spans = self._rows.spans(tx.spans_touching(rs.ranges.tolist()))
+                spans = self._rows.spans(tx.spans_touching(rs.ranges))
                 new, over = spending.apply_charge(
                     spans, rs.ranges, epsilon, delta, self.epsilon_budget, self.delta_budget
                 )
@@ -417,7 +417,7 @@ class PrivacyLedger:
                         "charged. Reuse the released (noised) data instead: post-processing "
                         "is free"
                     )
-                tx.replace_spans(spans.lo.tolist(), new.rows())
+                tx.replace_spans(spans, new)
             when = time.time()
             seq = tx.insert_entry(
                 (
@@ -491,7 +491,7 @@ class PrivacyLedger:
             tx.add_release(release_id, "", time.time())
             for e in entries:
                 if len(e.records):
-                    spans = self._rows.spans(tx.spans_touching(e.records.ranges.tolist()))
+                    spans = self._rows.spans(tx.spans_touching(e.records.ranges))
                     new, over = spending.apply_charge(
                         spans,
                         e.records.ranges,
@@ -507,7 +507,7 @@ class PrivacyLedger:
                             "nothing was imported. Open the journal with a budget at least "
                             "as large as it was written with"
                         )
-                    tx.replace_spans(spans.lo.tolist(), new.rows())
+                    tx.replace_spans(spans, new)
                 request = request_digest(e.records, e.epsilon, e.delta, e.mechanism)
                 tx.insert_entry(
                     (

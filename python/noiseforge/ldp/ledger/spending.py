@@ -114,7 +114,8 @@ def apply_charge(
     overdraft is returned (the caller refuses the whole charge).
     """
     a, b = ranges[:, 0], ranges[:, 1]
-    cuts = np.unique(np.concatenate((spans.lo, spans.hi + 1, a, b + 1)))
+    cuts = np.sort(np.concatenate((spans.lo, spans.hi + 1, a, b + 1)))
+    cuts = cuts[np.concatenate(([True], cuts[1:] != cuts[:-1]))]  # sort-unique (faster here)
     starts, ends = cuts[:-1], cuts[1:] - 1
     # which stored span and which charged range covers each elementary segment
     si = np.searchsorted(spans.lo, starts, side="right") - 1

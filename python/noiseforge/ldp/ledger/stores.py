@@ -35,6 +35,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import numpy as np
+
 SCHEMA_VERSION = "1"
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -163,35 +165,61 @@ class Transaction:
     def all_spans(self) -> list[tuple]:
         return self.rows(f"SELECT {self.SPAN_COLUMNS} FROM {{spans}} ORDER BY lo")
 
-    def spans_touching(self, ranges: Sequence[tuple[int, int]]) -> list[tuple]:
+    def spans_touching(self, ranges: np.ndarray) -> list[tuple]:
         """Every span overlapping or adjacent to a range ``[a, b]`` (i.e. meeting
-        ``[a - 1, b + 1]``), sorted by ``lo``, each once."""
+        ``[a - 1, b + 1]``), sorted by ``lo``, each once.
+
+        A few ranges are looked up one by one (two index probes each); many ranges
+        take the spans of their whole window ``[first a - 1, last b + 1]`` in one
+        index scan, which may include spans between the ranges that are then left as
+        they are (see :meth:`replace_spans`).
+        """
         found: dict[int, tuple] = {}
-        if len(ranges) <= 16:
-            for a, b in ranges:
-                for row in self.rows(
-                    f"SELECT {self.SPAN_COLUMNS} FROM {{spans}} WHERE lo BETWEEN ? AND ?",
-                    (a - 1, b + 1),
-                ):
-                    found[row[0]] = row
-                before = self.span_at(a - 1)
-                if before is not None:
-                    found[before[0]] = before
-        else:
-            for row in self.store.spans_touching_many(self, ranges):
+        ranges = np.asarray(ranges, dtype=np.int64).reshape(-1, 2)
+        if len(ranges) > 16:
+            ranges = np.array([[ranges[0, 0], ranges[-1, 1]]])  # the window [first a, last b]
+        for a, b in ranges.tolist():
+            for row in self.rows(
+                f"SELECT {self.SPAN_COLUMNS} FROM {{spans}} WHERE lo BETWEEN ? AND ? ORDER BY lo",
+                (a - 1, b + 1),
+            ):
                 found[row[0]] = row
+            before = self.span_at(a - 1)
+            if before is not None:
+                found[before[0]] = before
         return [found[k] for k in sorted(found)]
 
-    def replace_spans(self, old_los: Sequence[int], new_rows: Sequence[tuple]) -> None:
-        if old_los:
-            self.cur.executemany(
-                self._q("DELETE FROM {spans} WHERE lo = ?"), [(int(v),) for v in old_los]
+    def replace_spans(self, old: Any, new: Any) -> None:
+        """Replace the spans ``old`` (as read) by ``new``: rows that did not change
+        are not touched, changed ones are upserted, vanished ones deleted."""
+        # both are sorted by lo: match rows by lo, then compare the rest
+        at = np.searchsorted(old.lo, new.lo)
+        at_ok = np.minimum(at, max(len(old) - 1, 0))
+        same = (
+            (
+                (at < len(old))
+                & (old.lo[at_ok] == new.lo)
+                & (old.hi[at_ok] == new.hi)
+                & (old.epsilon[at_ok] == new.epsilon)
+                & (old.delta[at_ok] == new.delta)
             )
-        if new_rows:
-            self.cur.executemany(
-                self._q("INSERT INTO {spans} (lo, hi, epsilon, delta) VALUES (?, ?, ?, ?)"),
-                list(new_rows),
-            )
+            if len(old)
+            else np.zeros(len(new), bool)
+        )
+        keep = ~same
+        changed = np.rec.fromarrays(
+            [new.lo[keep], new.hi[keep], new.epsilon[keep], new.delta[keep]], names="lo,hi,e,d"
+        )
+        gone = old.lo[~np.isin(old.lo, new.lo, assume_unique=True)]
+        self.store.write_spans(self, gone, changed)
+
+
+def _upsert_sql() -> str:
+    return (
+        "INSERT INTO {spans} (lo, hi, epsilon, delta) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (lo) DO UPDATE SET hi = excluded.hi, epsilon = excluded.epsilon, "
+        "delta = excluded.delta"
+    )
 
 
 class SQLStore:
@@ -231,8 +259,14 @@ class SQLStore:
     def insert_returning_seq(self, tx: Transaction, sql: str, values: Sequence[Any]) -> int:
         raise NotImplementedError
 
-    def spans_touching_many(self, tx: Transaction, ranges: Sequence[tuple[int, int]]) -> list:
-        raise NotImplementedError
+    def write_spans(self, tx: Transaction, gone: np.ndarray, rows: np.recarray) -> None:
+        """Delete the spans starting at ``gone`` and upsert ``rows`` (lo, hi, e, d)."""
+        if len(gone):
+            tx.cur.executemany(
+                self.sql("DELETE FROM {spans} WHERE lo = ?"), [(v,) for v in gone.tolist()]
+            )
+        if len(rows):
+            tx.cur.executemany(self.sql(_upsert_sql()), rows.tolist())
 
     # shared -----------------------------------------------------------------
     def sql(self, text: str) -> str:
@@ -387,17 +421,6 @@ class SQLiteStore(SQLStore):
         tx.execute(sql, values)
         return int(tx.cur.lastrowid)
 
-    def spans_touching_many(self, tx: Transaction, ranges: Sequence[tuple[int, int]]) -> list:
-        tx.execute("CREATE TEMP TABLE IF NOT EXISTS nf_q (a INTEGER NOT NULL, b INTEGER NOT NULL)")
-        tx.execute("DELETE FROM nf_q")
-        tx.cur.executemany("INSERT INTO nf_q VALUES (?, ?)", [(a - 1, b + 1) for a, b in ranges])
-        return tx.rows(
-            "SELECT s.lo, s.hi, s.epsilon, s.delta FROM nf_q q JOIN {spans} s "
-            "ON s.lo BETWEEN q.a AND q.b "
-            "UNION SELECT s.lo, s.hi, s.epsilon, s.delta FROM nf_q q JOIN {spans} s "
-            "ON s.lo = (SELECT max(lo) FROM {spans} WHERE lo < q.a) WHERE s.hi >= q.a"
-        )
-
     def _translate_error(self, exc: Exception) -> Exception | None:
         if not isinstance(exc, sqlite3.Error):
             return None
@@ -417,6 +440,22 @@ class SQLiteStore(SQLStore):
 
 
 # --------------------------------------------------------------------------- PostgreSQL
+
+
+def _pg_binary_rows(columns: list[np.ndarray]) -> bytes:
+    """PostgreSQL's binary COPY format for rows of 8-byte big-endian fields."""
+    n, k = len(columns[0]), len(columns)
+    fields = [("count", ">i2")]
+    for i in range(k):
+        fields += [(f"len{i}", ">i4"), (f"v{i}", columns[i].dtype.str)]
+    rows = np.empty(n, dtype=np.dtype(fields))
+    rows["count"] = k
+    for i, c in enumerate(columns):
+        rows[f"len{i}"] = 8
+        rows[f"v{i}"] = c
+    header = b"PGCOPY\n\xff\r\n\x00" + b"\x00" * 8
+    return header + rows.tobytes() + b"\xff\xff"
+
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -530,17 +569,30 @@ class PostgresStore(SQLStore):
     def insert_returning_seq(self, tx: Transaction, sql: str, values: Sequence[Any]) -> int:
         return int(tx.execute(sql + " RETURNING seq", values).fetchone()[0])
 
-    def spans_touching_many(self, tx: Transaction, ranges: Sequence[tuple[int, int]]) -> list:
-        a = [int(r[0]) - 1 for r in ranges]
-        b = [int(r[1]) + 1 for r in ranges]
-        return tx.rows(
-            "WITH q(a, b) AS (SELECT * FROM unnest(?::bigint[], ?::bigint[])) "
-            "SELECT s.lo, s.hi, s.epsilon, s.delta FROM q JOIN {spans} s "
-            "ON s.lo BETWEEN q.a AND q.b "
-            "UNION SELECT s.lo, s.hi, s.epsilon, s.delta FROM q JOIN {spans} s "
-            "ON s.lo = (SELECT max(lo) FROM {spans} WHERE lo < q.a) WHERE s.hi >= q.a",
-            (a, b),
+    def write_spans(self, tx: Transaction, gone: np.ndarray, rows: np.recarray) -> None:
+        if len(gone) + len(rows) < 2048:
+            return super().write_spans(tx, gone, rows)
+        # Bulk: binary COPY into session temp tables, then two set-based statements
+        # (executemany costs a round trip's worth of work per row).
+        tx.execute("CREATE TEMP TABLE IF NOT EXISTS nf_gone (lo BIGINT) ON COMMIT DELETE ROWS")
+        tx.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS nf_new (lo BIGINT, hi BIGINT, "
+            "epsilon DOUBLE PRECISION, delta DOUBLE PRECISION) ON COMMIT DELETE ROWS"
         )
+        if len(gone):
+            with tx.cur.copy("COPY nf_gone FROM STDIN (FORMAT binary)") as copy:
+                copy.write(_pg_binary_rows([gone.astype(">i8")]))
+            tx.execute("DELETE FROM {spans} s USING nf_gone g WHERE s.lo = g.lo")
+        if len(rows):
+            cols = [
+                rows.lo.astype(">i8"),
+                rows.hi.astype(">i8"),
+                rows.e.astype(">f8"),
+                rows.d.astype(">f8"),
+            ]
+            with tx.cur.copy("COPY nf_new FROM STDIN (FORMAT binary)") as copy:
+                copy.write(_pg_binary_rows(cols))
+            tx.execute(_upsert_sql().replace("VALUES (?, ?, ?, ?)", "SELECT * FROM nf_new"))
 
     def _translate_error(self, exc: Exception) -> Exception | None:
         import psycopg
