@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import secrets
 from concurrent.futures import ThreadPoolExecutor
 
@@ -34,6 +35,7 @@ import torch
 CHUNK_BYTES = 1 << 18
 _KEY = secrets.token_bytes(32)  # this process's; never stored, never sent
 _PARALLEL_BYTES = 8 << 20  # below this, hashing on one thread is faster than a pool
+_WORKERS = max(1, min(8, os.cpu_count() or 1))
 _pool: ThreadPoolExecutor | None = None
 
 
@@ -44,7 +46,7 @@ class ReleaseIntegrityError(ValueError):
 def _threads() -> ThreadPoolExecutor:
     global _pool
     if _pool is None:
-        _pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="noiseforge-seal")
+        _pool = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="noiseforge-seal")
     return _pool
 
 
@@ -71,9 +73,14 @@ def _chunk_hashes(data: torch.Tensor, records: torch.Tensor, rows: int) -> list[
         h.update(ids[s * 8 : e * 8])
         return h.digest()
 
-    if raw.nbytes >= _PARALLEL_BYTES and len(spans) > 1:  # hashlib releases the GIL
-        return list(_threads().map(one, spans))
-    return [one(s) for s in spans]
+    if raw.nbytes < _PARALLEL_BYTES or len(spans) < 2:
+        return [one(s) for s in spans]
+    # hashlib releases the GIL: one task per worker, each a contiguous run of chunks
+    # (a task per chunk spent as long in the pool as in SHA-256)
+    workers = _WORKERS
+    step = -(-len(spans) // workers)
+    runs = [spans[i : i + step] for i in range(0, len(spans), step)]
+    return [h for run in _threads().map(lambda r: [one(s) for s in r], runs) for h in run]
 
 
 class Seal:
