@@ -352,3 +352,23 @@ def test_a_seeded_release_by_several_workers_equals_the_one_process_release(tmp_
     ledger = PrivacyLedger(path=shared)
     eps, _ = ledger.spent_many(np.arange(300))
     assert (eps == 24.0).all() and len(ledger.releases) == 3
+
+
+def test_large_batches_are_sealed_in_parallel_and_checked_by_chunk(monkeypatch):
+    from noiseforge.ldp import seal as seal_module
+
+    x = torch.rand(6000, 784)  # 18.8 MB: hashed by several workers
+    assert x.numel() * 4 > seal_module._PARALLEL_BYTES
+    batch = release(x, np.arange(6000), PrivacyLedger(1e9), epsilon=7.0, lower=0.0, upper=1.0)
+    rows = batch._seal.chunk_rows
+    assert 6000 // rows > 8, "many chunks"
+    monkeypatch.setattr(seal_module, "_PARALLEL_BYTES", 1 << 62)  # the same data, one thread
+    serial = seal_module.seal(batch.data.clone(), batch.records, "x")
+    assert serial._hashes == batch._seal._hashes, "the workers' chunk hashes are in order"
+    batch.data[4321, 7] += 0.5
+    first = (4321 // rows) * rows
+    with pytest.raises(ReleaseIntegrityError, match=rf"rows {first}\.\."):
+        batch._rows(4000, 4500)._verified()
+    batch._rows(0, first)._verified()  # the chunks before it are intact
+    with pytest.raises(ReleaseIntegrityError):
+        query_cloud(InProcessCloud(torch.nn.Linear(784, 3)), batch, progress=False, retries=0)
