@@ -265,37 +265,25 @@ def test_a_retried_release_returns_the_same_rows_and_charges_once(tmp_path):
     assert not torch.equal(b2.data[0], first.data[0]) and ledger.spent(0) == (6.0, 0.0)
 
 
+def _unlimited_release(x, records, **kw):
+    """A release on [0, 1] into a fresh ledger without a practical limit."""
+    kw.setdefault("epsilon", 1.0)
+    return release(x, records, PrivacyLedger(1e9), lower=0.0, upper=1.0, **kw)
+
+
 def test_every_record_draws_its_own_stream():
     # 4000 equal inputs: every record's noise vector differs from every other's
     x = torch.full((4000, 8), 0.5)
     for seed in (None, 3):
-        batch = release(
-            x,
-            np.arange(4000),
-            PrivacyLedger(1e9),
-            epsilon=1.0,
-            lower=0,
-            upper=1,
-            seed=seed,
-            clamp=False,
-        )
+        batch = _unlimited_release(x, np.arange(4000), seed=seed, clamp=False)
         assert len(torch.unique(batch.data, dim=0)) == 4000
     # a record's noise does not depend on its position in the batch
     perm = np.random.default_rng(0).permutation(4000)
-    a = release(x, np.arange(4000), PrivacyLedger(1e9), epsilon=1.0, lower=0, upper=1, seed=5)
-    b = release(x, perm, PrivacyLedger(1e9), epsilon=1.0, lower=0, upper=1, seed=5)
+    a = _unlimited_release(x, np.arange(4000), seed=5)
+    b = _unlimited_release(x, perm, seed=5)
     assert torch.equal(b.data, a.data[perm])
     # and distinct release ids give unrelated noise for the same seed
-    c = release(
-        x,
-        np.arange(4000),
-        PrivacyLedger(1e9),
-        epsilon=1.0,
-        lower=0,
-        upper=1,
-        seed=5,
-        release_id="another",
-    )
+    c = _unlimited_release(x, np.arange(4000), seed=5, release_id="another")
     assert (c.data != a.data).float().mean() > 0.5
 
 
@@ -303,16 +291,7 @@ def test_a_seeded_release_by_several_workers_equals_the_one_process_release(tmp_
     rng = np.random.default_rng(11)
     x = rng.random((300, 12)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
-    whole = release(
-        x,
-        np.arange(300),
-        PrivacyLedger(1e9),
-        epsilon=2.0,
-        lower=0.0,
-        upper=1.0,
-        seed=42,
-        release_id="train",
-    )
+    whole = _unlimited_release(x, np.arange(300), epsilon=2.0, seed=42, release_id="train")
     shared = tmp_path / "shared.sqlite"
     PrivacyLedger(1e9, path=shared).close()
     # three worker processes, uneven batches of scrambled records, all at once
@@ -359,7 +338,7 @@ def test_large_batches_are_sealed_in_parallel_and_checked_by_chunk(monkeypatch):
 
     x = torch.rand(6000, 784)  # 18.8 MB: hashed by several workers
     assert x.numel() * 4 > seal_module._PARALLEL_BYTES
-    batch = release(x, np.arange(6000), PrivacyLedger(1e9), epsilon=7.0, lower=0.0, upper=1.0)
+    batch = _unlimited_release(x, np.arange(6000), epsilon=7.0)
     rows = batch._seal.chunk_rows
     assert 6000 // rows > 8, "many chunks"
     monkeypatch.setattr(seal_module, "_PARALLEL_BYTES", 1 << 62)  # the same data, one thread
