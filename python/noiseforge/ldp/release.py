@@ -29,9 +29,9 @@ import torch
 from noiseforge.ldp.ledger import PrivacyLedger, Release
 from noiseforge.ldp.ledger.records import RecordSet
 from noiseforge.ldp.seal import ReleaseIntegrityError, Seal, seal
-from noiseforge.ops import ldp_noise, registry
+from noiseforge.ops import registry
 from noiseforge.ops.calibration import NoiseCalibration
-from noiseforge.ops.ldp_noise import plan_ldp_noise
+from noiseforge.ops.ldp_noise import plan_ldp_noise, run_plan
 from noiseforge.random import ReleaseKey
 
 _MINT = object()  # held by this module: the capability to create a NoisedBatch
@@ -318,7 +318,7 @@ def release(
     ids64 = ids.reshape(-1).astype(np.int64)
     context = "" if not key.is_secret else f"batch\0{entry.batch}"
     keys = torch.from_numpy(key.stream_keys(ids64, context).view(np.int64))
-    noisy = ldp_noise(x, keys=keys, backend=backend, **kwargs)[:, 0]
+    noisy = run_plan(plan, keys=keys, backend=backend)[:, 0]
     out = NoisedBatch._mint(_MINT, noisy, torch.from_numpy(ids64.copy()), cal, entry)
     # Bound to the ledger entry before it is returned: a retry that produced other
     # data (changed inputs) raises here, and its rows never leave this function.

@@ -622,6 +622,27 @@ def ldp_noise(
         levels=levels,
         clamp=clamp,
     )
+    if keys is not None and (seed is not None or generator is not None):
+        raise ValueError("give keys= (one stream per input) or seed=/generator=, not both")
+    out = run_plan(
+        p, backend=backend, out=out, keys=keys, seed=seed, generator=generator, offset=offset
+    )
+    return out.numpy() if as_numpy else out
+
+
+def run_plan(
+    p: _Plan,
+    *,
+    backend: str | None = None,
+    out: torch.Tensor | None = None,
+    keys: torch.Tensor | np.ndarray | None = None,
+    seed: int | None = None,
+    generator: PhiloxGenerator | None = None,
+    offset: int | None = None,
+) -> torch.Tensor:
+    """Draw the noise of an already validated call (:func:`plan_ldp_noise`): what
+    :func:`ldp_noise` does after validation, for callers that planned themselves
+    (``noiseforge.ldp.release`` plans once, before it charges the ledger)."""
     shape = (p.n, p.copies, *p.feature_shape)
     if out is None:
         out = torch.empty(shape, dtype=p.out_dtype, device=p.device)
@@ -629,15 +650,13 @@ def ldp_noise(
         _check_out(out, shape, p)
     rec = registry.select(OP, backend, p, p.device.type)
     if keys is not None:
-        if seed is not None or generator is not None:
-            raise ValueError("give keys= (one stream per input) or seed=/generator=, not both")
         p.keys = _check_keys(keys, p.n, p.device)
         key, start = 0, _check_offset(0 if offset is None else offset, p.copies * p.d)
     else:
         key, start = _draw_counters(p.numel, seed, generator, offset)
     if p.numel:
         rec.run(p, out.view(p.n, p.copies, p.d), key, start)
-    return out.numpy() if as_numpy else out
+    return out
 
 
 def _draw_counters(
