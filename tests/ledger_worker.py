@@ -103,6 +103,16 @@ def release_rows(
     return {"rows": len(rows), "replayed": batch.release.replayed}
 
 
+def charge_pickled(args: tuple) -> bool:
+    """For multiprocessing pools: charge through a ledger that arrived pickled."""
+    ledger, records, epsilon = args
+    try:
+        ledger.charge(records, epsilon)
+    except BudgetExceededError:
+        return False
+    return True
+
+
 def main(argv: list[str]) -> int:
     mode, path, name, *rest = argv
     ledger = _open(path, name)

@@ -71,6 +71,20 @@ def test_eight_racing_processes_never_exceed_a_record_budget(ledger_location, tm
     assert audit.entries == len(seqs) and audit.max_epsilon <= budget
 
 
+def test_a_pickled_ledger_charges_one_budget_from_a_process_pool(ledger_location):
+    import multiprocessing
+
+    from tests.ledger_worker import charge_pickled
+
+    ledger = ledger_location.open(epsilon_budget=3.0)
+    jobs = [(ledger, [7, 8], 1.0)] * 5 + [(ledger, [9], 1.0)]
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        accepted = pool.map(charge_pickled, jobs)
+    assert sum(accepted[:5]) == 3 and accepted[5], "three charges fit records 7 and 8"
+    assert ledger.spent(7) == (3.0, 0.0) and ledger.spent(9) == (1.0, 0.0)
+    assert ledger.verify().entries == 4
+
+
 def test_threads_and_separate_handles_share_one_budget(ledger_location):
     first = ledger_location.open(epsilon_budget=4.0)
     second = ledger_location.open()  # another object on the same store
