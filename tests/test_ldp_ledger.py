@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import pickle
 import sqlite3
 
@@ -310,9 +311,20 @@ def test_a_journal_of_an_earlier_version_is_imported_once(tmp_path):
     assert again.spent(8) == (4.0, 0.0) and len(again.releases) == 2
     with pytest.raises(BudgetExceededError):
         again.charge([8], 2.0)
-    path.write_text(path.read_text() + json.dumps(GOOD) + "\n")
-    with pytest.raises(JournalError, match="changed after it was imported"):
+    # lines appended since: only they are imported
+    path.write_text(path.read_text() + json.dumps({**GOOD, "records": [9]}) + "\n")
+    with pytest.warns(UserWarning, match="imported 1 entries"):
+        grown = PrivacyLedger(epsilon_budget=5.0, path=path)
+    assert grown.spent(9) == (2.0, 0.0) and grown.spent(8) == (4.0, 0.0)
+    # the same content under another name: nothing new
+    copy = tmp_path / "copy.jsonl"
+    copy.write_bytes(path.read_bytes())
+    assert grown.import_journal(copy) == 0 and len(grown.releases) == 3
+    # rewritten rather than appended to: refused, nothing imported
+    path.write_text(json.dumps({**GOOD, "records": [1]}) + "\n")
+    with pytest.raises(JournalError, match="rewritten, not appended"):
         PrivacyLedger(epsilon_budget=5.0, path=path)
+    assert grown.spent(1) == (0.0, 0.0)
     over = tmp_path / "over.jsonl"
     _journal(over, [GOOD, GOOD, GOOD])
     with pytest.raises(BudgetExceededError, match=r"over\.jsonl:3: record 7"):
@@ -359,7 +371,7 @@ def test_the_ledger_command_shows_verifies_and_imports(tmp_path, capsys):
     assert main(["ldp", "ledger", "show", str(path)]) == 0
     out = capsys.readouterr().out
     assert "entries           1" in out and "records charged   100 (in 1 spans)" in out
-    assert "release train" in out and "(day 1)" in out
+    assert "release train" in out and "(day 1)" in out and f"pid {os.getpid()}" in out
     assert main(["ldp", "ledger", "spent", str(path), "5", "500"]) == 0
     out = capsys.readouterr().out
     assert "record 5: epsilon 2" in out and "record 500: epsilon 0" in out
@@ -376,3 +388,113 @@ def test_the_ledger_command_shows_verifies_and_imports(tmp_path, capsys):
     assert "disagree" in capsys.readouterr().err
     assert main(["ldp", "ledger", "show", str(tmp_path / "none.sqlite")]) == 2
     assert "no ledger at" in capsys.readouterr().err
+
+
+def test_remaining_is_always_chargeable():
+    rng = np.random.default_rng(8)
+    for _ in range(200):
+        budget = float(rng.choice([5488.0, 1.0, 10.0, rng.uniform(0.1, 1e4)]))
+        ledger = PrivacyLedger(budget)
+        ledger.charge([0], float(rng.uniform(0, budget)))
+        rest, _ = ledger.remaining(0)
+        ledger.charge([0], rest)  # exactly what is left is accepted
+        with pytest.raises(BudgetExceededError):
+            ledger.charge([0], math.ulp(budget))
+
+
+def test_odd_arguments_get_clear_errors(tmp_path):
+    ledger = PrivacyLedger(5.0, path=tmp_path / "l.sqlite")
+    with pytest.raises(ValueError, match="libpq connection string"):
+        PrivacyLedger(5.0, path="host=db dbname=privacy password=secret")
+    assert not list(tmp_path.glob("host=*")), "no file named after a connection string"
+    for bad in (math.inf, 0, -1, True):
+        with pytest.raises(ValueError, match="timeout"):
+            PrivacyLedger(5.0, timeout=bad)
+    for r in (2**64, -5):
+        with pytest.raises(ValueError, match="record ids lie in"):
+            ledger.spent(r)
+    with pytest.raises(ValueError, match="NUL"):
+        ledger.charge([1], 1.0, note="a\x00b")
+    with pytest.raises(ValueError, match="surrogate"):
+        ledger.charge([1], 1.0, note="\ud800")
+    assert ledger.spent(1) == (0.0, 0.0)
+
+
+def test_a_corrupted_span_bound_is_refused_on_every_read(tmp_path):
+    path = tmp_path / "l.sqlite"
+    PrivacyLedger(10.0, path=path).charge([1, 2], 1.0)
+    _sqlite_rows(path, "UPDATE nf_spans SET hi = 'x'")
+    ledger = PrivacyLedger(path=path)
+    for call in (
+        lambda: ledger.spent(1),
+        lambda: ledger.spent_many([1]),
+        lambda: ledger.charge([2], 1.0),
+    ):
+        with pytest.raises(LedgerCorruptError, match="nf_spans"):
+            call()
+
+
+def test_another_programs_sqlite_file_is_left_as_it_was(tmp_path):
+    other = tmp_path / "app.db"
+    conn = sqlite3.connect(other)
+    conn.execute("CREATE TABLE t (x)")
+    conn.commit()
+    mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+    conn.close()
+    with pytest.raises(ValueError, match="other tables"):
+        PrivacyLedger(1.0, path=other)
+    assert sqlite3.connect(other).execute("PRAGMA journal_mode").fetchone()[0] == mode
+    (tmp_path / "junk.sqlite").write_bytes(b"SQLite format 3\x00" + b"\x13" * 4000)
+    with pytest.raises(LedgerCorruptError, match="not a readable SQLite database"):
+        PrivacyLedger(path=tmp_path / "junk.sqlite")
+
+
+def test_a_busy_postgres_ledger_recovers_when_the_lock_is_free(postgres_location):
+    import psycopg
+
+    ledger = postgres_location.open(epsilon_budget=10.0, timeout=0.5)
+    ledger.charge([1], 1.0)
+    holder = psycopg.connect(postgres_location.path)
+    holder.execute(
+        f"SELECT value FROM \"{postgres_location.name}\".nf_meta WHERE key = 'lock' FOR UPDATE"
+    )
+    from noiseforge.ldp.ledger import LedgerBusyError
+
+    with pytest.raises(LedgerBusyError, match="held the ledger's lock"):
+        ledger.charge([1], 1.0)
+    holder.rollback()
+    holder.close()
+    assert ledger.spent(1) == (1.0, 0.0), "the handle still works after a busy error"
+    ledger.charge([1], 1.0)
+    assert ledger.spent(1) == (2.0, 0.0)
+
+
+def test_a_role_without_create_on_the_database_can_open_an_existing_ledger(postgres_location):
+    import uuid
+
+    import psycopg
+
+    postgres_location.open(epsilon_budget=10.0).charge([3], 1.0)
+    role = f"r_{uuid.uuid4().hex[:8]}"
+    schema = postgres_location.name
+    with psycopg.connect(postgres_location.path, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN")
+        admin.execute(f'GRANT USAGE ON SCHEMA "{schema}" TO {role}')
+        admin.execute(
+            f'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA "{schema}" TO {role}'
+        )
+        admin.execute(f'GRANT USAGE ON ALL SEQUENCES IN SCHEMA "{schema}" TO {role}')
+        dbname = admin.info.dbname
+        admin.execute(f"REVOKE CREATE ON DATABASE {dbname} FROM PUBLIC")
+    try:
+        url = postgres_location.path.replace("postgres@", f"{role}@")
+        worker = PrivacyLedger(path=url, name=schema)
+        worker.charge([3], 1.0)
+        assert worker.spent(3) == (2.0, 0.0) and worker.verify().entries == 2
+        worker.close()
+    finally:
+        with psycopg.connect(postgres_location.path, autocommit=True) as admin:
+            admin.execute(f'REVOKE ALL ON ALL TABLES IN SCHEMA "{schema}" FROM {role}')
+            admin.execute(f'REVOKE ALL ON ALL SEQUENCES IN SCHEMA "{schema}" FROM {role}')
+            admin.execute(f'REVOKE ALL ON SCHEMA "{schema}" FROM {role}')
+            admin.execute(f"DROP ROLE {role}")

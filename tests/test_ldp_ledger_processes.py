@@ -9,6 +9,7 @@ import json
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -222,3 +223,29 @@ def test_a_ledger_that_cannot_be_reached_says_so(tmp_path):
 
     with pytest.raises(LedgerStoreError, match="cannot connect to the ledger database"):
         PrivacyLedger(1.0, path="postgresql://nobody@127.0.0.1:9/none", timeout=2)
+
+
+def test_threads_queueing_on_one_handle_each_wait_at_most_the_timeout(tmp_path):
+    from noiseforge.ldp import LedgerStoreError, PrivacyLedger
+
+    path = tmp_path / "l.sqlite"
+    ledger = PrivacyLedger(10.0, path=path, timeout=0.5)
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+    waited = []
+
+    def charge():
+        t0 = time.monotonic()
+        with pytest.raises(LedgerStoreError):
+            ledger.charge([1], 1.0)
+        waited.append(time.monotonic() - t0)
+
+    threads = [threading.Thread(target=charge) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    blocker.execute("ROLLBACK")
+    assert max(waited) < 1.6, waited  # about timeout (queue) + timeout (SQLite), not 4 x
+    ledger.charge([1], 1.0)
+    assert ledger.spent(1) == (1.0, 0.0)

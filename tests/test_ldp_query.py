@@ -19,13 +19,15 @@ import torch
 
 from noiseforge.ldp import (
     CloudAnswerError,
+    CloudModel,
     CloudQueryError,
     InProcessCloud,
     PrivacyLedger,
+    ReleaseIntegrityError,
     query_cloud,
     release,
 )
-from noiseforge.ldp.cloud import CloudModel, CloudTimeoutError, CloudUnavailableError
+from noiseforge.ldp.cloud import CloudTimeoutError, CloudUnavailableError
 from noiseforge.ldp.http import CloudServer, HTTPCloud
 from noiseforge.ldp.npy import decode_npy, encode_npy
 
@@ -37,7 +39,7 @@ def _batch(n=10, d=3, seed=1):
     )
 
 
-class FlakyCloud:
+class FlakyCloud(CloudModel):
     """An in-process cloud that fails on chosen calls (to test retries and resuming)."""
 
     def __init__(self, fail_calls=()):
@@ -47,12 +49,12 @@ class FlakyCloud:
         self.calls = 0
         self.rows_seen = 0
 
-    def predict(self, batch):
+    def _predict(self, data):
         self.calls += 1
         if self.calls in self.fail_calls:
             raise ConnectionError("connection reset by peer")
-        self.rows_seen += len(batch)
-        return self.inner.predict(batch)
+        self.rows_seen += len(data)
+        return self.inner._predict(data)
 
 
 def test_query_cloud_retries_checkpoints_and_resumes(tmp_path):
@@ -73,6 +75,52 @@ def test_query_cloud_retries_checkpoints_and_resumes(tmp_path):
     assert resumed.rows_seen == 2, "a resumed run asks only for the missing rows"
     with pytest.raises(TypeError, match="not raw data"):
         query_cloud(resumed, torch.rand(2, 3), progress=False)
+
+
+def test_only_cloud_models_are_queried_and_their_seal_checks_cannot_be_skipped():
+    batch = _batch(4)
+    sent = []
+
+    class DuckCloud:  # not a CloudModel: it would see the batch unchecked
+        def predict(self, b):
+            sent.append(b.data.clone())
+
+    with pytest.raises(TypeError, match=r"must be a noiseforge\.ldp\.CloudModel"):
+        query_cloud(DuckCloud(), batch, progress=False)
+    with pytest.raises(TypeError, match="CloudModel"):
+        query_cloud(torch.nn.Linear(3, 2), batch, progress=False)
+
+    class Careless(CloudModel):  # overrides predict itself, skipping the check
+        def predict(self, b):
+            sent.append(b.data.clone())
+            return torch.full((len(b), 2), 0.5)
+
+        def _predict(self, data):
+            sent.append(data.clone())
+            return torch.full((len(data), 2), 0.5)
+
+    batch.data.fill_(0.5)  # edited after release
+    with pytest.raises(ReleaseIntegrityError):
+        query_cloud(Careless(), batch, retries=0, progress=False)
+    assert sent == []
+
+
+def test_a_non_tensor_answer_is_an_answer_error():
+    class Lists(CloudModel):
+        def _predict(self, data):
+            return [[0.5, 0.5]] * len(data)
+
+    with pytest.raises(CloudAnswerError, match="answered a list"):
+        Lists().predict(_batch(3))
+    with pytest.raises(CloudAnswerError):
+        query_cloud(Lists(), _batch(3), retries=1, backoff=0, progress=False)
+
+
+def test_a_missing_checkpoint_folder_is_refused_before_anything_is_sent(tmp_path):
+    cloud = FlakyCloud()
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        query_cloud(cloud, _batch(), checkpoint=tmp_path / "no" / "a.pt", progress=False)
+    assert cloud.calls == 0
 
 
 def test_a_checkpoint_belongs_to_its_query_set(tmp_path):
@@ -320,3 +368,40 @@ def test_the_npy_reader_refuses_what_it_should():
     ):
         with pytest.raises(ValueError, match=message):
             decode_npy(bad)
+
+
+def test_the_timeout_bounds_a_slow_connect_too(monkeypatch):
+    import socket as socket_module
+
+    real = socket_module.getaddrinfo
+
+    def slow(*args, **kwargs):
+        time.sleep(1.2)  # a slow resolver, longer than the timeout
+        return real(*args, **kwargs)
+
+    with ScriptedServer(_trickle) as server:
+        monkeypatch.setattr(socket_module, "getaddrinfo", slow)
+        client = HTTPCloud(server.url, timeout=1.0)
+        t0 = time.monotonic()
+        with pytest.raises(CloudTimeoutError):
+            client.predict(_batch(3))
+        assert time.monotonic() - t0 < 2.0
+
+
+def test_an_invalid_port_is_refused_when_the_client_is_made():
+    with pytest.raises(ValueError, match="invalid port"):
+        HTTPCloud("http://127.0.0.1:99999")
+
+
+def test_an_http10_server_trickling_its_body_is_cut_off_on_time():
+    def trickle_http10(conn, stop):  # the answer ends the connection: http.client closes its
+        conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 100000\r\n\r\n")  # socket object early
+        while not stop.is_set():
+            conn.sendall(b"\x93")
+            time.sleep(0.2)
+
+    with ScriptedServer(trickle_http10) as server:
+        t0 = time.monotonic()
+        with pytest.raises(CloudTimeoutError):
+            HTTPCloud(server.url, timeout=1.0).predict(_batch(3))
+        assert time.monotonic() - t0 < 2.0

@@ -351,3 +351,30 @@ def test_large_batches_are_sealed_in_parallel_and_checked_by_chunk(monkeypatch):
     batch._rows(0, first)._verified()  # the chunks before it are intact
     with pytest.raises(ReleaseIntegrityError):
         query_cloud(InProcessCloud(torch.nn.Linear(784, 3)), batch, progress=False, retries=0)
+
+
+def test_a_release_key_serves_one_release():
+    ledger = PrivacyLedger(1e9)
+    x = torch.rand(50, 6)
+    key = ReleaseKey()
+    kw = dict(epsilon=1.0, lower=0.0, upper=1.0, key=key, clamp=False)
+    monday = release(x, np.arange(50), ledger, release_id="monday", **kw)
+    with pytest.raises(ReleaseConflictError, match="already belongs to release 'monday'"):
+        release(x + 0.1, np.arange(50), ledger, release_id="tuesday", **kw)
+    # streams depend on the release id too: the same key and batch name elsewhere differ
+    other = release(x, np.arange(50), PrivacyLedger(1e9), release_id="tuesday", **kw)
+    assert (other.data != monday.data).float().mean() > 0.9
+
+
+def test_a_forked_child_seals_large_batches_after_its_parent_did():
+    import multiprocessing
+
+    _unlimited_release(torch.rand(3000, 784), np.arange(3000))  # the parent's pool is started
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:
+        result = pool.apply_async(_release_in_child)
+        assert result.get(timeout=60) == 3000, "the child's seal did not hang"
+
+
+def _release_in_child():
+    return len(_unlimited_release(torch.rand(3000, 784), np.arange(3000)))

@@ -164,9 +164,10 @@ class ReleaseKey:
     bijection of the 64-bit integers (three rounds of xor with a subkey and the
     splitmix64 finalizer): under one key and context, two different records
     always get different streams, and a record's stream does not depend on the
-    batch or process that draws it. The subkeys are SHA-256 of the key and the
-    context, so different releases (and, for secret keys, different batches)
-    get unrelated streams.
+    position or process that draws it. The subkeys are SHA-256 of the key and
+    the context: different keys, or different contexts (``release()`` passes the
+    release and batch names for secret keys), give unrelated streams; the same
+    key and context give the same stream, so use a new key for every release.
 
     A ReleaseKey pickles, so that worker processes can draw the batches of one
     release: the pickle holds the key itself, so keep it as private as the data.

@@ -124,6 +124,10 @@ class HTTPCloud(CloudModel):
 
     def __init__(self, url: str, timeout: float = 60.0, max_response_bytes: int = 1 << 30) -> None:
         parts = urllib.parse.urlsplit(url)
+        try:
+            parts.port  # noqa: B018 -- parsing it raises ValueError for a bad port
+        except ValueError as exc:
+            raise ValueError(f"url {url!r} has an invalid port ({exc})") from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"url must be http(s)://host[:port][/prefix], got {url!r}")
         if not (isinstance(timeout, int | float) and timeout > 0):
@@ -168,18 +172,34 @@ class HTTPCloud(CloudModel):
         deadline = time.monotonic() + self.timeout
         cut = threading.Event()
 
+        # A duplicate of the connection's socket, once there is one: http.client closes
+        # its own socket object when the answer ends the connection (the response still
+        # reads through it), and shutting down the duplicate cuts that connection too.
+        opened: list[socket.socket] = []
+
         def cut_off() -> None:  # the deadline: end the exchange whatever it is waiting for
             cut.set()
-            sock = conn.sock
-            if sock is not None:
+            for sock in opened:
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
+
+        def remaining() -> float:
+            left = deadline - time.monotonic()
+            if cut.is_set() or left <= 0:
+                raise CloudTimeoutError(f"no complete answer within {self.timeout:g} s")
+            return left
 
         watchdog = threading.Timer(self.timeout, cut_off)
         watchdog.daemon = True
         watchdog.start()
         try:
+            # Connecting (name lookup included) cannot be cut by the watchdog before a
+            # socket exists: check the deadline once it does, then before every read.
+            conn.connect()
+            opened.append(conn.sock.dup())
+            conn.sock.settimeout(remaining())
             conn.request(method, p.path.rstrip("/") + path, body=body, headers=headers)
+            conn.sock.settimeout(remaining())
             resp = conn.getresponse()
             length = resp.getheader("Content-Length")
             if length is not None and (
@@ -191,6 +211,7 @@ class HTTPCloud(CloudModel):
                 )
             chunks, size = [], 0
             while True:
+                remaining()  # past the deadline: stop (a blocked read is cut by the watchdog)
                 piece = resp.read(1 << 16)
                 if not piece:
                     break
@@ -208,7 +229,7 @@ class HTTPCloud(CloudModel):
                     f"the answer was cut short ({len(data)} of {length} bytes)"
                 )
             return resp.status, data
-        except CloudUnavailableError:
+        except CloudUnavailableError:  # CloudTimeoutError included
             raise
         except (http.client.HTTPException, OSError, ValueError) as exc:
             if cut.is_set() or time.monotonic() >= deadline:
@@ -221,3 +242,5 @@ class HTTPCloud(CloudModel):
         finally:
             watchdog.cancel()
             conn.close()
+            for sock in opened:
+                sock.close()

@@ -16,69 +16,22 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
 from noiseforge._files import atomic_write
-from noiseforge.ldp.cloud import CloudModel, CloudRequestError
+from noiseforge.ldp.cloud import (
+    CloudAnswerError,
+    CloudModel,
+    CloudQueryError,
+    CloudRequestError,
+    check_answers,
+)
 from noiseforge.ldp.release import NoisedBatch
 
 CHECKPOINT_FORMAT = "noiseforge.cloud-answers/1"
-SUM_TOLERANCE = 1e-3  # |row sum - 1| allowed (float32 softmax outputs are within ~1e-6)
-
-
-class CloudQueryError(RuntimeError):
-    """The cloud kept failing; the answers finished so far are in the checkpoint."""
-
-
-class CloudAnswerError(CloudQueryError):
-    """An answer of the cloud is not a valid table of class probabilities."""
-
-
-def check_answers(answer: Any, rows: int, classes: int | None = None) -> torch.Tensor:
-    """``answer`` as a (rows, C) float32 CPU tensor, or CloudAnswerError saying what is wrong.
-
-    Valid: a 2-D floating tensor with ``rows`` rows and ``classes`` columns (if
-    given, else >= 1), every value finite and >= 0, every row summing to 1
-    within ``SUM_TOLERANCE``.
-    """
-    if not isinstance(answer, torch.Tensor):
-        raise CloudAnswerError(f"the cloud answered a {type(answer).__name__}, not a tensor")
-    if answer.dim() != 2 or answer.shape[0] != rows:
-        raise CloudAnswerError(
-            f"the cloud answered shape {tuple(answer.shape)} for {rows} rows (expected "
-            f"({rows}, classes))"
-        )
-    if classes is not None and answer.shape[1] != classes:
-        raise CloudAnswerError(
-            f"the cloud answered {answer.shape[1]} classes, earlier answers had {classes}"
-        )
-    if answer.shape[1] < 1:
-        raise CloudAnswerError("the cloud answered 0 classes")
-    if not answer.is_floating_point():
-        raise CloudAnswerError(f"the cloud answered dtype {answer.dtype}, not probabilities")
-    a = answer.detach().to("cpu", torch.float32).contiguous()
-    if rows == 0:
-        return a
-    finite = torch.isfinite(a)
-    if not bool(finite.all()):
-        r, c = (int(v) for v in torch.nonzero(~finite)[0])
-        raise CloudAnswerError(f"the cloud answered {float(a[r, c])} for row {r}, class {c}")
-    if bool((a < 0).any()):
-        r, c = (int(v) for v in torch.nonzero(a < 0)[0])
-        raise CloudAnswerError(
-            f"the cloud answered a negative probability {float(a[r, c])} (row {r}, class {c})"
-        )
-    sums = a.double().sum(1)
-    off = (sums - 1).abs() > SUM_TOLERANCE
-    if bool(off.any()):
-        r = int(torch.nonzero(off)[0])
-        raise CloudAnswerError(
-            f"the cloud's probabilities for row {r} sum to {float(sums[r]):.6g}, not 1"
-        )
-    return a
+__all__ = ["CloudAnswerError", "CloudQueryError", "check_answers", "query_cloud"]
 
 
 def _load_checkpoint(path: Path, digest: str, rows: int) -> torch.Tensor:
@@ -145,6 +98,11 @@ def query_cloud(
     """
     if not isinstance(batch, NoisedBatch):
         raise TypeError("query_cloud sends a NoisedBatch (released data), not raw data")
+    if not isinstance(cloud, CloudModel):
+        raise TypeError(
+            f"cloud must be a noiseforge.ldp.CloudModel, got {type(cloud).__name__}: subclass "
+            "CloudModel and implement _predict(data), which receives the checked released rows"
+        )
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
@@ -153,6 +111,10 @@ def query_cloud(
         raise ValueError(f"backoff must be a number of seconds >= 0, got {backoff!r}")
     m = len(batch)
     path = Path(checkpoint) if checkpoint is not None else None
+    if path is not None and not path.parent.is_dir():
+        raise FileNotFoundError(
+            f"the checkpoint's folder {path.parent} does not exist; create it first"
+        )
     digest = batch.digest
     done: list[torch.Tensor] = []
     classes: int | None = None
@@ -196,7 +158,9 @@ def _ask(
     where = f"; {first} answers are kept in {path}" if path is not None else ""
     for attempt in range(retries + 1):
         try:
-            return check_answers(cloud.predict(part), len(part), classes)
+            # the base class's predict, whatever a subclass overrides: it checks the
+            # seal on a private copy of the rows and sends exactly that copy
+            return check_answers(CloudModel.predict(cloud, part), len(part), classes)
         except CloudRequestError as exc:  # the request itself is wrong: retrying cannot help
             raise CloudQueryError(
                 f"the cloud refused rows {first}..{first + len(part) - 1} ({exc}){where}"

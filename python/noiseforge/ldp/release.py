@@ -11,8 +11,10 @@ before anything is sent, so raw private data cannot leave by mistake.
 Randomness per record: record ``r`` of a release draws from the Philox stream
 ``ReleaseKey.stream_keys(r)`` (see :class:`noiseforge.random.ReleaseKey`):
 * secret (default): a new secret key per call, or the ``key=`` you pass to draw
-  several batches (or retries, in other processes) of one release; the stream
-  also depends on the batch, so a record in two batches gets independent noise;
+  several batches (or retries, in other processes) of one release -- a key
+  serves one release id, the ledger refuses it for another; the stream also
+  depends on the release and batch names, so a record in two batches gets
+  independent noise, and never on the record's position or the process;
 * ``seed=``: the key derives from the seed and the release id only, so the same
   seed gives the same noise for the same record whichever process or batch
   draws it -- reproducible and **not private**.
@@ -316,7 +318,9 @@ def release(
         key_fingerprint=key.fingerprint,
     )
     ids64 = ids.reshape(-1).astype(np.int64)
-    context = "" if not key.is_secret else f"batch\0{entry.batch}"
+    # seeded keys already derive from the release id; a secret key's streams also
+    # depend on the release and batch names (a record in two batches: independent noise)
+    context = "" if not key.is_secret else f"release\0{entry.release_id}\0batch\0{entry.batch}"
     keys = torch.from_numpy(key.stream_keys(ids64, context).view(np.int64))
     noisy = run_plan(plan, keys=keys, backend=backend)[:, 0]
     out = NoisedBatch._mint(_MINT, noisy, torch.from_numpy(ids64.copy()), cal, entry)

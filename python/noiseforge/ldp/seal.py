@@ -28,6 +28,7 @@ import hashlib
 import hmac
 import os
 import secrets
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -43,11 +44,26 @@ class ReleaseIntegrityError(ValueError):
     """Data about to leave the client is not the data noiseforge released."""
 
 
+_pool_lock = threading.Lock()
+
+
 def _threads() -> ThreadPoolExecutor:
     global _pool
-    if _pool is None:
-        _pool = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="noiseforge-seal")
-    return _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="noiseforge-seal")
+        return _pool
+
+
+def _after_fork_in_child() -> None:
+    # The parent's pool threads do not exist in a forked child: a pool inherited
+    # from it would never run a task. The child starts its own when it needs one.
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _host_bytes(t: torch.Tensor) -> memoryview:

@@ -72,5 +72,6 @@ def run(args: argparse.Namespace) -> int:
             f"  #{e.seq} {when} release {e.release_id} batch {e.batch}: {len(e.records)} "
             f"records, epsilon {_fmt(e.epsilon)}, delta {e.delta:g}, {e.mechanism}"
             + (f" ({e.note})" if e.note else "")
+            + f"; by {e.origin}"
         )
     return 0

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from noiseforge.ldp.ledger.stores import LedgerBusyError, LedgerStoreError, TransientStoreError
+from noiseforge.ldp.ledger.stores import (
+    LedgerBusyError,
+    LedgerCorruptError,
+    LedgerStoreError,
+    TransientStoreError,
+)
 
 __all__ = [
     "BudgetExceededError",
@@ -25,7 +30,3 @@ class IdempotencyConflictError(ValueError):
 
 class ReleaseConflictError(ValueError):
     """A retried release produced other data than the first attempt, or used another key."""
-
-
-class LedgerCorruptError(ValueError):
-    """A row of the store is not a valid ledger row (the message says where)."""

@@ -13,7 +13,6 @@ spent. The ledger imports a validated journal once (see
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -33,16 +32,13 @@ class JournalError(ValueError):
 @dataclass(frozen=True)
 class JournalEntry:
     line: int
+    offset: int  # byte offset of the line in the file
     records: RecordSet
     epsilon: float
     delta: float
     mechanism: str
     note: str
     time: float
-
-
-def journal_digest(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _number(value: object, name: str, where: str) -> float:
@@ -64,7 +60,9 @@ def read_journal(path: Path, mechanisms: frozenset[str]) -> list[JournalEntry]:
     raw = path.read_bytes()
     entries: list[JournalEntry] = []
     lines = raw.split(b"\n")
+    offset = 0
     for n, line in enumerate(lines, start=1):
+        start, offset = offset, offset + len(line) + 1
         where = f"{path}:{n}"
         if not line.strip():
             continue
@@ -108,6 +106,7 @@ def read_journal(path: Path, mechanisms: frozenset[str]) -> list[JournalEntry]:
         entries.append(
             JournalEntry(
                 n,
+                start,
                 rs,
                 _number(obj["epsilon"], "epsilon", where),
                 _number(obj["delta"], "delta", where),

@@ -35,7 +35,12 @@ own code, concurrency, retries and failures.
 
 from __future__ import annotations
 
+import getpass
+import hashlib
+import json
 import os
+import re
+import socket
 import time
 import uuid
 import warnings
@@ -52,8 +57,8 @@ from noiseforge.ldp.ledger.errors import (
     LedgerCorruptError,
     ReleaseConflictError,
 )
-from noiseforge.ldp.ledger.journal import JournalError, journal_digest, read_journal
-from noiseforge.ldp.ledger.records import RecordSet
+from noiseforge.ldp.ledger.journal import JournalError, read_journal
+from noiseforge.ldp.ledger.records import MAX_RECORD, RecordSet
 from noiseforge.ldp.ledger.rows import (
     MECHANISMS,
     LedgerAudit,
@@ -62,6 +67,7 @@ from noiseforge.ldp.ledger.rows import (
     check_budget,
     check_cost,
     check_name,
+    check_note,
     request_digest,
 )
 from noiseforge.ldp.ledger.stores import (
@@ -73,6 +79,11 @@ from noiseforge.ldp.ledger.stores import (
     Transaction,
     TransientStoreError,
     is_postgres_url,
+)
+
+# "host=... dbname=..." -- libpq's other connection-string form, which is not a path
+_LIBPQ_KEYWORDS = re.compile(
+    r"^\s*(host|hostaddr|port|dbname|user|password|service|sslmode)\s*=", re.IGNORECASE
 )
 
 
@@ -118,9 +129,18 @@ class PrivacyLedger:
             epsilon_budget = check_budget("epsilon_budget", epsilon_budget, delta=False)
         if delta_budget is not None:
             delta_budget = check_budget("delta_budget", delta_budget, delta=True)
-        if not (isinstance(timeout, int | float) and timeout > 0):
-            raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")
+        if isinstance(timeout, bool) or not (
+            isinstance(timeout, int | float) and 0.001 <= timeout <= 86400
+        ):
+            raise ValueError(
+                f"timeout must be a number of seconds in [0.001, 86400], got {timeout!r}"
+            )
         journal = None
+        if isinstance(path, str) and _LIBPQ_KEYWORDS.match(path):
+            raise ValueError(
+                "path looks like a libpq connection string (key=value ...); give the "
+                "PostgreSQL ledger as a URL: postgresql://user:password@host:5432/dbname"
+            )
         if path is not None and is_postgres_url(str(path)):
             self._store: SQLStore = PostgresStore(str(path), name=name, timeout=timeout)
         else:
@@ -234,8 +254,8 @@ class PrivacyLedger:
             row = tx.span_at(r)
         if row is None:
             return 0.0, 0.0
-        _, _, eps, delta = self._rows.span(row)
-        return eps, delta
+        _, hi, eps, delta = self._rows.span(row)
+        return (eps, delta) if hi >= r else (0.0, 0.0)
 
     def spent_many(self, records: Any) -> tuple[np.ndarray, np.ndarray]:
         """(N,) float64 epsilon and delta spent by each of ``records`` (ids, any order)."""
@@ -256,9 +276,13 @@ class PrivacyLedger:
         return eps, delta
 
     def remaining(self, record: int) -> tuple[float, float]:
-        """(epsilon, delta) ``record`` may still spend."""
+        """(epsilon, delta) ``record`` may still spend: rounded down, so that a charge
+        of exactly this much is always accepted."""
         eps, delta = self.spent(record)
-        return self.epsilon_budget - eps, self.delta_budget - delta
+        return (
+            spending.subtract_rounding_down(self.epsilon_budget, eps),
+            spending.subtract_rounding_down(self.delta_budget, delta),
+        )
 
     @property
     def releases(self) -> list[Release]:
@@ -343,8 +367,7 @@ class PrivacyLedger:
         delta = check_cost("delta", delta)
         if mechanism not in MECHANISMS:
             raise ValueError(f"mechanism must be one of {sorted(MECHANISMS)}, got {mechanism!r}")
-        if not isinstance(note, str):
-            raise TypeError(f"note must be a string, got {type(note).__name__}")
+        note = check_note(note)
         if not isinstance(key_fingerprint, str):
             raise TypeError("key_fingerprint must be a string")
         release_id = check_name("release_id", release_id) or uuid.uuid4().hex
@@ -396,6 +419,13 @@ class PrivacyLedger:
                 )
             stored_key = tx.release_fingerprint(release_id)
             if stored_key is None:
+                other = tx.release_of_key(key_fingerprint) if key_fingerprint else None
+                if other is not None:
+                    raise ReleaseConflictError(
+                        f"this noise key already belongs to release {other!r}; a key serves "
+                        f"one release (release {release_id!r} would redraw that release's "
+                        "noise on its records). Create a new ReleaseKey() for a new release"
+                    )
                 tx.add_release(release_id, key_fingerprint, time.time())
             elif stored_key != key_fingerprint:
                 raise ReleaseConflictError(
@@ -418,7 +448,7 @@ class PrivacyLedger:
                         "is free"
                     )
                 tx.replace_spans(spans, new)
-            when = time.time()
+            when, who = time.time(), origin()
             seq = tx.insert_entry(
                 (
                     release_id,
@@ -432,9 +462,12 @@ class PrivacyLedger:
                     rs.to_bytes(),
                     request,
                     None,
+                    who,
                 )
             )
-        return Release(release_id, batch, rs, epsilon, delta, mechanism, note, when, seq)
+        return Release(
+            release_id, batch, rs, epsilon, delta, mechanism, note, when, seq, origin=who
+        )
 
     def record_output(self, entry: Release, digest: str) -> None:
         """Bind ``entry`` to the digest of the data it released (done by
@@ -467,65 +500,88 @@ class PrivacyLedger:
     def import_journal(self, path: str | os.PathLike) -> int:
         """Import a JSON-lines journal of an earlier noiseforge version, once.
 
-        Every line is validated first (JournalError names a bad one); then all
-        entries are charged in one transaction (a line that would exceed this
-        ledger's budget refuses the whole import). Importing the same journal
-        again does nothing; a journal that changed after its import is refused.
+        Every line is validated first (JournalError names a bad one); then the
+        new entries are charged in one transaction (a line that would exceed this
+        ledger's budget refuses the whole import). An import is keyed by the
+        journal's content: importing the same content again -- from any path --
+        does nothing, and a journal that grew by appended lines since its last
+        import adds only those lines. A journal rewritten after its import is
+        refused (the ledger could not tell which of its entries are new).
         Returns the number of entries imported.
         """
         path = Path(path).expanduser().resolve()
-        digest = journal_digest(path)
+        data = path.read_bytes()
         entries = read_journal(path, MECHANISMS)
-        key = f"journal:{path}"
+        digest = hashlib.sha256(data).hexdigest()
         with self._store.transaction(write=True) as tx:
-            done = tx.meta().get(key)
-            if done == digest:
+            imports = [
+                json.loads(v) for k, v in tx.meta().items() if k.startswith("journal-import:")
+            ]
+            done = max(
+                (
+                    imp["bytes"]
+                    for imp in imports
+                    if imp["bytes"] <= len(data)
+                    and hashlib.sha256(data[: imp["bytes"]]).hexdigest() == imp["digest"]
+                    and (
+                        imp["bytes"] == len(data) or data[imp["bytes"] - 1 : imp["bytes"]] == b"\n"
+                    )
+                ),
+                default=0,
+            )
+            if done == len(data):
                 return 0
-            if done is not None:
+            if done == 0 and any(imp["path"] == str(path) for imp in imports):
                 raise JournalError(
-                    f"{path} changed after it was imported into {self._store.describe()}; the "
-                    "ledger is the source of truth now: stop writing the journal (import a "
-                    "changed journal under another file name to add its entries)"
+                    f"{path} was imported into {self._store.describe()} before and has since "
+                    "been rewritten, not appended to: the ledger cannot tell which of its "
+                    "entries are new, so it imports none. The ledger is the source of truth "
+                    "now: stop writing the journal"
                 )
+            new = [e for e in entries if e.offset >= done]
             release_id = f"journal-{digest[:16]}"
             tx.add_release(release_id, "", time.time())
-            for e in entries:
-                if len(e.records):
-                    spans = self._rows.spans(tx.spans_touching(e.records.ranges))
-                    new, over = spending.apply_charge(
-                        spans,
-                        e.records.ranges,
-                        e.epsilon,
-                        e.delta,
-                        self.epsilon_budget,
-                        self.delta_budget,
+            for e in new:
+                self._import_entry(tx, path, release_id, e)
+            tx.set_meta(
+                {
+                    f"journal-import:{digest}": json.dumps(
+                        {"path": str(path), "digest": digest, "bytes": len(data)}
                     )
-                    if over is not None:
-                        raise BudgetExceededError(
-                            f"{path}:{e.line}: record {over.record} would exceed this ledger's "
-                            f"budget ({self.epsilon_budget:.6g}, {self.delta_budget:.3g}); "
-                            "nothing was imported. Open the journal with a budget at least "
-                            "as large as it was written with"
-                        )
-                    tx.replace_spans(spans, new)
-                request = request_digest(e.records, e.epsilon, e.delta, e.mechanism)
-                tx.insert_entry(
-                    (
-                        release_id,
-                        f"line-{e.line}",
-                        e.epsilon,
-                        e.delta,
-                        e.mechanism,
-                        e.note,
-                        e.time,
-                        len(e.records),
-                        e.records.to_bytes(),
-                        request,
-                        None,
-                    )
+                }
+            )
+        return len(new)
+
+    def _import_entry(self, tx: Transaction, path: Path, release_id: str, e: Any) -> None:
+        if len(e.records):
+            spans = self._rows.spans(tx.spans_touching(e.records.ranges))
+            new, over = spending.apply_charge(
+                spans, e.records.ranges, e.epsilon, e.delta, self.epsilon_budget, self.delta_budget
+            )
+            if over is not None:
+                raise BudgetExceededError(
+                    f"{path}:{e.line}: record {over.record} would exceed this ledger's "
+                    f"budget ({self.epsilon_budget:.6g}, {self.delta_budget:.3g}); nothing was "
+                    "imported. Open the journal with a budget at least as large as it was "
+                    "written with"
                 )
-            tx.set_meta({key: digest})
-        return len(entries)
+            tx.replace_spans(spans, new)
+        tx.insert_entry(
+            (
+                release_id,
+                f"line-{e.line}",
+                e.epsilon,
+                e.delta,
+                e.mechanism,
+                e.note,
+                e.time,
+                len(e.records),
+                e.records.to_bytes(),
+                request_digest(e.records, e.epsilon, e.delta, e.mechanism),
+                None,
+                f"imported from {path} by {origin()}",
+            )
+        )
 
     def _import_once(self, journal: Path) -> None:
         imported = self.import_journal(journal)
@@ -538,6 +594,15 @@ class PrivacyLedger:
             )
 
 
+def origin() -> str:
+    """Who is charging: ``user@host pid N`` (recorded with every entry, for audits)."""
+    try:
+        user = getpass.getuser()
+    except Exception:  # no login name (some containers): the numeric uid
+        user = f"uid {os.getuid()}" if hasattr(os, "getuid") else "unknown"
+    return f"{user}@{socket.gethostname()} pid {os.getpid()}"
+
+
 def _reopen(path: str, name: str | None, timeout: float) -> PrivacyLedger:
     kwargs: dict[str, Any] = {"timeout": timeout}
     if name is not None:
@@ -548,6 +613,8 @@ def _reopen(path: str, name: str | None, timeout: float) -> PrivacyLedger:
 def _one_record(record: Any) -> int:
     if isinstance(record, bool) or not isinstance(record, int | np.integer):
         raise TypeError(f"a record id is an integer, got {record!r}")
+    if not 0 <= int(record) <= MAX_RECORD:
+        raise ValueError(f"record ids lie in [0, {MAX_RECORD}], got {int(record)}")
     return int(record)
 
 

@@ -43,6 +43,7 @@ class Release:
     seq: int
     output_digest: str | None = None
     replayed: bool = False
+    origin: str = ""  # who charged it: user@host pid N
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,21 @@ def check_name(name: str, value: Any) -> str | None:
     if not value.isprintable():
         raise ValueError(f"{name} must be printable text, got {value!r}")
     return value
+
+
+def check_note(note: Any) -> str:
+    """A free-text note of an entry: any text that every store can hold."""
+    if not isinstance(note, str):
+        raise TypeError(f"note must be a string, got {type(note).__name__}")
+    if len(note) > 10_000:
+        raise ValueError(f"note has {len(note)} characters; keep it under 10000")
+    if "\x00" in note:
+        raise ValueError("note contains a NUL character, which PostgreSQL cannot store")
+    try:
+        note.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("note is not valid Unicode text (it holds a lone surrogate)") from None
+    return note
 
 
 class RowChecker:
@@ -179,7 +195,21 @@ class RowChecker:
     def entry(self, row: tuple) -> Release:
         where = f"{self.where}: table nf_entries"
         try:
-            (seq, release_id, batch, eps, delta, mechanism, note, when, n, blob, request, out) = row
+            (
+                seq,
+                release_id,
+                batch,
+                eps,
+                delta,
+                mechanism,
+                note,
+                when,
+                n,
+                blob,
+                request,
+                out,
+                origin,
+            ) = row
         except (TypeError, ValueError):
             raise LedgerCorruptError(f"{where}: a row of the wrong shape") from None
         where += f", entry seq={seq!r}"
@@ -202,6 +232,8 @@ class RowChecker:
             raise bad(f"mechanism {mechanism!r} is not one of {sorted(MECHANISMS)}")
         if not isinstance(note, str):
             raise bad(f"note {note!r} is not a string")
+        if not isinstance(origin, str):
+            raise bad(f"origin {origin!r} is not a string")
         if isinstance(when, bool) or not isinstance(when, float) or not math.isfinite(when):
             raise bad(f"time {when!r} is not a finite number")
         try:
@@ -219,4 +251,6 @@ class RowChecker:
                 or any(c not in "0123456789abcdef" for c in v)
             ):
                 raise bad(f"{label} {v!r} is not a sha256 hex digest")
-        return Release(release_id, batch, records, eps, delta, mechanism, note, when, seq, out)
+        return Release(
+            release_id, batch, records, eps, delta, mechanism, note, when, seq, out, origin=origin
+        )

@@ -22,6 +22,7 @@ in binary (for example ``k * eps`` with eps a power-of-two fraction, or
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -87,6 +88,17 @@ def add_rounding_up(total: np.ndarray, cost: float) -> np.ndarray:
     bb = s - total
     err = (total - (s - bb)) + (cost - bb)
     return np.where(err > 0, np.nextafter(s, np.inf), s)
+
+
+def subtract_rounding_down(budget: float, spent: float) -> float:
+    """``budget - spent`` rounded toward -inf (never more than may still be spent)."""
+    d = budget - spent
+    if math.isinf(d):
+        return d
+    # TwoSum of (budget, -spent): err is the exact remainder of the rounded difference
+    bb = d - budget
+    err = (budget - (d - bb)) + (-spent - bb)
+    return math.nextafter(d, -math.inf) if err < 0 else d
 
 
 @dataclass(frozen=True)

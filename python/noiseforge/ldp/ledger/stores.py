@@ -16,8 +16,8 @@ Tables (``nf_`` prefix; in PostgreSQL inside one schema per ledger):
 ``nf_meta``      key/value: schema version, the budget, the lock row
 ``nf_releases``  one row per release id: the fingerprint of its noise key
 ``nf_entries``   one row per charged batch: cost, mechanism, the record set
-                 (compact ranges), the idempotency key ``(release_id, batch)``
-                 and the digest of what was released
+                 (compact ranges), the idempotency key ``(release_id, batch)``,
+                 the digest of what was released and who charged it (user@host, pid)
 ``nf_spans``     per-record totals as disjoint id ranges (see ``spending``)
 
 The store only moves rows; the ledger validates every row it reads.
@@ -30,6 +30,7 @@ import os
 import re
 import sqlite3
 import threading
+import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,19 @@ SQLITE_MAGIC = b"SQLite format 3\x00"
 # its socket with the parent, and closing it in the child would end the
 # parent's session. The child opens its own and never touches these.
 _inherited_connections: list[Any] = []
+_stores: weakref.WeakSet[SQLStore] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # A lock held by another thread at fork time would never be released in the
+    # child: every store gets a fresh one (and opens its own connection, see
+    # SQLStore.connection).
+    for store in list(_stores):
+        store._lock = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class LedgerStoreError(RuntimeError):
@@ -56,6 +70,10 @@ class LedgerBusyError(LedgerStoreError):
 
 class TransientStoreError(LedgerStoreError):
     """The connection to the store broke; the same transaction may be retried."""
+
+
+class LedgerCorruptError(ValueError):
+    """A row of the store is not a valid ledger row (the message says where)."""
 
 
 def is_postgres_url(spec: str) -> bool:
@@ -106,6 +124,12 @@ class Transaction:
         )
         return rows[0][0] if rows else None
 
+    def release_of_key(self, fingerprint: str) -> Any:
+        rows = self.rows(
+            "SELECT release_id FROM {releases} WHERE key_fingerprint = ? LIMIT 1", (fingerprint,)
+        )
+        return rows[0][0] if rows else None
+
     def add_release(self, release_id: str, fingerprint: str, created: float) -> None:
         self.execute(
             "INSERT INTO {releases} (release_id, key_fingerprint, created) VALUES (?, ?, ?)",
@@ -115,7 +139,7 @@ class Transaction:
     # ------------------------------------------------------------------ entries
     ENTRY_COLUMNS = (
         "seq, release_id, batch, epsilon, delta, mechanism, note, time, n_records, records, "
-        "request, output_digest"
+        "request, output_digest, origin"
     )
 
     def entry(self, release_id: str, batch: str) -> tuple | None:
@@ -156,11 +180,13 @@ class Transaction:
     SPAN_COLUMNS = "lo, hi, epsilon, delta"
 
     def span_at(self, record: int) -> tuple | None:
+        """The span with the largest ``lo <= record`` (it holds ``record`` only if its
+        ``hi >= record``: the caller checks, after validating the row)."""
         rows = self.rows(
             f"SELECT {self.SPAN_COLUMNS} FROM {{spans}} WHERE lo <= ? ORDER BY lo DESC LIMIT 1",
             (record,),
         )
-        return rows[0] if rows and rows[0][1] >= record else None
+        return rows[0] if rows else None
 
     def all_spans(self) -> list[tuple]:
         return self.rows(f"SELECT {self.SPAN_COLUMNS} FROM {{spans}} ORDER BY lo")
@@ -227,12 +253,14 @@ class SQLStore:
 
     kind = "sql"
     placeholder = "?"
-    blob_type = "BLOB"
+
+    timeout = 60.0
 
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._conn: Any = None
         self._pid = -1
+        _stores.add(self)
 
     # subclass hooks ---------------------------------------------------------
     def describe(self) -> str:
@@ -286,12 +314,22 @@ class SQLStore:
         """One transaction: exclusive when ``write`` (``init``: also before the tables
         exist); commits at the end of the block, rolls back (and re-raises, translated)
         on any exception."""
-        with self._lock:
+        # Threads of one process share the connection: they queue here, each for at
+        # most `timeout` (then the store's own lock wait, also bounded by it).
+        if not self._lock.acquire(timeout=self.timeout):
+            raise LedgerBusyError(
+                f"{self.describe()}: another thread of this process held the ledger for more "
+                f"than {self.timeout:g} s; nothing was charged. Retry, or raise timeout="
+            )
+        try:
+            conn = cur = None
             try:
                 conn = self.connection()
                 cur = conn.cursor()
                 self._begin(cur, write, init)
             except Exception as exc:
+                if cur is not None:  # e.g. a lock timeout: leave no aborted transaction behind
+                    self._rollback(conn, cur)
                 raise self._translated(exc) from exc
             try:
                 yield Transaction(self, cur)
@@ -302,6 +340,8 @@ class SQLStore:
                 if translated is not None:
                     raise translated from exc
                 raise
+        finally:
+            self._lock.release()
 
     def _translated(self, exc: Exception) -> Exception:
         return self._translate_error(exc) or exc
@@ -375,7 +415,10 @@ class SQLiteStore(SQLStore):
         conn = sqlite3.connect(
             target, timeout=self.timeout, isolation_level=None, check_same_thread=False
         )
-        if self.path is not None:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        # WAL is a lasting property of the file: set it on ledgers (and new files) only,
+        # never on another program's database (which the ledger then refuses to use)
+        if self.path is not None and (not tables or "nf_meta" in tables):
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 conn.close()
@@ -411,9 +454,11 @@ class SQLiteStore(SQLStore):
             "release_id TEXT NOT NULL, batch TEXT NOT NULL, epsilon REAL NOT NULL, "
             "delta REAL NOT NULL, mechanism TEXT NOT NULL, note TEXT NOT NULL, "
             "time REAL NOT NULL, n_records INTEGER NOT NULL, records BLOB NOT NULL, "
-            "request TEXT NOT NULL, output_digest TEXT, UNIQUE (release_id, batch))",
+            "request TEXT NOT NULL, output_digest TEXT, origin TEXT NOT NULL, "
+            "UNIQUE (release_id, batch))",
             "CREATE TABLE nf_spans (lo INTEGER PRIMARY KEY, hi INTEGER NOT NULL, "
             "epsilon REAL NOT NULL, delta REAL NOT NULL)",
+            "CREATE INDEX nf_releases_key ON nf_releases (key_fingerprint)",
         ):
             tx.execute(ddl)
 
@@ -433,6 +478,13 @@ class SQLiteStore(SQLStore):
             )
         if isinstance(exc, sqlite3.IntegrityError):
             return None  # a logic error of ours: let it surface as is
+        if isinstance(exc, sqlite3.DatabaseError) and (
+            "not a database" in text or "malformed" in text
+        ):
+            return LedgerCorruptError(
+                f"{where} is not a readable SQLite database ({text}); nothing was charged. "
+                "Restore the ledger from a backup"
+            )
         return LedgerStoreError(
             f"{where}: the ledger could not complete the transaction ({text}); nothing was "
             "charged and the ledger is unchanged. Check free disk space and file permissions"
@@ -473,7 +525,6 @@ class PostgresStore(SQLStore):
 
     kind = "postgresql"
     placeholder = "%s"
-    blob_type = "BYTEA"
 
     def __init__(self, url: str, name: str = "noiseforge", timeout: float = 60.0) -> None:
         super().__init__()
@@ -518,9 +569,16 @@ class PostgresStore(SQLStore):
     def _begin(self, cur: Any, write: bool, init: bool) -> None:
         if init:  # the tables may not exist yet: a lock on the ledger's name instead
             cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"noiseforge:{self.name}",))
-            cur.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.name}"')
+            cur.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.name,))
+            if cur.fetchone() is None:  # only creating needs CREATE on the database
+                cur.execute(f'CREATE SCHEMA "{self.name}"')
         elif write:
             cur.execute(self.sql("SELECT value FROM {meta} WHERE key = 'lock' FOR UPDATE"))
+            if cur.fetchone() is None:
+                raise LedgerCorruptError(
+                    f"{self.describe()}: table nf_meta lost its lock row, which serialises "
+                    "charges; nothing was charged. Restore the store from a backup"
+                )
         else:
             cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
 
@@ -560,9 +618,11 @@ class PostgresStore(SQLStore):
             "release_id TEXT NOT NULL, batch TEXT NOT NULL, epsilon DOUBLE PRECISION NOT NULL, "
             "delta DOUBLE PRECISION NOT NULL, mechanism TEXT NOT NULL, note TEXT NOT NULL, "
             "time DOUBLE PRECISION NOT NULL, n_records BIGINT NOT NULL, records BYTEA NOT NULL, "
-            "request TEXT NOT NULL, output_digest TEXT, UNIQUE (release_id, batch))",
+            "request TEXT NOT NULL, output_digest TEXT, origin TEXT NOT NULL, "
+            "UNIQUE (release_id, batch))",
             "CREATE TABLE {spans} (lo BIGINT PRIMARY KEY, hi BIGINT NOT NULL, "
             "epsilon DOUBLE PRECISION NOT NULL, delta DOUBLE PRECISION NOT NULL)",
+            "CREATE INDEX ON {releases} (key_fingerprint)",
         ):
             tx.execute(ddl)
 
