@@ -5,6 +5,7 @@ an exception inside the transaction, a dropped connection -- charges nothing."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -249,3 +250,81 @@ def test_threads_queueing_on_one_handle_each_wait_at_most_the_timeout(tmp_path):
     assert max(waited) < 1.6, waited  # about timeout (queue) + timeout (SQLite), not 4 x
     ledger.charge([1], 1.0)
     assert ledger.spent(1) == (1.0, 0.0)
+
+
+def _fork_and_charge(ledger, tmp_path) -> tuple[int, str]:
+    """Fork; the child charges record 2 through ``ledger`` and exits with 0 (charged),
+    3 (a ledger error, its message in child.txt) or 4; returns (code, message)."""
+    pid = os.fork()
+    if pid == 0:
+        code = 4
+        try:
+            ledger.charge([2], 1.0)
+            code = 0
+        except LedgerStoreError as exc:
+            (tmp_path / "child.txt").write_text(str(exc))
+            code = 3
+        finally:
+            os._exit(code)
+    return pid, str(tmp_path / "child.txt")
+
+
+def _wait_child(pid, seconds=30) -> int:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    pytest.fail("the forked child hung")
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded, use of fork")
+def test_a_fork_while_a_thread_holds_the_handle_does_not_block_the_child(
+    postgres_location, tmp_path
+):
+    import psycopg
+
+    ledger = postgres_location.open(epsilon_budget=10.0, timeout=5.0)
+    blocker = psycopg.connect(postgres_location.path)
+    blocker.execute(
+        f"SELECT * FROM \"{postgres_location.name}\".nf_meta WHERE key = 'lock' FOR UPDATE"
+    )
+    waiting = threading.Thread(target=ledger.charge, args=([1], 1.0))
+    waiting.start()
+    time.sleep(0.5)  # the thread now holds the handle's lock, waiting for the row lock
+    pid, _ = _fork_and_charge(ledger, tmp_path)
+    blocker.rollback()
+    blocker.close()
+    waiting.join()
+    why = (tmp_path / "child.txt").read_text() if _wait_child(pid) else ""
+    assert not why and ledger.spent(2) == (1.0, 0.0), f"the child's charge failed: {why}"
+    assert ledger.spent(1) == (1.0, 0.0)
+    ledger.verify()
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded, use of fork")
+def test_a_child_forked_mid_transaction_gets_an_error_not_a_hang(tmp_path):
+    # SQLite's own locks do not survive fork: a child forked while a thread of the parent
+    # is inside a transaction cannot use the file (SQLite's rule), and says so in time
+    from noiseforge.ldp import PrivacyLedger
+
+    path = tmp_path / "l.sqlite"
+    ledger = PrivacyLedger(10.0, path=path, timeout=1.0)
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    waiting = threading.Thread(target=_charge_quietly, args=(ledger,))
+    waiting.start()
+    time.sleep(0.3)
+    pid, _ = _fork_and_charge(ledger, tmp_path)
+    blocker.execute("ROLLBACK")
+    waiting.join()
+    assert _wait_child(pid, 20) in (0, 3)
+    ledger.verify()
+
+
+def _charge_quietly(ledger):
+    with contextlib.suppress(LedgerStoreError):
+        ledger.charge([1], 1.0)
