@@ -281,6 +281,22 @@ def test_postgres_corruption_is_refused_too(postgres_location):
         conn.execute(f"UPDATE \"{ledger_location.name}\".nf_spans SET epsilon = '-Infinity'")
     with pytest.raises(LedgerCorruptError, match="nf_spans, span lo=1"):
         ledger.charge([2], 1.0)
+    # a trigger on the totals is refused by verify() and on the next open
+    schema = ledger_location.name
+    with psycopg.connect(ledger_location.path, autocommit=True) as conn:
+        conn.execute(f'UPDATE "{schema}".nf_spans SET epsilon = 1.0')
+        conn.execute(
+            f'CREATE FUNCTION "{schema}".skip() RETURNS trigger AS $$ BEGIN RETURN NULL; END $$ '
+            "LANGUAGE plpgsql"
+        )
+        conn.execute(
+            f'CREATE TRIGGER skip BEFORE UPDATE ON "{schema}".nf_spans FOR EACH ROW '
+            f'EXECUTE FUNCTION "{schema}".skip()'
+        )
+    with pytest.raises(LedgerCorruptError, match="trigger skip"):
+        ledger.verify()
+    with pytest.raises(LedgerCorruptError, match="did not create"):
+        ledger_location.open()
 
 
 # --------------------------------------------------------------------------- journals
@@ -498,3 +514,80 @@ def test_a_role_without_create_on_the_database_can_open_an_existing_ledger(postg
             admin.execute(f'REVOKE ALL ON ALL SEQUENCES IN SCHEMA "{schema}" FROM {role}')
             admin.execute(f'REVOKE ALL ON SCHEMA "{schema}" FROM {role}')
             admin.execute(f"DROP ROLE {role}")
+
+
+def test_tampered_schemas_and_damaged_files_are_refused(tmp_path):
+    def fresh(name):
+        path = tmp_path / name
+        ledger = PrivacyLedger(10.0, path=path)
+        ledger.charge(np.arange(10), 1.0)
+        ledger.charge(np.arange(0, 3000, 2), 0.125)
+        ledger.close()
+        return path
+
+    # a trigger that makes charges skip the totals: refused on open
+    path = fresh("trigger.sqlite")
+    _sqlite_rows(path, "CREATE TRIGGER t BEFORE UPDATE ON nf_spans BEGIN SELECT RAISE(IGNORE); END")
+    with pytest.raises(LedgerCorruptError, match=r"did not create .*trigger t"):
+        PrivacyLedger(path=path)
+    # an added constraint that refuses the ledger's writes: a clear error, nothing charged
+    path = tmp_path / "unique.sqlite"
+    PrivacyLedger(10.0, path=path).charge([1], 1.0)
+    _sqlite_rows(path, "CREATE UNIQUE INDEX ux ON nf_entries (mechanism)")
+    ledger = PrivacyLedger(path=path)
+    with pytest.raises(LedgerCorruptError, match="schema was changed outside noiseforge"):
+        ledger.charge([1], 1.0)
+    assert ledger.spent(1) == (1.0, 0.0)
+    # a budget that overflows a float
+    path = fresh("budget.sqlite")
+    _sqlite_rows(path, "UPDATE nf_meta SET value = '0x1p+2000' WHERE key = 'epsilon_budget'")
+    with pytest.raises(LedgerCorruptError, match="no valid budget"):
+        PrivacyLedger(path=path)
+    # damaged schema text (SQLite's own message is not valid UTF-8 then)
+    path = fresh("schema.sqlite")
+    data = bytearray(path.read_bytes())
+    k = data.index(b"NULL", data.index(b"CREATE TABLE nf_entries")) + 2
+    data[k : k + 2] = b"\xff\xff"
+    path.write_bytes(bytes(data))
+    with pytest.raises(LedgerCorruptError, match=r"damaged|not a readable"):
+        PrivacyLedger(path=path).verify()
+
+
+def test_record_ranges_are_taken_strictly():
+    assert RecordSet.from_ranges([[0, 4], [9, 9]]).to_numpy().tolist() == [0, 1, 2, 3, 4, 9]
+    for bad, kind in (
+        ([[7.5, 12.5]], TypeError),
+        ([[True, True]], TypeError),
+        ([["1", "3"]], TypeError),
+        ([0, 5], ValueError),
+        ([[0, 1, 5, 6]], ValueError),
+        ([[[1, 2]]], ValueError),
+        (np.array([[0, 2**64 - 1]], dtype=np.uint64), ValueError),
+        (np.array([[0, 1]], dtype=object), TypeError),
+        ([[3, 1]], ValueError),
+        ([[0, 2], [2, 5]], ValueError),
+    ):
+        with pytest.raises(kind):
+            RecordSet.from_ranges(bad)
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        pytest.param(
+            '{"records": [1], "epsilon": 1'
+            + "0" * 400
+            + ', "delta": 0, "mechanism": "laplace", "note": "", "time": 1}',
+            "too large",
+            id="huge-int",
+        ),
+        pytest.param(
+            '{"records": ' + "[" * 5000 + "]" * 5000 + "}", "not a JSON object", id="deep-nesting"
+        ),
+    ],
+)
+def test_hostile_journal_lines_are_journal_errors(tmp_path, line, message):
+    path = tmp_path / "j.jsonl"
+    path.write_text(line + "\n")
+    with pytest.raises(JournalError, match=message):
+        PrivacyLedger(epsilon_budget=100.0, path=path)

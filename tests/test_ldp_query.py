@@ -147,6 +147,10 @@ def test_a_checkpoint_belongs_to_its_query_set(tmp_path):
     state = torch.load(ckpt, weights_only=True)
     for bad, message in (
         ({**state, "answers": torch.ones(11, 4) / 4}, "11 answers for a query set of 10"),
+        ({**state, "classes": torch.tensor([4, 4])}, "class count"),
+        ({**state, "answers": state["answers"].to_sparse()}, "no dense"),
+        # a stride-0 view: 8 x 2^24 answers from a 1 KB file
+        ({**state, "answers": torch.full((1, 1), 2.0**-24).expand(8, 2**24)}, "no dense"),
         ({**state, "answers": torch.full((4, 4), float("nan"))}, "invalid answers"),
         ({**state, "rows": 12}, "written for 12 rows"),
         ({**state, "format": "x"}, "not a noiseforge answers checkpoint"),
@@ -366,6 +370,16 @@ def test_the_npy_reader_refuses_what_it_should():
         (body.replace(b"<f4", b">f4"), "little-endian float32"),
         (body.replace(b"'<f4'", b"'|O' "), "float32"),
     ):
+        with pytest.raises(ValueError, match=message):
+            decode_npy(bad)
+    # headers that numpy's own parser fails on in other ways: still a ValueError
+    for descr in ("('<f4',)", "()", "-" * 3000 + "1", "(" * 199):
+        header = f"{{'descr': {descr}, 'fortran_order': False, 'shape': (2, 3), }}"
+        header = header.ljust(64 * (len(header) // 64 + 1) - 11) + "\n"
+        raw = b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode()
+        with pytest.raises(ValueError, match=r"malformed \.npy header"):
+            decode_npy(raw + b"\0" * 24)
+    for bad, message in ():
         with pytest.raises(ValueError, match=message):
             decode_npy(bad)
 

@@ -52,13 +52,19 @@ def _load_checkpoint(path: Path, digest: str, rows: int) -> torch.Tensor:
     answers, kept_rows = state.get("answers"), state.get("rows")
     if isinstance(kept_rows, bool) or not isinstance(kept_rows, int) or kept_rows != rows:
         raise ValueError(f"{path} was written for {kept_rows!r} rows, this set has {rows}; {hint}")
-    if not isinstance(answers, torch.Tensor) or answers.dim() != 2:
-        raise ValueError(f"{path} holds no (rows, classes) answers table; {hint}")
+    if (
+        not isinstance(answers, torch.Tensor)
+        or answers.layout != torch.strided
+        or answers.dim() != 2
+        or not answers.is_contiguous()  # a stride-0 view could claim any size from a tiny file
+    ):
+        raise ValueError(f"{path} holds no dense (rows, classes) answers table; {hint}")
     if answers.shape[0] > rows:
         raise ValueError(
             f"{path} holds {answers.shape[0]} answers for a query set of {rows} rows; {hint}"
         )
-    if state.get("classes") != answers.shape[1]:
+    classes = state.get("classes")
+    if isinstance(classes, bool) or not isinstance(classes, int) or classes != answers.shape[1]:
         raise ValueError(f"{path}: its class count disagrees with its answers; {hint}")
     try:
         return check_answers(answers, answers.shape[0])

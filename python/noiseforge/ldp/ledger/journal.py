@@ -44,7 +44,10 @@ class JournalEntry:
 def _number(value: object, name: str, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise JournalError(f"{where}: {name} must be a number, got {json.dumps(value)}")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an integer literal of hundreds of digits
+        raise JournalError(f"{where}: {name} is too large for a float") from None
     if not math.isfinite(value) or value < 0:
         raise JournalError(f"{where}: {name} must be finite and >= 0, got {value}")
     return value
@@ -72,8 +75,8 @@ def read_journal(path: Path, mechanisms: frozenset[str]) -> list[JournalEntry]:
             hint = ""
         try:
             obj = json.loads(line, parse_constant=lambda c: float(c))
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise JournalError(f"{where}: not a JSON object ({exc}){hint}") from None
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            raise JournalError(f"{where}: not a JSON object ({type(exc).__name__}){hint}") from None
         if not isinstance(obj, dict):
             raise JournalError(f"{where}: expected a JSON object, got {type(obj).__name__}")
         missing = [f for f in FIELDS if f not in obj]

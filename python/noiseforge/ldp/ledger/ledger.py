@@ -190,6 +190,7 @@ class PrivacyLedger:
                     f"{where}: the ledger's tables are incomplete (found {sorted(tables & ours)}); "
                     "restore the store from a backup"
                 )
+            self._refuse_foreign_objects(tx)
             stored_eps, stored_delta = self._read_budget(tx)
         for given, stored, label in ((eps, stored_eps, "epsilon"), (delta, stored_delta, "delta")):
             if given is not None and given != stored:
@@ -199,6 +200,15 @@ class PrivacyLedger:
                     "use a new ledger for another budget"
                 )
         return stored_eps, stored_delta
+
+    def _refuse_foreign_objects(self, tx: Transaction) -> None:
+        foreign = self._store.foreign_objects(tx)
+        if foreign:
+            raise LedgerCorruptError(
+                f"{self._store.describe()}: the ledger's schema holds objects noiseforge did "
+                f"not create ({', '.join(foreign[:5])}); a trigger or rule can make a charge "
+                "skip its totals. Remove them, or restore the store from a backup"
+            )
 
     def _read_budget(self, tx: Transaction) -> tuple[float, float]:
         where = self._store.describe()
@@ -213,7 +223,7 @@ class PrivacyLedger:
             delta = float.fromhex(meta["delta_budget"])
             check_budget("epsilon_budget", eps, delta=False)
             check_budget("delta_budget", delta, delta=True)
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise LedgerCorruptError(
                 f"{where}: table nf_meta holds no valid budget ({exc}); restore the store"
             ) from None
@@ -301,6 +311,7 @@ class PrivacyLedger:
         first problem."""
         with self._store.transaction(write=False) as tx:
             self._read_budget(tx)
+            self._refuse_foreign_objects(tx)
             entry_rows = tx.entries()
             span_rows = tx.all_spans()
         entries = [self._rows.entry(r) for r in entry_rows]

@@ -81,8 +81,17 @@ class RecordSet:
 
     @classmethod
     def from_ranges(cls, ranges: Any) -> RecordSet:
-        """From an (R, 2) array of inclusive ranges (sorted, disjoint, non-adjacent)."""
-        return cls(np.asarray(ranges, dtype=np.int64).reshape(-1, 2).copy())
+        """From an (R, 2) integer array of inclusive ranges (sorted, disjoint,
+        non-adjacent); TypeError for other dtypes, ValueError for other shapes or
+        bounds outside ``[0, 2**63 - 2]``."""
+        arr = np.asarray(ranges)
+        if arr.dtype == np.bool_ or (arr.size and arr.dtype.kind not in "iu"):
+            raise TypeError(f"ranges must be integer ids, got dtype {arr.dtype}")
+        if arr.ndim != 2 or arr.shape[1] != 2:
+            raise ValueError(f"ranges must be an (R, 2) array of [lo, hi], got shape {arr.shape}")
+        if arr.size and arr.dtype == np.uint64 and int(arr.max()) > MAX_RECORD:
+            raise ValueError(f"record ranges must lie in [0, {MAX_RECORD}]")
+        return cls(arr.astype(np.int64).reshape(-1, 2).copy())
 
     @classmethod
     def from_bytes(cls, data: bytes) -> RecordSet:

@@ -281,6 +281,9 @@ class SQLStore:
     def _create(self, tx: Transaction) -> None:
         raise NotImplementedError
 
+    def foreign_objects(self, tx: Transaction) -> list[str]:
+        raise NotImplementedError
+
     def _translate_error(self, exc: Exception) -> Exception | None:
         return None
 
@@ -415,13 +418,19 @@ class SQLiteStore(SQLStore):
         conn = sqlite3.connect(
             target, timeout=self.timeout, isolation_level=None, check_same_thread=False
         )
+        try:
+            return self._configure(conn)
+        except BaseException:
+            conn.close()
+            raise
+
+    def _configure(self, conn: sqlite3.Connection) -> sqlite3.Connection:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         # WAL is a lasting property of the file: set it on ledgers (and new files) only,
         # never on another program's database (which the ledger then refuses to use)
         if self.path is not None and (not tables or "nf_meta" in tables):
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
-                conn.close()
                 raise LedgerStoreError(
                     f"{self.path}: SQLite refused write-ahead logging (journal_mode={mode}); "
                     "keep the ledger on a local file system"
@@ -445,6 +454,15 @@ class SQLiteStore(SQLStore):
     def existing_tables(self, tx: Transaction) -> set[str]:
         return {r[0] for r in tx.rows("SELECT name FROM sqlite_master WHERE type = 'table'")}
 
+    def foreign_objects(self, tx: Transaction) -> list[str]:
+        """Triggers on the ledger's tables: one could make a write silently do
+        something else (skip an update of the totals, say). Indexes and views a DBA
+        adds are harmless (a violated constraint is a loud LedgerCorruptError)."""
+        return [
+            f"trigger {r[0]}"
+            for r in tx.rows("SELECT name FROM sqlite_master WHERE type = 'trigger'")
+        ]
+
     def _create(self, tx: Transaction) -> None:
         for ddl in (
             "CREATE TABLE nf_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -467,17 +485,32 @@ class SQLiteStore(SQLStore):
         return int(tx.cur.lastrowid)
 
     def _translate_error(self, exc: Exception) -> Exception | None:
+        where = self.describe()
+        if isinstance(exc, UnicodeDecodeError):  # SQLite's message about a damaged schema
+            text = exc.object.decode("utf-8", "replace") if isinstance(exc.object, bytes) else ""
+            return LedgerCorruptError(
+                f"{where} is damaged: SQLite reported {text!r}; nothing was charged. Restore "
+                "the ledger from a backup"
+            )
+        if isinstance(exc, MemoryError):  # SQLITE_NOMEM: a damaged page can cause it too
+            return LedgerStoreError(
+                f"{where}: SQLite ran out of memory reading the ledger -- a damaged database "
+                "file can cause this; nothing was charged. Check `noiseforge ldp ledger "
+                "verify`, restore the ledger from a backup if it fails"
+            )
         if not isinstance(exc, sqlite3.Error):
             return None
         text = str(exc)
-        where = self.describe()
         if "locked" in text or "busy" in text:
             return LedgerBusyError(
                 f"{where}: another process held the ledger's write lock for more than "
                 f"{self.timeout:g} s ({text}); nothing was charged. Retry, or raise timeout="
             )
-        if isinstance(exc, sqlite3.IntegrityError):
-            return None  # a logic error of ours: let it surface as is
+        if isinstance(exc, sqlite3.IntegrityError):  # the ledger's own writes never violate it
+            return LedgerCorruptError(
+                f"{where}: the store refused a write its schema allows ({text}): its schema "
+                "was changed outside noiseforge; nothing was charged. Restore the ledger"
+            )
         if isinstance(exc, sqlite3.DatabaseError) and (
             "not a database" in text or "malformed" in text
         ):
@@ -609,6 +642,19 @@ class PostgresStore(SQLStore):
             )
         }
 
+    def foreign_objects(self, tx: Transaction) -> list[str]:
+        """Triggers and rules on the ledger's tables (see SQLiteStore.foreign_objects)."""
+        triggers = tx.rows(
+            "SELECT 'trigger ' || t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = ? "
+            "AND NOT t.tgisinternal",
+            (self.name,),
+        )
+        rules = tx.rows(
+            "SELECT 'rule ' || rulename FROM pg_rules WHERE schemaname = ?", (self.name,)
+        )
+        return [r[0] for r in triggers + rules]
+
     def _create(self, tx: Transaction) -> None:
         for ddl in (
             "CREATE TABLE {meta} (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -670,7 +716,10 @@ class PostgresStore(SQLStore):
             self._conn = None  # reconnect on the next transaction
             return TransientStoreError(f"{where}: the connection failed ({text})")
         if isinstance(exc, psycopg.IntegrityError):
-            return None
+            return LedgerCorruptError(
+                f"{where}: the store refused a write its schema allows ({text}): its schema "
+                "was changed outside noiseforge; nothing was charged. Restore the ledger"
+            )
         return LedgerStoreError(
             f"{where}: the ledger could not complete the transaction ({text}); nothing was "
             "charged and the ledger is unchanged"
