@@ -70,12 +70,14 @@ def test_ldpkit_beats_standard_ldp_at_the_same_epsilon(cloud_model):
         epochs=6,
         seed=4,
         progress=False,
+        release_id="kit-test",
     )
     std_acc = float((std == y).float().mean())
     kit_acc = float((kit.predictions == y).float().mean())
     assert kit_acc > std_acc + 0.05, (kit_acc, std_acc)
     # privacy bookkeeping: one charge of 16 x 0.5 per input, never more
     assert kit_ledger.spent(7) == (8.0, 0.0) and len(kit_ledger.releases) == 1
+    assert kit_ledger.releases[0].release_id == "kit-test" == kit.released.release.release_id
     assert cloud.rows == kit.queries == 2000 * 4  # released + 2 copies + 2000 mixtures
     assert kit.aggregated.shape == (2000, 3)
     torch.testing.assert_close(kit.aggregated.sum(1), torch.ones(2000), rtol=1e-5, atol=1e-5)

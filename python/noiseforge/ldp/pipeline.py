@@ -67,9 +67,12 @@ def standard_ldp(
     seed: int | None = None,
     batch_size: int = 1024,
     progress: bool = True,
+    release_id: str | None = None,
 ) -> torch.Tensor:
-    """The baseline: one noised release per input, the cloud's top answer as the label."""
-    released = release(x, records, ledger, seed=seed, **noise.kwargs())
+    """The baseline: one noised release per input, the cloud's top answer as the label.
+
+    ``release_id`` names the release in the ledger (default: a new id)."""
+    released = release(x, records, ledger, seed=seed, release_id=release_id, **noise.kwargs())
     return query_cloud(cloud, released, batch_size=batch_size, progress=progress).argmax(1)
 
 
@@ -91,6 +94,7 @@ def ldpkit(
     seed: int | None = None,
     checkpoint=None,
     progress: bool = True,
+    release_id: str | None = None,
 ) -> LDPKiTResult:
     """Private inference through the cloud by knowledge transfer to a local model.
 
@@ -98,13 +102,15 @@ def ldpkit(
     ``superimposed``: superimposed pairs as a fraction of N; ``targets``:
     ``"answers"`` trains on each query's own cloud probabilities,
     ``"aggregated"`` gives an input's rows the mean answer over its copies.
-    The ledger is charged once per input (layer 1) and never again.
+    The ledger is charged once per input (layer 1) and never again, under
+    ``release_id`` (default: a new id); ``checkpoint`` keeps the cloud's answers
+    (see :func:`query_cloud`).
     """
     if targets not in ("answers", "aggregated"):
         raise ValueError(f"targets must be 'answers' or 'aggregated', got {targets!r}")
     if noise_copies < 0 or superimposed < 0:
         raise ValueError("noise_copies and superimposed must be >= 0")
-    released = release(x, records, ledger, seed=seed, **noise.kwargs())
+    released = release(x, records, ledger, seed=seed, release_id=release_id, **noise.kwargs())
     parts = [released]
     s = None if seed is None else seed + 1
     if noise_copies:
