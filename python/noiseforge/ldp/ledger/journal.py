@@ -7,18 +7,27 @@ such a file and refuses anything a ledger must not accept -- a NaN, negative
 or boolean cost, a record id that is not a non-negative integer or appears
 twice in a line, unknown or missing fields, a truncated last line -- naming
 the line and the field, so that an import never silently changes what was
-spent. The ledger imports a validated journal once (see
-:meth:`noiseforge.ldp.PrivacyLedger.import_journal`).
+spent. :func:`import_journal` imports a validated journal into a ledger once
+(keyed by content, so appended lines are added later and nothing twice).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from noiseforge.ldp.ledger.errors import BudgetExceededError
 from noiseforge.ldp.ledger.records import RecordSet
+from noiseforge.ldp.ledger.rows import MECHANISMS, origin, request_digest
+
+if TYPE_CHECKING:
+    from noiseforge.ldp.ledger.ledger import PrivacyLedger
 
 FIELDS = ("records", "epsilon", "delta", "mechanism", "note", "time")
 # "" was the old default mechanism of direct charges
@@ -119,3 +128,75 @@ def read_journal(path: Path, mechanisms: frozenset[str]) -> list[JournalEntry]:
             )
         )
     return entries
+
+
+def import_journal(ledger: PrivacyLedger, path: str | os.PathLike) -> int:
+    """Import the JSON-lines journal at ``path`` into ``ledger``, once.
+
+    Every line is validated first (JournalError names a bad one); then the new
+    entries are charged in one transaction (a line that would exceed the
+    ledger's budget refuses the whole import). An import is keyed by the
+    journal's content: importing the same content again -- from any path -- does
+    nothing, and a journal that grew by appended lines since its last import
+    adds only those lines. A journal rewritten after its import is refused (the
+    ledger could not tell which of its entries are new). Returns the number of
+    entries imported.
+    """
+    path = Path(path).expanduser().resolve()
+    data = path.read_bytes()
+    entries = read_journal(path, MECHANISMS)
+    digest = hashlib.sha256(data).hexdigest()
+    store = ledger._store
+    with store.transaction(write=True) as tx:
+        imports = [json.loads(v) for k, v in tx.meta().items() if k.startswith("journal-import:")]
+        done = max((n for n in (_imported_prefix(imp, data) for imp in imports) if n), default=0)
+        if done == len(data):
+            return 0
+        if done == 0 and any(imp["path"] == str(path) for imp in imports):
+            raise JournalError(
+                f"{path} was imported into {store.describe()} before and has since been "
+                "rewritten, not appended to: the ledger cannot tell which of its entries are "
+                "new, so it imports none. The ledger is the source of truth now: stop writing "
+                "the journal"
+            )
+        new = [e for e in entries if e.offset >= done]
+        release_id = f"journal-{digest[:16]}"
+        tx.add_release(release_id, "", time.time())
+        who = f"imported from {path} by {origin()}"
+        for e in new:
+            over = ledger._apply(tx, e.records, e.epsilon, e.delta)
+            if over is not None:
+                raise BudgetExceededError(
+                    f"{path}:{e.line}: record {over.record} would exceed this ledger's budget "
+                    f"({ledger.epsilon_budget:.6g}, {ledger.delta_budget:.3g}); nothing was "
+                    "imported. Open the journal with a budget at least as large as it was "
+                    "written with"
+                )
+            tx.insert_entry(
+                (
+                    release_id,
+                    f"line-{e.line}",
+                    e.epsilon,
+                    e.delta,
+                    e.mechanism,
+                    e.note,
+                    e.time,
+                    len(e.records),
+                    e.records.to_bytes(),
+                    request_digest(e.records, e.epsilon, e.delta, e.mechanism),
+                    None,
+                    who,
+                )
+            )
+        record = {"path": str(path), "digest": digest, "bytes": len(data)}
+        tx.set_meta({f"journal-import:{digest}": json.dumps(record)})
+    return len(new)
+
+
+def _imported_prefix(imp: dict, data: bytes) -> int:
+    """How many leading bytes of ``data`` an earlier import ``imp`` covered (0: none):
+    its content must be a prefix of ``data`` that ends at a line break."""
+    n = imp["bytes"]
+    if n > len(data) or hashlib.sha256(data[:n]).hexdigest() != imp["digest"]:
+        return 0
+    return n if n == len(data) or data[n - 1 : n] == b"\n" else 0

@@ -35,12 +35,8 @@ own code, concurrency, retries and failures.
 
 from __future__ import annotations
 
-import getpass
-import hashlib
-import json
 import os
 import re
-import socket
 import time
 import uuid
 import warnings
@@ -57,7 +53,7 @@ from noiseforge.ldp.ledger.errors import (
     LedgerCorruptError,
     ReleaseConflictError,
 )
-from noiseforge.ldp.ledger.journal import JournalError, read_journal
+from noiseforge.ldp.ledger.journal import import_journal
 from noiseforge.ldp.ledger.records import MAX_RECORD, RecordSet
 from noiseforge.ldp.ledger.rows import (
     MECHANISMS,
@@ -68,6 +64,7 @@ from noiseforge.ldp.ledger.rows import (
     check_cost,
     check_name,
     check_note,
+    origin,
     request_digest,
 )
 from noiseforge.ldp.ledger.stores import (
@@ -444,21 +441,16 @@ class PrivacyLedger:
                     "of a release draws from its key. Pass the release's key (see "
                     "noiseforge.ldp.ReleaseKey) or start a new release id"
                 )
-            if len(rs):
-                spans = self._rows.spans(tx.spans_touching(rs.ranges))
-                new, over = spending.apply_charge(
-                    spans, rs.ranges, epsilon, delta, self.epsilon_budget, self.delta_budget
+            over = self._apply(tx, rs, epsilon, delta)
+            if over is not None:
+                raise BudgetExceededError(
+                    f"record {over.record} has spent epsilon={over.spent_epsilon:.6g}, "
+                    f"delta={over.spent_delta:.3g}; releasing it again at "
+                    f"epsilon={epsilon:.6g}, delta={delta:.3g} would exceed the budget "
+                    f"({self.epsilon_budget:.6g}, {self.delta_budget:.3g}), so nothing was "
+                    "charged. Reuse the released (noised) data instead: post-processing "
+                    "is free"
                 )
-                if over is not None:
-                    raise BudgetExceededError(
-                        f"record {over.record} has spent epsilon={over.spent_epsilon:.6g}, "
-                        f"delta={over.spent_delta:.3g}; releasing it again at "
-                        f"epsilon={epsilon:.6g}, delta={delta:.3g} would exceed the budget "
-                        f"({self.epsilon_budget:.6g}, {self.delta_budget:.3g}), so nothing was "
-                        "charged. Reuse the released (noised) data instead: post-processing "
-                        "is free"
-                    )
-                tx.replace_spans(spans, new)
             when, who = time.time(), origin()
             seq = tx.insert_entry(
                 (
@@ -479,6 +471,21 @@ class PrivacyLedger:
         return Release(
             release_id, batch, rs, epsilon, delta, mechanism, note, when, seq, origin=who
         )
+
+    def _apply(
+        self, tx: Transaction, rs: RecordSet, epsilon: float, delta: float
+    ) -> spending.Overdraft | None:
+        """Inside ``tx``: write the totals after charging ``rs``, or return the first
+        overdraft and write nothing."""
+        if not len(rs):
+            return None
+        spans = self._rows.spans(tx.spans_touching(rs.ranges))
+        new, over = spending.apply_charge(
+            spans, rs.ranges, epsilon, delta, self.epsilon_budget, self.delta_budget
+        )
+        if over is None:
+            tx.replace_spans(spans, new)
+        return over
 
     def record_output(self, entry: Release, digest: str) -> None:
         """Bind ``entry`` to the digest of the data it released (done by
@@ -509,90 +516,10 @@ class PrivacyLedger:
 
     # ------------------------------------------------------------------ journals
     def import_journal(self, path: str | os.PathLike) -> int:
-        """Import a JSON-lines journal of an earlier noiseforge version, once.
-
-        Every line is validated first (JournalError names a bad one); then the
-        new entries are charged in one transaction (a line that would exceed this
-        ledger's budget refuses the whole import). An import is keyed by the
-        journal's content: importing the same content again -- from any path --
-        does nothing, and a journal that grew by appended lines since its last
-        import adds only those lines. A journal rewritten after its import is
-        refused (the ledger could not tell which of its entries are new).
-        Returns the number of entries imported.
-        """
-        path = Path(path).expanduser().resolve()
-        data = path.read_bytes()
-        entries = read_journal(path, MECHANISMS)
-        digest = hashlib.sha256(data).hexdigest()
-        with self._store.transaction(write=True) as tx:
-            imports = [
-                json.loads(v) for k, v in tx.meta().items() if k.startswith("journal-import:")
-            ]
-            done = max(
-                (
-                    imp["bytes"]
-                    for imp in imports
-                    if imp["bytes"] <= len(data)
-                    and hashlib.sha256(data[: imp["bytes"]]).hexdigest() == imp["digest"]
-                    and (
-                        imp["bytes"] == len(data) or data[imp["bytes"] - 1 : imp["bytes"]] == b"\n"
-                    )
-                ),
-                default=0,
-            )
-            if done == len(data):
-                return 0
-            if done == 0 and any(imp["path"] == str(path) for imp in imports):
-                raise JournalError(
-                    f"{path} was imported into {self._store.describe()} before and has since "
-                    "been rewritten, not appended to: the ledger cannot tell which of its "
-                    "entries are new, so it imports none. The ledger is the source of truth "
-                    "now: stop writing the journal"
-                )
-            new = [e for e in entries if e.offset >= done]
-            release_id = f"journal-{digest[:16]}"
-            tx.add_release(release_id, "", time.time())
-            for e in new:
-                self._import_entry(tx, path, release_id, e)
-            tx.set_meta(
-                {
-                    f"journal-import:{digest}": json.dumps(
-                        {"path": str(path), "digest": digest, "bytes": len(data)}
-                    )
-                }
-            )
-        return len(new)
-
-    def _import_entry(self, tx: Transaction, path: Path, release_id: str, e: Any) -> None:
-        if len(e.records):
-            spans = self._rows.spans(tx.spans_touching(e.records.ranges))
-            new, over = spending.apply_charge(
-                spans, e.records.ranges, e.epsilon, e.delta, self.epsilon_budget, self.delta_budget
-            )
-            if over is not None:
-                raise BudgetExceededError(
-                    f"{path}:{e.line}: record {over.record} would exceed this ledger's "
-                    f"budget ({self.epsilon_budget:.6g}, {self.delta_budget:.3g}); nothing was "
-                    "imported. Open the journal with a budget at least as large as it was "
-                    "written with"
-                )
-            tx.replace_spans(spans, new)
-        tx.insert_entry(
-            (
-                release_id,
-                f"line-{e.line}",
-                e.epsilon,
-                e.delta,
-                e.mechanism,
-                e.note,
-                e.time,
-                len(e.records),
-                e.records.to_bytes(),
-                request_digest(e.records, e.epsilon, e.delta, e.mechanism),
-                None,
-                f"imported from {path} by {origin()}",
-            )
-        )
+        """Import a JSON-lines journal of an earlier noiseforge version, once (see
+        :func:`noiseforge.ldp.ledger.journal.import_journal`); returns the number
+        of entries imported."""
+        return import_journal(self, path)
 
     def _import_once(self, journal: Path) -> None:
         imported = self.import_journal(journal)
@@ -603,15 +530,6 @@ class PrivacyLedger:
                 "point PrivacyLedger at it",
                 stacklevel=3,
             )
-
-
-def origin() -> str:
-    """Who is charging: ``user@host pid N`` (recorded with every entry, for audits)."""
-    try:
-        user = getpass.getuser()
-    except Exception:  # no login name (some containers): the numeric uid
-        user = f"uid {os.getuid()}" if hasattr(os, "getuid") else "unknown"
-    return f"{user}@{socket.gethostname()} pid {os.getpid()}"
 
 
 def _reopen(path: str, name: str | None, timeout: float) -> PrivacyLedger:

@@ -9,8 +9,11 @@ table and key -- never skipped, never repaired silently.
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import math
+import os
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,6 +113,15 @@ def check_note(note: Any) -> str:
     except UnicodeEncodeError:
         raise ValueError("note is not valid Unicode text (it holds a lone surrogate)") from None
     return note
+
+
+def origin() -> str:
+    """Who is charging: ``user@host pid N`` (recorded with every entry, for audits)."""
+    try:
+        user = getpass.getuser()
+    except Exception:  # no login name (some containers): the numeric uid
+        user = f"uid {os.getuid()}" if hasattr(os, "getuid") else "unknown"
+    return f"{user}@{socket.gethostname()} pid {os.getpid()}"
 
 
 class RowChecker:
