@@ -95,13 +95,19 @@ class CloudModel(ABC):
         not the rows noiseforge released, and CloudAnswerError when the answer
         is not a table of probabilities (see :func:`check_answers`).
         """
+        return CloudModel._answer(self, batch)
+
+    def _answer(self, batch: NoisedBatch, classes: int | None = None) -> torch.Tensor:
+        """What :meth:`predict` does, with the answer's class count checked against
+        ``classes`` too; :func:`query_cloud` calls this base implementation, whatever
+        a subclass overrides."""
         if not isinstance(batch, NoisedBatch):
             raise TypeError(
                 f"refusing to send {type(batch).__name__} to the cloud: only data released with "
                 "noiseforge.ldp.release() (a NoisedBatch) may leave the client"
             )
         data, _ = batch._verified()
-        return check_answers(self._predict(data), len(batch))
+        return check_answers(self._predict(data), len(batch), classes)
 
     @abstractmethod
     def _predict(self, data: torch.Tensor) -> torch.Tensor: ...

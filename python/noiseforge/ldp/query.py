@@ -166,7 +166,7 @@ def _ask(
         try:
             # the base class's predict, whatever a subclass overrides: it checks the
             # seal on a private copy of the rows and sends exactly that copy
-            return check_answers(CloudModel.predict(cloud, part), len(part), classes)
+            return CloudModel._answer(cloud, part, classes)
         except CloudRequestError as exc:  # the request itself is wrong: retrying cannot help
             raise CloudQueryError(
                 f"the cloud refused rows {first}..{first + len(part) - 1} ({exc}){where}"

@@ -270,16 +270,7 @@ class PrivacyLedger:
         rs = RecordSet.from_ids(np.unique(ids) if ids.size else ids)
         with self._store.transaction(write=False) as tx:
             rows = tx.spans_touching(rs.ranges) if len(rs) else []
-        spans = self._rows.spans(rows)
-        eps = np.zeros(ids.size)
-        delta = np.zeros(ids.size)
-        if len(spans) and ids.size:
-            ids64 = ids.astype(np.int64)
-            i = np.searchsorted(spans.lo, ids64, side="right") - 1
-            hit = i >= 0
-            hit[hit] = spans.hi[i[hit]] >= ids64[hit]
-            eps[hit] = spans.epsilon[i[hit]]
-            delta[hit] = spans.delta[i[hit]]
+        eps, delta, _ = self._rows.spans(rows).totals_at(ids.astype(np.int64))
         return eps, delta
 
     def remaining(self, record: int) -> tuple[float, float]:
@@ -410,12 +401,7 @@ class PrivacyLedger:
             if row is not None:
                 entry = self._rows.entry(row)
                 key_now = tx.release_fingerprint(release_id)
-                if (
-                    entry.records == rs
-                    and request_digest(entry.records, entry.epsilon, entry.delta, entry.mechanism)
-                    == request
-                    and key_now == key_fingerprint
-                ):
+                if entry.request == request and key_now == key_fingerprint:
                     return replace(entry, replayed=True)
                 raise IdempotencyConflictError(
                     f"batch {batch!r} of release {release_id!r} was already charged (entry "
@@ -469,7 +455,17 @@ class PrivacyLedger:
                 )
             )
         return Release(
-            release_id, batch, rs, epsilon, delta, mechanism, note, when, seq, origin=who
+            release_id,
+            batch,
+            rs,
+            epsilon,
+            delta,
+            mechanism,
+            note,
+            when,
+            seq,
+            origin=who,
+            request=request,
         )
 
     def _apply(

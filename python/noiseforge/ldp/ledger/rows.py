@@ -47,6 +47,7 @@ class Release:
     output_digest: str | None = None
     replayed: bool = False
     origin: str = ""  # who charged it: user@host pid N
+    request: str = ""  # digest of (records, epsilon, delta, mechanism): what a retry repeats
 
 
 @dataclass(frozen=True)
@@ -264,5 +265,16 @@ class RowChecker:
             ):
                 raise bad(f"{label} {v!r} is not a sha256 hex digest")
         return Release(
-            release_id, batch, records, eps, delta, mechanism, note, when, seq, out, origin=origin
+            release_id,
+            batch,
+            records,
+            eps,
+            delta,
+            mechanism,
+            note,
+            when,
+            seq,
+            out,
+            origin=origin,
+            request=request,
         )

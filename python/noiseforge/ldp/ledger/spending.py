@@ -42,19 +42,6 @@ class Spans:
         z = np.zeros(0, np.int64)
         return cls(z, z.copy(), np.zeros(0), np.zeros(0))
 
-    @classmethod
-    def from_rows(cls, rows: list[tuple]) -> Spans:
-        """From (lo, hi, epsilon, delta) rows sorted by lo (values already validated)."""
-        if not rows:
-            return cls.empty()
-        lo, hi, eps, delta = zip(*rows, strict=True)
-        return cls(
-            np.array(lo, np.int64),
-            np.array(hi, np.int64),
-            np.array(eps, np.float64),
-            np.array(delta, np.float64),
-        )
-
     def __len__(self) -> int:
         return len(self.lo)
 
@@ -69,11 +56,42 @@ class Spans:
             )
         )
 
+    def totals_at(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(epsilon, delta, covered) at each int64 id of ``points``: the totals of the
+        span holding it, 0 where none does."""
+        i, covered = covering(self.lo, self.hi, points)
+        where = np.where(covered, i, len(self))  # index S: the padding zero
+        return np.append(self.epsilon, 0.0)[where], np.append(self.delta, 0.0)[where], covered
+
     def lookup(self, record: int) -> tuple[float, float]:
-        i = int(np.searchsorted(self.lo, record, side="right")) - 1
-        if i >= 0 and int(self.hi[i]) >= record:
-            return float(self.epsilon[i]), float(self.delta[i])
-        return 0.0, 0.0
+        eps, delta, _ = self.totals_at(np.array([record], np.int64))
+        return float(eps[0]), float(delta[0])
+
+
+def covering(lo: np.ndarray, hi: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For sorted disjoint inclusive ranges ``[lo, hi]``: the index of the range that
+    may hold each point (the last with ``lo <= point``) and whether it does."""
+    i = np.searchsorted(lo, points, side="right") - 1
+    hit = i >= 0
+    hit[hit] = hi[i[hit]] >= points[hit]
+    return i, hit
+
+
+def diff(old: Spans, new: Spans) -> tuple[np.ndarray, Spans]:
+    """What replacing ``old`` by ``new`` writes: the ``lo`` of old spans that vanish,
+    and the new spans that are not already stored as they are (both sorted by lo)."""
+    at = np.minimum(np.searchsorted(old.lo, new.lo), max(len(old) - 1, 0))
+    same = (
+        (old.lo[at] == new.lo)
+        & (old.hi[at] == new.hi)
+        & (old.epsilon[at] == new.epsilon)
+        & (old.delta[at] == new.delta)
+        if len(old)
+        else np.zeros(len(new), bool)
+    )
+    keep = ~same
+    gone = old.lo[~np.isin(old.lo, new.lo, assume_unique=True)]
+    return gone, Spans(new.lo[keep], new.hi[keep], new.epsilon[keep], new.delta[keep])
 
 
 def add_rounding_up(total: np.ndarray, cost: float) -> np.ndarray:
@@ -129,25 +147,11 @@ def apply_charge(
     cuts = np.sort(np.concatenate((spans.lo, spans.hi + 1, a, b + 1)))
     cuts = cuts[np.concatenate(([True], cuts[1:] != cuts[:-1]))]  # sort-unique (faster here)
     starts, ends = cuts[:-1], cuts[1:] - 1
-    # which stored span and which charged range covers each elementary segment
-    si = np.searchsorted(spans.lo, starts, side="right") - 1
-    in_span = si >= 0
-    in_span[in_span] = spans.hi[si[in_span]] >= starts[in_span]
-    ri = np.searchsorted(a, starts, side="right") - 1
-    charged = ri >= 0
-    charged[charged] = b[ri[charged]] >= starts[charged]
+    # the stored totals and whether a charged range covers each elementary segment
+    eps, dlt, in_span = spans.totals_at(starts)
+    _, charged = covering(a, b, starts)
     keep = in_span | charged
-    starts, ends, si, in_span, charged = (
-        starts[keep],
-        ends[keep],
-        si[keep],
-        in_span[keep],
-        charged[keep],
-    )
-    # a stored span's totals where one covers, 0 elsewhere (index S is the padding zero)
-    where = np.where(in_span, si, len(spans))
-    eps = np.append(spans.epsilon, 0.0)[where]
-    dlt = np.append(spans.delta, 0.0)[where]
+    starts, ends, eps, dlt, charged = starts[keep], ends[keep], eps[keep], dlt[keep], charged[keep]
     new_eps = np.where(charged, add_rounding_up(eps, epsilon), eps)
     new_dlt = np.where(charged, add_rounding_up(dlt, delta), dlt)
     over = charged & ((new_eps > epsilon_budget) | (new_dlt > delta_budget) | ~np.isfinite(new_eps))

@@ -35,6 +35,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
+from noiseforge.ldp.ledger.spending import Spans, diff
+
 SCHEMA_VERSION = "1"
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -154,9 +156,6 @@ class Transaction:
             (release_id,),
         )
 
-    def count_entries(self) -> int:
-        return int(self.rows("SELECT count(*) FROM {entries}")[0][0])
-
     def insert_entry(self, values: Sequence[Any]) -> int:
         cols = self.ENTRY_COLUMNS.split(", ", 1)[1]
         marks = ", ".join("?" * len(values))
@@ -212,37 +211,18 @@ class Transaction:
                 found[before[0]] = before
         return [found[k] for k in sorted(found)]
 
-    def replace_spans(self, old: Any, new: Any) -> None:
+    def replace_spans(self, old: Spans, new: Spans) -> None:
         """Replace the spans ``old`` (as read) by ``new``: rows that did not change
         are not touched, changed ones are upserted, vanished ones deleted."""
-        # both are sorted by lo: match rows by lo, then compare the rest
-        at = np.searchsorted(old.lo, new.lo)
-        at_ok = np.minimum(at, max(len(old) - 1, 0))
-        same = (
-            (
-                (at < len(old))
-                & (old.lo[at_ok] == new.lo)
-                & (old.hi[at_ok] == new.hi)
-                & (old.epsilon[at_ok] == new.epsilon)
-                & (old.delta[at_ok] == new.delta)
-            )
-            if len(old)
-            else np.zeros(len(new), bool)
-        )
-        keep = ~same
-        changed = np.rec.fromarrays(
-            [new.lo[keep], new.hi[keep], new.epsilon[keep], new.delta[keep]], names="lo,hi,e,d"
-        )
-        gone = old.lo[~np.isin(old.lo, new.lo, assume_unique=True)]
+        gone, changed = diff(old, new)
         self.store.write_spans(self, gone, changed)
 
 
-def _upsert_sql() -> str:
-    return (
-        "INSERT INTO {spans} (lo, hi, epsilon, delta) VALUES (?, ?, ?, ?) "
-        "ON CONFLICT (lo) DO UPDATE SET hi = excluded.hi, epsilon = excluded.epsilon, "
-        "delta = excluded.delta"
-    )
+# The upsert of span rows; what precedes it supplies the rows (VALUES or a SELECT).
+UPSERT_SPANS = (
+    " ON CONFLICT (lo) DO UPDATE SET hi = excluded.hi, epsilon = excluded.epsilon, "
+    "delta = excluded.delta"
+)
 
 
 class SQLStore:
@@ -287,14 +267,18 @@ class SQLStore:
     def insert_returning_seq(self, tx: Transaction, sql: str, values: Sequence[Any]) -> int:
         raise NotImplementedError
 
-    def write_spans(self, tx: Transaction, gone: np.ndarray, rows: np.recarray) -> None:
-        """Delete the spans starting at ``gone`` and upsert ``rows`` (lo, hi, e, d)."""
+    def write_spans(self, tx: Transaction, gone: np.ndarray, rows: Spans) -> None:
+        """Delete the spans starting at ``gone`` and upsert ``rows``."""
         if len(gone):
             tx.cur.executemany(
                 self.sql("DELETE FROM {spans} WHERE lo = ?"), [(v,) for v in gone.tolist()]
             )
         if len(rows):
-            tx.cur.executemany(self.sql(_upsert_sql()), rows.tolist())
+            tx.cur.executemany(
+                self.sql("INSERT INTO {spans} (lo, hi, epsilon, delta) VALUES (?, ?, ?, ?)")
+                + UPSERT_SPANS,
+                rows.rows(),
+            )
 
     # shared -----------------------------------------------------------------
     def sql(self, text: str) -> str:

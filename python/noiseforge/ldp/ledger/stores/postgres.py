@@ -8,14 +8,15 @@ from typing import Any
 
 import numpy as np
 
+from noiseforge.ldp.ledger.spending import Spans
 from noiseforge.ldp.ledger.stores.base import (
+    UPSERT_SPANS,
     LedgerBusyError,
     LedgerCorruptError,
     LedgerStoreError,
     SQLStore,
     Transaction,
     TransientStoreError,
-    _upsert_sql,
     redact,
 )
 
@@ -168,7 +169,7 @@ class PostgresStore(SQLStore):
     def insert_returning_seq(self, tx: Transaction, sql: str, values: Sequence[Any]) -> int:
         return int(tx.execute(sql + " RETURNING seq", values).fetchone()[0])
 
-    def write_spans(self, tx: Transaction, gone: np.ndarray, rows: np.recarray) -> None:
+    def write_spans(self, tx: Transaction, gone: np.ndarray, rows: Spans) -> None:
         if len(gone) + len(rows) < 2048:
             return super().write_spans(tx, gone, rows)
         # Bulk: binary COPY into session temp tables, then two set-based statements
@@ -186,12 +187,14 @@ class PostgresStore(SQLStore):
             cols = [
                 rows.lo.astype(">i8"),
                 rows.hi.astype(">i8"),
-                rows.e.astype(">f8"),
-                rows.d.astype(">f8"),
+                rows.epsilon.astype(">f8"),
+                rows.delta.astype(">f8"),
             ]
             with tx.cur.copy("COPY nf_new FROM STDIN (FORMAT binary)") as copy:
                 copy.write(_pg_binary_rows(cols))
-            tx.execute(_upsert_sql().replace("VALUES (?, ?, ?, ?)", "SELECT * FROM nf_new"))
+            tx.execute(
+                "INSERT INTO {spans} (lo, hi, epsilon, delta) SELECT * FROM nf_new" + UPSERT_SPANS
+            )
 
     def _translate_error(self, exc: Exception) -> Exception | None:
         import psycopg
