@@ -144,7 +144,7 @@ def test_cli_run_through_an_http_cloud(tiny_fashion, monkeypatch, tmp_path, caps
     is refused."""
     import argparse
 
-    from noiseforge.cli import build_cloud_server
+    from noiseforge.ldp.serve_command import build_cloud_server
 
     monkeypatch.setenv("NOISEFORGE_FASHION_MNIST", str(tiny_fashion))
     monkeypatch.setenv("NOISEFORGE_CACHE", str(tmp_path / "cache"))

@@ -13,7 +13,7 @@ def test_cli_cloud_server_serves_the_cached_fashion_model(tmp_path, monkeypatch)
     """`noiseforge cloud serve` on a tiny generated Fashion-MNIST-format data set."""
     import argparse
 
-    from noiseforge.cli import build_cloud_server
+    from noiseforge.ldp.serve_command import build_cloud_server
     from tests.test_registry_and_cli import _write_idx
 
     rng = np.random.default_rng(0)

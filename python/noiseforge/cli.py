@@ -17,7 +17,7 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     from noiseforge import demo
     from noiseforge.data import DatasetNotFoundError
-    from noiseforge.ldp import LedgerStoreError
+    from noiseforge.ldp import LedgerStoreError, serve_command
     from noiseforge.ldp import command as ldp_command
     from noiseforge.ops import BackendUnavailableError
     from noiseforge.relevance import command as relevance_command
@@ -35,17 +35,7 @@ def main(argv: list[str] | None = None) -> int:
             "relevance", help="the multilingual relevance data engine: steps or the whole ablation"
         )
     )
-    cloud = sub.add_parser("cloud", help="the LDPKiT cloud model over HTTP")
-    cloud_sub = cloud.add_subparsers(dest="cloud_command", required=True)
-    serve = cloud_sub.add_parser("serve", help="serve a classifier on a port (protocol 1)")
-    serve.add_argument(
-        "--model",
-        default="fashion-cnn",
-        choices=["fashion-cnn"],
-        help="the model to serve (trained once and cached)",
-    )
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8765)
+    serve_command.add_arguments(sub.add_parser("cloud", help="the LDPKiT cloud model over HTTP"))
     args = parser.parse_args(argv)
     try:
         if args.command == "info":
@@ -58,13 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "relevance":
             return relevance_command.run(args)
         if args.command == "cloud":
-            server = build_cloud_server(args)
-            print(f"noiseforge cloud: serving {args.model} at {server.url} (Ctrl-C stops)")
-            try:
-                server.serve_forever()
-            except KeyboardInterrupt:
-                server.stop()
-            return 0
+            return serve_command.run(args)
         return demo.run(args)
     except (
         DatasetNotFoundError,
@@ -78,14 +62,6 @@ def main(argv: list[str] | None = None) -> int:
     ) as exc:
         print(f"noiseforge {args.command}: error: {exc}", file=sys.stderr)
         return 2
-
-
-def build_cloud_server(args: argparse.Namespace):
-    """The server of ``noiseforge cloud serve`` (not yet serving)."""
-    from noiseforge.ldp.fashion import fashion_cloud_model
-    from noiseforge.ldp.http import CloudServer
-
-    return CloudServer(fashion_cloud_model(), host=args.host, port=args.port, name=args.model)
 
 
 if __name__ == "__main__":
