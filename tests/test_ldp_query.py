@@ -28,8 +28,9 @@ from noiseforge.ldp import (
     release,
 )
 from noiseforge.ldp.cloud import CloudTimeoutError, CloudUnavailableError
-from noiseforge.ldp.http import CloudServer, HTTPCloud
+from noiseforge.ldp.http import HTTPCloud
 from noiseforge.ldp.npy import decode_npy, encode_npy
+from noiseforge.ldp.server import CloudServer
 
 
 def _batch(n=10, d=3, seed=1):
@@ -345,12 +346,18 @@ def test_the_http_cloud_agrees_with_the_in_process_cloud():
     batch = _batch(37)
     with CloudServer(model, name="toy") as server:
         client = HTTPCloud(server.url, timeout=10)
-        assert client.health() == {"model": "toy", "protocol": 1}
+        assert client.health() == {"status": "ok", "model": "toy", "protocol": 1}
+        assert client.info()["input_shape"] == [3]
         remote = query_cloud(client, batch, batch_size=10, progress=False)
-        bad = urllib.request.Request(server.url + "/v1/predict", data=b"not numpy", method="POST")
+        bad = urllib.request.Request(
+            server.url + "/v1/predict",
+            data=b"not numpy",
+            method="POST",
+            headers={"Content-Type": "application/octet-stream"},
+        )
         with pytest.raises(urllib.error.HTTPError) as err:
             urllib.request.urlopen(bad, timeout=10)
-        assert err.value.code == 400
+        assert err.value.code == 422
     torch.testing.assert_close(remote, InProcessCloud(model).predict(batch))
     with CloudServer(model) as server:
         url = server.url

@@ -1,9 +1,10 @@
-"""The cloud over HTTP: ``noiseforge cloud serve`` and its client.
+"""The client of the cloud over HTTP (the server: :mod:`noiseforge.ldp.server`).
 
 Protocol (version 1): ``POST /v1/predict`` with a NumPy ``.npy`` body (float32,
 rows of inputs; pickles are refused) answers an ``.npy`` of float32 class
-probabilities; ``GET /v1/health`` answers JSON facts about the model. The
-client is a :class:`CloudModel`, so it sends only released (noised) data.
+probabilities; ``GET /v1/health`` and ``GET /v1/info`` answer JSON facts about
+the model. The client is a :class:`CloudModel`, so it sends only released
+(noised) data.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import socket
 import threading
 import time
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import torch
 
@@ -24,94 +24,13 @@ from noiseforge.ldp.cloud import (
     CloudRequestError,
     CloudTimeoutError,
     CloudUnavailableError,
-    InProcessCloud,
 )
 from noiseforge.ldp.npy import decode_npy, encode_npy
 
-MAX_BODY = 256 << 20  # bytes per request
-
-
-class CloudServer:
-    """Serves a PyTorch classifier on ``host:port`` (``port=0`` picks a free port).
-
-    Use as a context manager or call :meth:`start` / :meth:`stop`; the server
-    runs in a background thread and handles requests concurrently.
-    """
-
-    def __init__(
-        self, module: torch.nn.Module, host: str = "127.0.0.1", port: int = 0, name: str = "model"
-    ) -> None:
-        self.cloud = InProcessCloud(module)
-        self.name = name
-        lock = threading.Lock()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args) -> None:  # quiet by default
-                pass
-
-            def _send(self, code: int, body: bytes, kind: str) -> None:
-                self.send_response(code)
-                self.send_header("Content-Type", kind)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def _error(self, code: int, message: str) -> None:
-                self._send(code, json.dumps({"error": message}).encode(), "application/json")
-
-            def do_GET(self) -> None:
-                if self.path != "/v1/health":
-                    return self._error(404, f"no such endpoint {self.path}")
-                self._send(
-                    200,
-                    json.dumps({"model": server.name, "protocol": 1}).encode(),
-                    "application/json",
-                )
-
-            def do_POST(self) -> None:
-                if self.path != "/v1/predict":
-                    return self._error(404, f"no such endpoint {self.path}")
-                length = int(self.headers.get("Content-Length", "0"))
-                if length <= 0 or length > MAX_BODY:
-                    return self._error(413, f"body must be 1..{MAX_BODY} bytes, got {length}")
-                try:
-                    x = decode_npy(self.rfile.read(length), ndim=None)
-                    with lock, torch.no_grad():
-                        probs = server.cloud._predict(torch.from_numpy(x))
-                except (ValueError, RuntimeError) as exc:
-                    return self._error(400, str(exc))
-                self._send(200, encode_npy(probs.numpy()), "application/octet-stream")
-
-        self.httpd = ThreadingHTTPServer((host, port), Handler)
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        host, port = self.httpd.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> CloudServer:
-        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self._thread.start()
-        return self
-
-    def serve_forever(self) -> None:
-        self.httpd.serve_forever()
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-    def __enter__(self) -> CloudServer:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
 
 class HTTPCloud(CloudModel):
-    """Client of a :class:`CloudServer` (or any server speaking protocol 1).
+    """Client of a :class:`~noiseforge.ldp.server.CloudServer` (or any server speaking
+    protocol 1).
 
     ``timeout`` bounds each whole exchange (connect, send, the complete answer),
     not each socket read: a server that trickles its answer is cut off at the
@@ -138,13 +57,21 @@ class HTTPCloud(CloudModel):
         self._parts = parts
 
     def health(self) -> dict:
-        status, body = self._exchange("GET", "/v1/health", None, {})
+        """The server's ``/v1/health`` answer (``status``, ``model``, ``protocol``)."""
+        return self._json("/v1/health")
+
+    def info(self) -> dict:
+        """The server's ``/v1/info``: the model's input shape and classes, the limits."""
+        return self._json("/v1/info")
+
+    def _json(self, path: str) -> dict:
+        status, body = self._exchange("GET", path, None, {})
         if status != 200:
-            raise CloudUnavailableError(f"GET /v1/health answered {status}")
+            raise CloudUnavailableError(f"GET {path} answered {status}")
         try:
             return json.loads(body)
         except ValueError:
-            raise CloudUnavailableError("GET /v1/health answered no JSON") from None
+            raise CloudUnavailableError(f"GET {path} answered no JSON") from None
 
     def _predict(self, data: torch.Tensor) -> torch.Tensor:
         body = encode_npy(data.detach().cpu().float().numpy())

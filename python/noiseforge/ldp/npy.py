@@ -14,6 +14,7 @@ import numpy as np
 
 MAGIC = b"\x93NUMPY"
 _FLOAT32 = np.dtype("<f4")
+HEADER_LIMIT = 12 + 10_000  # magic, version, length field and numpy's largest header
 
 
 def encode_npy(array: np.ndarray) -> bytes:
@@ -23,16 +24,21 @@ def encode_npy(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def decode_npy(body: bytes, *, ndim: int | None = 2) -> np.ndarray:
+def decode_npy(
+    body: bytes | bytearray | memoryview, *, ndim: int | None = 2, copy: bool = True
+) -> np.ndarray:
     """The float32 array of rank ``ndim`` (``None``: rank >= 2) in ``body``;
-    ValueError naming what is wrong."""
+    ValueError naming what is wrong. ``copy=False`` returns a view of ``body``
+    (writable when ``body`` is a bytearray): no second copy of a large body."""
     if not isinstance(body, bytes | bytearray | memoryview):
         raise ValueError(f"expected bytes, got {type(body).__name__}")
-    body = bytes(body)
-    if not body.startswith(MAGIC) or len(body) < 10:
+    if isinstance(body, memoryview):
+        body = body.cast("B") if body.contiguous else body.tobytes()
+    if len(body) < 10 or bytes(body[:6]) != MAGIC:
         raise ValueError("the body is not a .npy array (no NUMPY magic)")
     major = body[6]
-    fp = io.BytesIO(body)
+    # numpy refuses headers over 10,000 bytes: parse a bounded prefix, not a copy of it all
+    fp = io.BytesIO(bytes(body[:HEADER_LIMIT]))
     fp.seek(8)
     try:
         if major == 1:
@@ -60,4 +66,5 @@ def decode_npy(body: bytes, *, ndim: int | None = 2) -> np.ndarray:
             f"the header promises shape {shape} ({expected} bytes) but the body holds "
             f"{payload} bytes"
         )
-    return np.frombuffer(body, dtype=_FLOAT32, offset=fp.tell()).reshape(shape).copy()
+    array = np.frombuffer(body, dtype=_FLOAT32, offset=fp.tell()).reshape(shape)
+    return array.copy() if copy else array
