@@ -14,44 +14,84 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from noiseforge.data import load_fashion_mnist
+from noiseforge import cli
+from noiseforge.data import DatasetNotFoundError, load_fashion_mnist
 from noiseforge.ops import ldp_noise, ldp_noise_calibration, registry
 from noiseforge.ops.ldp_noise import plan_ldp_noise
 
 PARTS = ("noise", "ldpkit", "relevance")
+#: the parts that need Fashion-MNIST; the others run without it
+NEEDS_FASHION_MNIST = ("noise", "ldpkit")
+RELEVANCE_OUT = "noiseforge-out/demo-relevance"
+BACKENDS = ("auto", "torch", "cpu", "cuda", "triton")
+
+
+def _parts(text: str) -> list[str]:
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    unknown = [p for p in parts if p not in PARTS]
+    if unknown or not parts:
+        raise argparse.ArgumentTypeError(
+            f"unknown demo part(s) {unknown or text!r}; choose from {', '.join(PARTS)}"
+        )
+    return parts
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--parts",
+        type=_parts,
         default=",".join(PARTS),
-        help="comma-separated parts to run, in order (default %(default)s)",
+        help="comma-separated parts to run, in order (default %(default)s); a part whose "
+        "data is not installed is skipped with the install command, and the demo then "
+        "exits with status 1",
     )
-    p.add_argument("--epsilon", type=float, default=7.0, help="per-pixel epsilon (default 7)")
     p.add_argument(
-        "--copies", type=int, default=4, help="noise part: noisy copies per image (default 4)"
+        "--epsilon",
+        type=cli.number(0),
+        default=7.0,
+        help="per-pixel epsilon (default 7)",
+    )
+    p.add_argument(
+        "--copies",
+        type=cli.int_at_least(1),
+        default=4,
+        help="noise part: noisy copies per image (default 4)",
     )
     p.add_argument(
         "--mechanism", default="laplace", choices=["laplace", "gaussian", "discrete_laplace"]
     )
-    p.add_argument("--delta", type=float, default=None, help="delta for the Gaussian mechanism")
-    p.add_argument("--limit", type=int, default=None, help="use only the first N test images")
+    p.add_argument(
+        "--delta",
+        type=cli.number(0, 1, high_open=True),
+        default=None,
+        help="delta for the Gaussian mechanism (default 1e-5)",
+    )
+    p.add_argument(
+        "--limit",
+        type=cli.int_at_least(1),
+        default=None,
+        help="use only the first N test images (the ldpkit part needs N >= 2)",
+    )
     p.add_argument(
         "--relevance-data",
+        type=cli.existing_path,
         default=None,
         help="relevance part: a competition file or a folder of them (*.jsonl, *.csv, "
         "*.parquet); default: a generated fixture",
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--backend", default=None, help="auto (default), torch, cpu, cuda or triton")
+    p.add_argument("--quiet", action="store_true", help="no progress reports")
+    p.add_argument("--backend", default=None, choices=BACKENDS, help="default auto")
     p.add_argument(
         "--seed",
-        type=int,
+        type=cli.seed,
         default=None,
         help="reproducible, NOT private noise (default: secret OS randomness)",
     )
@@ -68,37 +108,78 @@ def _accuracy(cent: torch.Tensor, x: torch.Tensor, labels: np.ndarray) -> float:
     return float((pred == torch.from_numpy(labels)).float().mean())
 
 
+def fashion_mnist_missing() -> str | None:
+    """Why Fashion-MNIST cannot be read (one line with the install command), or None."""
+    from noiseforge.data import fashion_mnist as fm
+
+    base = Path(os.environ.get(fm.ENV_ROOT) or fm.DEFAULT_ROOT)
+    for names in fm._FILES.values():
+        for name in names:
+            if not ((base / name).exists() or (base / f"{name}.gz").exists()):
+                return (
+                    f"Fashion-MNIST is not installed ({base / name}.gz not found): install it "
+                    f"with 'apt-get install dataset-fashion-mnist' or set {fm.ENV_ROOT}=<folder "
+                    "with its IDX files>"
+                )
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
-    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
-    unknown = [p for p in parts if p not in PARTS]
-    if unknown or not parts:
-        raise ValueError(
-            f"unknown demo part(s) {unknown or args.parts!r}; choose from {', '.join(PARTS)}"
-        )
+    from noiseforge.ldp.tasks import MissingTaskDataError
+
+    parts = _parts(args.parts) if isinstance(args.parts, str) else list(args.parts)
     if "ldpkit" in parts and args.mechanism != "laplace":
-        raise ValueError(
+        raise cli.UsageError(
             "the ldpkit part uses Laplace noise (the paper's setting); drop --mechanism"
         )
     if "ldpkit" in parts and args.limit is not None and args.limit < 2:
-        raise ValueError(f"--limit must be at least 2 for the ldpkit part, got {args.limit}")
+        raise cli.UsageError(f"--limit must be at least 2 for the ldpkit part, got {args.limit}")
+    if args.delta is not None and args.mechanism != "gaussian":
+        raise cli.UsageError(
+            f"--delta applies to --mechanism gaussian only ({args.mechanism} is pure "
+            "eps-LDP): drop --delta"
+        )
+    if "relevance" in parts:
+        _relevance_files(args)  # a bad --relevance-data is found before any part runs
+        why = cli.folder_problem(RELEVANCE_OUT)
+        if why:  # found before the work, not after it
+            raise cli.CommandError(
+                f"cannot write the relevance report: {why}; run the demo in a writable folder"
+            )
+    runners = {"noise": _noise_part, "ldpkit": _ldpkit_part, "relevance": _relevance_part}
     t0 = time.perf_counter()
-    for i, part in enumerate(parts):
-        if i:
-            print()
-        {"noise": _noise_part, "ldpkit": _ldpkit_part, "relevance": _relevance_part}[part](args)
-    print(f"\nnoiseforge demo: done in {time.perf_counter() - t0:.0f} s")
+    ran, skipped = [], []
+    for part in parts:
+        why = fashion_mnist_missing() if part in NEEDS_FASHION_MNIST else None
+        if why is None:
+            if ran:
+                print()
+            try:
+                runners[part](args)
+            except (DatasetNotFoundError, MissingTaskDataError) as exc:
+                why = cli.one_line(str(exc))
+            else:
+                ran.append(part)
+        if why is not None:
+            skipped.append(part)
+            print(f"noiseforge demo: skipped the {part} part: {why}", file=sys.stderr, flush=True)
+    took = f"{time.perf_counter() - t0:.0f} s"
+    if skipped:
+        print(
+            f"noiseforge demo: ran {', '.join(ran) or 'no part'} in {took}; skipped "
+            f"{', '.join(skipped)} (install what is named above, then run "
+            f"'noiseforge demo --parts {','.join(skipped)}')",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 1
+    print(f"\nnoiseforge demo: done in {took}")
     return 0
 
 
 def _ldpkit_part(args: argparse.Namespace) -> None:
     from noiseforge.ldp import experiment as ex
 
-    if args.mechanism != "laplace":
-        raise ValueError(
-            "the ldpkit part uses Laplace noise (the paper's setting); drop --mechanism"
-        )
-    if args.limit is not None and args.limit < 2:
-        raise ValueError(f"--limit must be at least 2 for the ldpkit part, got {args.limit}")
     print("noiseforge demo: LDPKiT vs standard eps-LDP on Fashion-MNIST", flush=True)
     setup = ex.task_setup("fashion", args.limit, progress=not args.quiet)
     point = ex.run_point(setup, args.epsilon, seed=args.seed, progress=not args.quiet)
@@ -131,30 +212,32 @@ def _ldpkit_part(args: argparse.Namespace) -> None:
     print("  (an epsilon sweep with a plot: noiseforge ldp sweep)")
 
 
-def _relevance_part(args: argparse.Namespace) -> None:
-    from pathlib import Path
+def _relevance_files(args: argparse.Namespace) -> list[str]:
+    """The competition files of ``--relevance-data`` ([] for the generated fixture)."""
+    if not args.relevance_data:
+        return []
+    root = Path(args.relevance_data)
+    if not root.is_dir():
+        return [str(root)]
+    files = sorted(
+        str(p) for ext in ("*.jsonl", "*.json", "*.csv", "*.parquet") for p in root.glob(ext)
+    )
+    if not files:
+        raise cli.UsageError(
+            f"--relevance-data {root} holds no *.jsonl, *.json, *.csv or *.parquet files: "
+            "give a file or a folder of competition files"
+        )
+    return files
 
+
+def _relevance_part(args: argparse.Namespace) -> None:
     from noiseforge.relevance.pipeline import RunConfig, run
 
-    files: list[str] = []
-    if args.relevance_data:
-        root = Path(args.relevance_data)
-        if root.is_dir():
-            files = sorted(
-                str(p)
-                for ext in ("*.jsonl", "*.json", "*.csv", "*.parquet")
-                for p in root.glob(ext)
-            )
-            if not files:
-                raise ValueError(f"{root} holds no *.jsonl, *.json, *.csv or *.parquet files")
-        elif root.exists():
-            files = [str(root)]
-        else:
-            raise ValueError(f"--relevance-data {root} does not exist")
+    files = _relevance_files(args)
     print("noiseforge demo: the relevance data engine (QC and QI)", flush=True)
     cfg = RunConfig(
         data=files,
-        out="noiseforge-out/demo-relevance",
+        out=RELEVANCE_OUT,
         seed=0 if args.seed is None else args.seed,
     )
     result = run(cfg, progress=not args.quiet, echo=lambda line: print(f"  {line}", flush=True))

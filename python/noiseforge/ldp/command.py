@@ -7,7 +7,9 @@ import argparse
 import math
 import time
 
+from noiseforge import cli
 from noiseforge.ldp import experiment as ex
+from noiseforge.ldp.cloud import CloudQueryError
 from noiseforge.ldp.ledger import command as ledger_command
 
 TASKS = ("fashion", "digits", "mnist5k", "text")
@@ -16,10 +18,16 @@ TASKS = ("fashion", "digits", "mnist5k", "text")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="ldp_command", required=True)
     run = sub.add_parser("run", help="LDPKiT vs standard eps-LDP at one epsilon")
-    run.add_argument("--epsilon", type=float, default=7.0, help="per feature (default 7)")
+    run.add_argument(
+        "--epsilon",
+        type=cli.number(0, allow_inf=True, what="inf: the no-noise reference"),
+        default=7.0,
+        help="per feature (default 7; inf = the no-noise reference)",
+    )
     sweep = sub.add_parser("sweep", help="LDPKiT vs standard eps-LDP over epsilons: table + plot")
     sweep.add_argument(
         "--epsilons",
+        type=_epsilons,
         default=",".join(ex._fmt_eps(e) for e in ex.DEFAULT_EPSILONS),
         help="comma-separated, per feature; inf = the no-noise reference (default %(default)s)",
     )
@@ -29,20 +37,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for p in (run, sweep):
         p.add_argument("--task", default="fashion", choices=TASKS, help="data set and cloud model")
         p.add_argument(
-            "--limit", type=int, default=None, help="use only the first N private inputs"
+            "--limit",
+            type=cli.int_at_least(2, "superimposition mixes pairs"),
+            default=None,
+            help="use only the first N private inputs (N >= 2)",
         )
         d = ex.Settings()
         p.add_argument(
-            "--copies", type=int, default=d.noise_copies, help="layer-2 noise copies per input"
+            "--copies",
+            type=cli.int_at_least(0),
+            default=d.noise_copies,
+            help="layer-2 noise copies per input",
         )
         p.add_argument(
             "--superimposed",
-            type=float,
+            type=cli.number(0, low_open=False),
             default=d.superimposed,
             help="superimposed pairs as a fraction of the inputs",
         )
         p.add_argument(
-            "--epochs", type=int, default=None, help="local model epochs (default: the task's)"
+            "--epochs",
+            type=cli.int_at_least(1),
+            default=None,
+            help="local model epochs (default: the task's)",
         )
         p.add_argument(
             "--targets",
@@ -52,30 +69,64 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         )
         p.add_argument(
             "--seed",
-            type=int,
+            type=cli.seed,
             default=None,
             help="reproducible, NOT private noise (default: secret OS randomness)",
         )
         p.add_argument(
             "--out",
+            type=cli.output_folder,
             default=None,
             help="folder for results.md/.csv/.json and accuracy.png "
             "(default noiseforge-out/ldp-<task>-<run|sweep>)",
         )
         p.add_argument(
             "--cloud-url",
+            type=_cloud_url,
             default=None,
             help="query a cloud served over HTTP (noiseforge cloud serve) instead of the "
             "in-process model; only noised inputs are sent, so the clean reference is not measured",
         )
         p.add_argument(
             "--threads",
-            type=int,
+            type=cli.int_at_least(1),
             default=None,
             help="torch CPU threads for the models (default: torch's choice); on a machine "
             "busy with other work, 1 avoids spinning threads that slow small models down",
         )
-        p.add_argument("--quiet", action="store_true", help="no progress bars")
+        p.add_argument("--quiet", action="store_true", help="no progress reports")
+
+
+def _epsilons(text: str) -> list[float]:
+    try:
+        return ex.parse_epsilons(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _cloud_url(text: str) -> str:
+    from noiseforge.ldp.http import HTTPCloud
+
+    try:
+        HTTPCloud(text)  # parses the URL only: nothing is sent
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{exc}; e.g. http://127.0.0.1:8000") from None
+    return text
+
+
+def _reachable_cloud(url: str):
+    """An HTTPCloud for ``url`` once its health check answers, else CommandError (exit 1)."""
+    from noiseforge.ldp.cloud import CloudUnavailableError
+    from noiseforge.ldp.http import HTTPCloud
+
+    try:
+        HTTPCloud(url, timeout=15).health()
+    except (CloudUnavailableError, OSError) as exc:
+        raise cli.CommandError(
+            f"cannot reach the cloud at {url} ({exc}): start it with 'noiseforge cloud serve' "
+            "or correct --cloud-url"
+        ) from None
+    return HTTPCloud(url)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -92,31 +143,28 @@ def run(args: argparse.Namespace) -> int:
     if args.ldp_command == "run":
         epsilons = [args.epsilon]
     else:
-        epsilons = ex.parse_epsilons(args.epsilons)
+        epsilons = args.epsilons
+        if isinstance(epsilons, str):  # a Namespace built without the parser
+            epsilons = ex.parse_epsilons(epsilons)
     if any(not e > 0 for e in epsilons):
-        raise ValueError("epsilon must be > 0")
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {args.threads}")
-        import torch
-
-        torch.set_num_threads(args.threads)
-    if args.epochs is not None and args.epochs < 1:
-        raise ValueError(f"--epochs must be >= 1, got {args.epochs}")
+        raise cli.UsageError(f"epsilon must be > 0, got {epsilons}")
     if args.cloud_url and any(math.isinf(e) for e in epsilons):
-        raise ValueError(
+        raise cli.UsageError(
             "epsilon = inf needs clean inputs, which are never sent to a remote cloud: "
             "drop inf from --epsilons when using --cloud-url"
         )
-    if args.limit is not None and args.limit < 2:
-        raise ValueError(
-            f"--limit must be at least 2 (superimposition mixes pairs), got {args.limit}"
-        )
-    setup = ex.task_setup(args.task, args.limit, progress=progress)
-    if args.cloud_url:
-        from noiseforge.ldp.http import HTTPCloud
+    out = args.out or f"noiseforge-out/ldp-{args.task}-{args.ldp_command}"
+    why = cli.folder_problem(out)
+    if why:  # found before the work, not after it
+        raise cli.CommandError(f"cannot write the report: {why}; choose a writable --out")
+    remote = _reachable_cloud(args.cloud_url) if args.cloud_url else None
+    if args.threads is not None:
+        import torch
 
-        setup.remote = HTTPCloud(args.cloud_url)
+        torch.set_num_threads(args.threads)
+    setup = ex.task_setup(args.task, args.limit, progress=progress)
+    if remote is not None:
+        setup.remote = remote
         setup.description += f"; queries go to the cloud at {args.cloud_url}"
     print(f"noiseforge ldp {args.ldp_command}: {setup.description}")
 
@@ -129,8 +177,17 @@ def run(args: argparse.Namespace) -> int:
             flush=True,
         )
 
-    points = ex.sweep(setup, epsilons, settings, seed=args.seed, progress=progress, on_point=show)
-    out = args.out or f"noiseforge-out/ldp-{args.task}-{args.ldp_command}"
+    try:
+        points = ex.sweep(
+            setup, epsilons, settings, seed=args.seed, progress=progress, on_point=show
+        )
+    except CloudQueryError as exc:
+        if remote is None:
+            raise
+        raise cli.CommandError(
+            f"{exc}; check that the cloud at {args.cloud_url} still runs "
+            "(noiseforge cloud serve), then run again"
+        ) from None
     paths = ex.write_report(points, out, setup=setup, settings=settings, seed=args.seed)
     print()
     print(ex.markdown_table(points, setup.unit_name))

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+
+from noiseforge._progress import progress_bar
 
 
 class SmallCNN(nn.Module):
@@ -78,12 +79,13 @@ def train_classifier(
     )
     model.train()
     losses = []
+    steps = range(0, x.shape[0], batch_size)
+    bar = progress_bar(total=epochs * len(steps), desc=desc, enabled=progress, unit="batches")
     for epoch in range(epochs):
         order = torch.randperm(x.shape[0], generator=gen)
         total, batches = 0.0, 0
-        steps = range(0, x.shape[0], batch_size)
-        bar = tqdm(steps, desc=f"{desc} {epoch + 1}/{epochs}", disable=not progress, leave=False)
-        for s in bar:
+        bar.set_postfix_str(f"epoch {epoch + 1}/{epochs}")
+        for s in steps:
             idx = order[s : s + batch_size]
             logits = model(x[idx])
             t = targets[idx]
@@ -98,7 +100,9 @@ def train_classifier(
                 sched.step()
             total += float(loss.detach())
             batches += 1
+            bar.update(1)
         losses.append(total / batches)
+    bar.close()
     model.eval()
     return losses
 

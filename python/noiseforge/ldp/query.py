@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from noiseforge._files import atomic_write
+from noiseforge._progress import progress_bar
 from noiseforge.ldp.cloud import (
     CloudAnswerError,
     CloudModel,
@@ -129,7 +129,9 @@ def query_cloud(
         kept = _load_checkpoint(path, digest, m)
         if len(kept):
             done, classes, start = [kept], kept.shape[1], kept.shape[0]
-    bar = tqdm(total=m, initial=start, desc="querying the cloud", disable=not progress, leave=False)
+    bar = progress_bar(
+        total=m, initial=start, desc="querying the cloud", enabled=progress, unit="rows"
+    )
     try:
         for s in range(start, m, batch_size):
             part = batch._rows(s, min(m, s + batch_size))

@@ -8,8 +8,15 @@ report (Markdown table, CSV, JSON, plot).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
+
+from noiseforge import cli
+
+#: the file types `relevance` reads and writes
+SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+TRANSLATORS = ("auto", "apertium", "freedict")
 
 STEP_HELP = {
     "augment": "translate training queries into other languages (new rows with provenance)",
@@ -21,22 +28,28 @@ STEP_HELP = {
 }
 
 
-def _langs(text: str | None) -> list[str] | None:
-    if text is None:
-        return None
-    out = [t.strip() for t in text.split(",") if t.strip()]
-    if not out:
-        raise ValueError(f"no languages in {text!r}: give codes separated by commas, e.g. de,it")
-    return out
+def _langs(text: str | list[str] | None) -> list[str] | None:
+    """Languages parsed by ``cli.languages`` (or a string, when the parser was bypassed)."""
+    if text is None or isinstance(text, list):
+        return text
+    try:
+        return cli.languages(text)
+    except argparse.ArgumentTypeError as exc:
+        raise cli.UsageError(str(exc)) from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="relevance_command", required=True)
     p = {name: sub.add_parser(name, help=text) for name, text in STEP_HELP.items()}
     for name in ("augment", "mine", "filter", "train", "evaluate"):
-        p[name].add_argument("data", nargs="+", help="input file(s)")
+        p[name].add_argument("data", nargs="+", type=cli.existing_file, help="input file(s)")
     for name in ("augment", "mine", "filter"):
-        p[name].add_argument("--out", required=True, help="output file (.jsonl, .csv, .parquet)")
+        p[name].add_argument(
+            "--out",
+            required=True,
+            type=cli.output_file(*SUFFIXES),
+            help="output file (.jsonl, .json, .csv, .parquet); never one of the inputs",
+        )
         p[name].add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     for name in ("mine", "filter", "train", "evaluate", "run"):
         p[name].add_argument(
@@ -45,48 +58,112 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             help="use (multilingual USE, default), hashing (no model) or a local HF model path",
         )
     p["augment"].add_argument(
-        "--languages", required=True, help="target languages, e.g. de,it,pl,ar"
+        "--languages",
+        required=True,
+        type=cli.languages,
+        help="target languages, e.g. de,it,pl,ar",
     )
     p["augment"].add_argument(
-        "--from", dest="source", default=None, help="source languages (default all others)"
+        "--from",
+        dest="source",
+        type=cli.languages,
+        default=None,
+        help="source languages (default all others)",
     )
     p["augment"].add_argument(
         "--translator",
         default="auto",
-        help="auto (Apertium, else FreeDict) -- the only choice on the CLI",
+        choices=TRANSLATORS,
+        help="auto (Apertium for a pair it has, else FreeDict; default), apertium or freedict",
     )
     p["augment"].add_argument(
-        "--per-language", type=int, default=None, help="sample N source rows per language"
+        "--per-language",
+        type=cli.int_at_least(1),
+        default=None,
+        help="sample N source rows per language",
+    )
+    p["augment"].add_argument(
+        "--best-effort",
+        action="store_true",
+        help="translate the language pairs an installed translator has and skip the others "
+        "(default: fail, naming the packages to install, before any work)",
     )
     p["mine"].add_argument(
-        "--positive-share", type=float, default=0.6, help="target share of positives"
+        "--positive-share",
+        type=cli.number(0, 1),
+        default=0.6,
+        help="target share of positives, in (0, 1] (default 0.6)",
     )
     p["filter"].add_argument(
-        "--confidence", type=float, default=0.8, help="flag when p(other label) > this"
+        "--confidence",
+        type=cli.number(0.5, 1, high_open=True),
+        default=0.8,
+        help="flag when p(other label) > this, in (0.5, 1) (default 0.8)",
     )
-    p["filter"].add_argument("--folds", type=int, default=5)
     p["filter"].add_argument(
-        "--review", default=None, help="also write flagged rows (with probabilities) to this CSV"
+        "--folds", type=cli.int_at_least(2), default=5, help="out-of-fold models (default 5)"
+    )
+    p["filter"].add_argument(
+        "--review",
+        type=cli.output_file(".csv"),
+        default=None,
+        help="also write flagged rows (with probabilities) to this CSV",
     )
     p["train"].add_argument(
-        "--dev", nargs="+", default=None, help="dev file(s) for early stopping and the threshold"
+        "--dev",
+        nargs="+",
+        type=cli.existing_file,
+        default=None,
+        help="dev file(s) for early stopping and the threshold",
     )
-    p["train"].add_argument("--model-out", required=True, help="file to save the model to")
-    p["evaluate"].add_argument("--model", required=True, help="a model saved by `relevance train`")
-    p["evaluate"].add_argument(
-        "--threshold", type=float, default=None, help="default: the saved one"
+    p["train"].add_argument(
+        "--model-out",
+        required=True,
+        type=cli.output_file(),
+        help="file to save the model to (never replaced)",
     )
     p["evaluate"].add_argument(
-        "--seen", default=None, help="training languages, to report seen vs unseen groups"
+        "--model",
+        required=True,
+        type=cli.existing_file,
+        help="a model saved by `relevance train`",
+    )
+    p["evaluate"].add_argument(
+        "--threshold",
+        type=cli.number(0, 1, low_open=False),
+        default=None,
+        help="in [0, 1] (default: the saved one)",
+    )
+    p["evaluate"].add_argument(
+        "--seen",
+        type=cli.languages,
+        default=None,
+        help="training languages, to report seen vs unseen groups",
     )
     r = p["run"]
     r.add_argument(
-        "--data", nargs="*", default=None, help="competition files (default: generated fixture)"
+        "--data",
+        nargs="*",
+        type=cli.existing_file,
+        default=None,
+        help="competition files (default: generated fixture)",
     )
-    r.add_argument("--config", default=None, help="a .json or .toml file with RunConfig keys")
-    r.add_argument("--out", default=None, help="report folder (default noiseforge-out/relevance)")
-    r.add_argument("--train-languages", default=None, help="e.g. en,fr,es,ko,pt,ja")
-    r.add_argument("--unseen-languages", default=None, help="e.g. de,it,pl,ar")
+    r.add_argument(
+        "--config",
+        type=cli.existing_file,
+        default=None,
+        help="a .json or .toml file with RunConfig keys",
+    )
+    r.add_argument(
+        "--out",
+        type=cli.output_folder,
+        default=None,
+        help="report folder (default noiseforge-out/relevance)",
+    )
+    r.add_argument(
+        "--train-languages", type=cli.languages, default=None, help="e.g. en,fr,es,ko,pt,ja"
+    )
+    r.add_argument("--unseen-languages", type=cli.languages, default=None, help="e.g. de,it,pl,ar")
     r.add_argument(
         "--strategies",
         action="append",
@@ -100,15 +177,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="embedding-mlp (default), cross-encoder:<local path> or llm-judge:<local path> "
         "(a causal LM judged by p(yes); LoRA when peft is installed)",
     )
-    r.add_argument("--seed", type=int, default=None)
+    r.add_argument("--seed", type=cli.seed, default=None)
     for name in ("augment", "mine", "filter", "run"):
-        p[name].add_argument("--quiet", action="store_true", help="no progress bars")
+        p[name].add_argument("--quiet", action="store_true", help="no progress reports")
 
 
 def run(args: argparse.Namespace) -> int:
-    for name in ("out", "review", "model_out"):
-        if getattr(args, name, None) and args.relevance_command != "run":
-            _check_output(getattr(args, name), args)
+    if args.relevance_command != "run":
+        outputs = [getattr(args, n, None) for n in ("out", "review", "model_out")]
+        outputs = [p for p in outputs if p]
+        for path in outputs:
+            _check_output(path, args)
+        if len({Path(p).resolve() for p in outputs}) < len(outputs):
+            raise cli.UsageError("--out and --review name the same file: give two files")
     return {
         "augment": _augment,
         "mine": _mine,
@@ -119,18 +200,31 @@ def run(args: argparse.Namespace) -> int:
     }[args.relevance_command](args)
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
 def _check_output(path: str, args: argparse.Namespace) -> None:
-    """Before any work: an output is never an input, and an existing file is replaced
-    only with --overwrite."""
-    target = Path(path).resolve()
-    if any(Path(p).resolve() == target for p in [*args.data, *(getattr(args, "dev", None) or [])]):
-        raise ValueError(f"{path} is an input file: write the result elsewhere")
+    """Before any work: an output is never an input (not even through a link), and an
+    existing file is replaced only with --overwrite."""
+    target = Path(path)
+    inputs = [*args.data, *(getattr(args, "dev", None) or []), getattr(args, "model", None)]
+    if any(_same_file(Path(p), target) for p in inputs if p):
+        raise cli.UsageError(f"{path} is an input file: write the result elsewhere")
     if target.exists() and not getattr(args, "overwrite", False):
         if not hasattr(args, "overwrite"):  # `train`: models are never replaced
-            raise ValueError(
+            raise cli.UsageError(
                 f"{path} exists: choose another --model-out (models are never replaced)"
             )
-        raise ValueError(f"{path} exists: choose another file or pass --overwrite")
+        raise cli.UsageError(f"{path} exists: choose another file or pass --overwrite")
+    if target.suffix.lower() == ".parquet":
+        import importlib.util
+
+        if importlib.util.find_spec("pyarrow") is None:
+            raise ImportError(f"writing {path} needs the 'pyarrow' package: pip install pyarrow")
 
 
 def _check_disjoint(train, dev) -> None:
@@ -175,18 +269,42 @@ def _write(df, args) -> None:
     print(f"wrote {len(df)} rows to {path}")
 
 
+def _pairs_text(pairs: list[tuple[str, str]]) -> str:
+    """[("en", "de"), ("fr", "de"), ("en", "it")] -> "en/fr -> de, en -> it"."""
+    by_target: dict[str, list[str]] = {}
+    for src, tgt in pairs:
+        by_target.setdefault(tgt, []).append(src)
+    return ", ".join(f"{'/'.join(srcs)} -> {tgt}" for tgt, srcs in by_target.items())
+
+
 def _augment(args) -> int:
     import pandas as pd
 
     from noiseforge.relevance.pipeline import make_translator
-    from noiseforge.relevance.translate import augment_translations
+    from noiseforge.relevance.translate import (
+        augment_translations,
+        install_hint,
+        untranslatable_pairs,
+    )
 
     df = _read(args.data)
+    targets, sources = _langs(args.languages), _langs(args.source)
+    translator = make_translator(args.translator)
+    missing = untranslatable_pairs(df, targets, translator, source_languages=sources)
+    if missing:
+        what = f"no installed translator for {_pairs_text(missing)}"
+        hint = install_hint(missing, translator)
+        if not args.best_effort:  # before any work, and nothing is written
+            raise cli.CommandError(
+                f"{what}: {hint}; or pass --best-effort to add only the pairs that can be "
+                "translated"
+            )
+        print(f"noiseforge relevance augment: --best-effort: {what} ({hint})", file=sys.stderr)
     new, report = augment_translations(
         df,
-        _langs(args.languages),
-        make_translator(args.translator),
-        source_languages=_langs(args.source),
+        targets,
+        translator,
+        source_languages=sources,
         per_language=args.per_language,
         progress=not args.quiet,
     )
@@ -301,13 +419,21 @@ def _run(args) -> int:
         for item in args.strategies:
             task, sep, steps = item.partition("=")
             if not sep:
-                raise ValueError(f"--strategies {item!r}: write TASK=STEPS, e.g. QC=translate,mine")
-            strategies[task.strip()] = Strategies.parse(steps)
+                raise cli.UsageError(
+                    f"--strategies {item!r}: write TASK=STEPS, e.g. QC=translate,mine"
+                )
+            try:
+                strategies[task.strip()] = Strategies.parse(steps)
+            except ValueError as exc:
+                raise cli.UsageError(f"--strategies {item!r}: {exc}") from None
         overrides["strategies"] = strategies
     if args.config:
         cfg = RunConfig.from_file(args.config, **overrides)
     else:
         cfg = RunConfig.from_dict({k: v for k, v in overrides.items() if v is not None})
+    why = cli.folder_problem(cfg.out)
+    if why:  # found before the work, not after it
+        raise cli.CommandError(f"cannot write the report: {why}; choose a writable --out")
     result = run(cfg, progress=not args.quiet)
     print()
     print(result.markdown)

@@ -22,6 +22,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from noiseforge._files import atomic_write
+from noiseforge._progress import progress_bar
 
 
 @runtime_checkable
@@ -253,7 +254,9 @@ def embed_cached(
         new_keys = list(missing)
         new_texts = [missing[k] for k in new_keys]
         chunks = []
-        bar = _progress(len(new_texts), f"embedding ({encoder.name})", progress)
+        bar = progress_bar(
+            total=len(new_texts), desc=f"embedding ({encoder.name})", enabled=progress, unit="texts"
+        )
         for i in range(0, len(new_texts), batch_size):
             batch = new_texts[i : i + batch_size]
             vec = np.asarray(encoder.encode(batch), dtype=np.float32)
@@ -278,21 +281,3 @@ def embed_cached(
     for i, k in enumerate(keys):
         out[i] = cached[k]
     return out
-
-
-def _progress(total: int, desc: str, enabled: bool):
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        enabled = False
-    if not enabled:
-
-        class _Null:
-            def update(self, n):
-                pass
-
-            def close(self):
-                pass
-
-        return _Null()
-    return tqdm(total=total, desc=desc, unit="text")

@@ -624,6 +624,81 @@ def auto_translator(src: str, tgt: str, *, cache: bool = True) -> Translator:
 # ----------------------------------------------------------------------------- augmentation
 
 
+def _augmentable(
+    df: pd.DataFrame, target_languages: Sequence[str], source_languages: Sequence[str] | None
+) -> pd.DataFrame:
+    """The rows :func:`augment_translations` may translate: labelled originals in a source
+    language (default: every language of ``df`` not among the targets)."""
+    if source_languages is None:
+        source_languages = sorted(set(df["language"]) - set(target_languages))
+    return df[
+        (df["strategy"] == "original")
+        & df["label"].isin([0, 1])
+        & df["language"].isin(source_languages)
+    ]
+
+
+def untranslatable_pairs(
+    df: pd.DataFrame,
+    target_languages: Sequence[str],
+    translator: Translator | str = "auto",
+    source_languages: Sequence[str] | None = None,
+) -> list[tuple[str, str]]:
+    """The (src, tgt) pairs that :func:`augment_translations` would need and no installed
+    backend can translate, checked before any work (``per_language`` sampling aside, every
+    source language with rows to translate counts)."""
+    base = _augmentable(df, list(target_languages), source_languages)
+    missing = []
+    for tgt in target_languages:
+        for src in sorted(set(base["language"]) - {tgt}):
+            if isinstance(translator, str):
+                try:
+                    auto_translator(src, tgt, cache=False)
+                except TranslationUnavailable:
+                    missing.append((src, tgt))
+            elif translator.supports(src, tgt):
+                missing.append((src, tgt))
+    return missing
+
+
+def install_hint(
+    pairs: Sequence[tuple[str, str]],
+    translator: Translator | str = "auto",
+    *,
+    freedict: FreeDictTranslator | None = None,
+) -> str:
+    """One line: the Debian packages that would translate every (src, tgt) of ``pairs``.
+
+    FreeDict pivots through English, so ``dict-freedict-<src>-eng`` for each source and
+    ``dict-freedict-eng-<tgt>`` for each target cover every pair (dictionaries already
+    installed in ``freedict``'s folder, default /usr/share/dictd, are left out); Apertium
+    pair packages are named irregularly, so for ``translator="apertium"`` the hint names
+    the search instead.
+    """
+    name = translator if isinstance(translator, str) else translator.name
+    if name == "apertium":
+        apertium = ApertiumTranslator()
+        first = "" if apertium.binary else "apt-get install apertium, then "
+        wanted = ", ".join(sorted({f"{s}-{t}" for s, t in pairs}))
+        return (
+            f"{first}install an Apertium pair for {wanted} (or pairs through Spanish or "
+            "English): apt-cache search apertium"
+        )
+    freedict = freedict if freedict is not None else FreeDictTranslator()
+    have = set(freedict._dicts)
+    pivot = freedict.pivot
+    legs = {(s, pivot) for s, _ in pairs if s != pivot} | {
+        (pivot, t) for _, t in pairs if t != pivot
+    }
+    packages = sorted(f"dict-freedict-{ISO3.get(a, a)}-{ISO3.get(b, b)}" for a, b in legs - have)
+    if not packages:  # every leg is there, yet a pair is not: name the direct dictionaries
+        packages = sorted({f"dict-freedict-{ISO3.get(s, s)}-{ISO3.get(t, t)}" for s, t in pairs})
+    hint = f"apt-get install {' '.join(packages)}"
+    if name == "auto":
+        hint += " (FreeDict through English; an Apertium pair works too: apt-cache search apertium)"
+    return hint
+
+
 def _has_words(text: str) -> bool:
     """True if the text has a word that a translator could change (2+ letters, not a code like 'a52')."""
     return any(
@@ -659,16 +734,10 @@ def augment_translations(
     Returns ``(new_rows, report)``; report[lang] has candidates, translated, unchanged_dropped,
     unchanged_kept, duplicates_dropped, added, unsupported (list of src languages) and by_translator.
     """
-    from tqdm.auto import tqdm
+    from noiseforge._progress import progress_bar
 
     target_languages = list(target_languages)
-    if source_languages is None:
-        source_languages = sorted(set(df["language"]) - set(target_languages))
-    base = df[
-        (df["strategy"] == "original")
-        & df["label"].isin([0, 1])
-        & df["language"].isin(source_languages)
-    ]
+    base = _augmentable(df, target_languages, source_languages)
     seen = {
         (t, lang, _norm(q), tg)
         for t, lang, q, tg in zip(
@@ -699,11 +768,11 @@ def augment_translations(
                     continue
             queries = list(dict.fromkeys(group["query"]))
             done: dict[str, str] = {}
-            bar = tqdm(
+            bar = progress_bar(
                 total=len(queries),
-                desc=f"{tr.name} {src}->{tgt}",
-                disable=not progress or len(queries) < 2000,
-                leave=False,
+                desc=f"translating {src}->{tgt} ({tr.name})",
+                enabled=progress and len(queries) >= 2000,
+                unit="queries",
             )
             for i in range(0, len(queries), batch_size):
                 chunk = queries[i : i + batch_size]
