@@ -11,19 +11,58 @@ from pathlib import Path
 from typing import IO, Any
 
 
-def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> Path:
+def atomic_write(path: Path, write: Callable[[IO[bytes]], Any], *, overwrite: bool = True) -> Path:
     """Call ``write(fh)`` on a binary temporary file beside ``path``, then rename it
-    to ``path``; on any failure the temporary file is removed and ``path`` untouched."""
+    to ``path``; on any failure the temporary file is removed and ``path`` untouched.
+
+    ``overwrite=False`` creates ``path`` exclusively: if it exists when the finished file
+    is put in place (even one created by someone else while ``write`` ran) this raises
+    :class:`FileExistsError` and leaves that file as it is. The finished file is hard-linked
+    to ``path`` (``os.link`` fails on an existing name, so readers still never see half a
+    file); where the file system has no hard links, ``path`` is first claimed with an
+    ``O_CREAT | O_EXCL`` open and then replaced by the finished file."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)
-        os.replace(tmp, path)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            _create_exclusively(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _create_exclusively(tmp: str, path: Path) -> None:
+    """Put the finished file ``tmp`` at ``path``, which must not exist (FileExistsError)."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError:  # no hard links here (FAT, some network or FUSE file systems)
+        claim = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # FileExistsError
+        try:
+            mine = os.fstat(claim)
+        finally:
+            os.close(claim)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            try:  # give the name back, unless someone has replaced our empty claim
+                now = os.stat(path)
+                if (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino):
+                    os.unlink(path)
+            except OSError:
+                pass
+            raise
+        return
+    try:
+        os.unlink(tmp)
+    except OSError:
+        pass  # the data is in place under path; a stray hidden .tmp is all that is left
 
 
 def atomic_write_text(path: Path, text: str) -> Path:
