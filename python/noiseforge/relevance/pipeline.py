@@ -50,6 +50,7 @@ from noiseforge.relevance.translate import (
     FreeDictTranslator,
     Translator,
     augment_translations,
+    install_hint,
 )
 
 STEPS = ("translate", "mine", "filter", "threshold")
@@ -480,7 +481,11 @@ class _Ladder:
                 echo(
                     f"[{task}] +TA: no translator for "
                     + "; ".join(f"{'/'.join(srcs)} -> {t}" for t, srcs in missing.items())
-                    + " (apt packages: see noiseforge.relevance.translate.available_translators())"
+                    + " (to add them: "
+                    + install_hint(
+                        [(src, t) for t, srcs in missing.items() for src in srcs], cfg.translator
+                    )
+                    + ")"
                 )
             if len(new):
                 self.current = pd.concat([self.current, new], ignore_index=True)
