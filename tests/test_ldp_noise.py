@@ -585,3 +585,200 @@ def test_triton_64_bit_index_path(backend, device, mechanism, kw, monkeypatch):
     got = _run(x, backend, mechanism, kw)
     want = _run(x, "torch", mechanism, kw)
     assert_close_report(got, want, *rec.tolerance.get(got.dtype, (0.0, 0.0)))
+
+
+# --------------------------------------------------------------------------- hardening (issue 14)
+
+
+@pytest.mark.parametrize("backend", ["cpu", "torch"])
+def test_out_overlapping_a_strided_x_is_refused(backend):
+    """x = every other row of a buffer; out = the buffer's second half: 4 of x's 8 rows
+    lie inside out. The old check compared numel-long ranges and let it through."""
+    base = torch.rand(16, 4)
+    before = base.clone()
+    x = base[::2]
+    out = base[8:].view(8, 1, 4)
+    with pytest.raises(ValueError, match=r"out overlaps x in memory: out's bytes \[0x"):
+        ldp_noise(x, epsilon=1.0, lower=0.0, upper=1.0, out=out, seed=1, backend=backend)
+    assert torch.equal(base, before)
+    disjoint = base[:8:2]  # rows 0, 2, 4, 6: their span ends before row 8
+    y = ldp_noise(disjoint, epsilon=1.0, lower=0.0, upper=1.0, out=base[8:12].view(4, 1, 4))
+    assert y.data_ptr() == base[8].data_ptr() and torch.equal(base[:8], before[:8])
+
+
+def test_out_overlapping_x_that_the_op_reshapes_by_copy_is_refused():
+    """A permuted x that cannot be flattened as a view is copied for the kernels; out
+    over the caller's x must still be refused (the copy does not protect x)."""
+    base = torch.rand(4, 3, 2)
+    x = base.transpose(1, 2)  # (4, 2, 3): reshape(4, 6) copies
+    out = base.view(4, 1, 2, 3)
+    with pytest.raises(ValueError, match="out overlaps x"):
+        ldp_noise(x, epsilon=1.0, lower=0.0, upper=1.0, out=out, seed=1)
+
+
+def test_out_over_the_same_memory_through_another_storage_is_refused():
+    """Two numpy views of one array are two torch storages over the same bytes."""
+    arr = np.random.default_rng(0).random(40, dtype=np.float32)
+    x = torch.from_numpy(arr[:20]).view(5, 4)
+    out = torch.from_numpy(arr[16:36]).view(5, 1, 4)
+    assert x.untyped_storage().data_ptr() != out.untyped_storage().data_ptr()
+    with pytest.raises(ValueError, match="out overlaps x"):
+        ldp_noise(x, epsilon=1.0, lower=0.0, upper=1.0, out=out, seed=1)
+
+
+def test_out_overlapping_keys_is_refused():
+    keys = torch.zeros(6, dtype=torch.int64)
+    out = keys.view(torch.float32).view(6, 1, 2)  # 12 float32 over the 6 keys
+    with pytest.raises(ValueError, match="out overlaps keys in memory"):
+        ldp_noise(torch.rand(6, 2), epsilon=1.0, lower=0.0, upper=1.0, keys=keys, out=out)
+
+
+@pytest.mark.parametrize("epsilon", [1e-16, 1e-17, 1e-300, 5e-324])
+@pytest.mark.parametrize("unit", ["feature", "record"])
+def test_discrete_laplace_with_a_tiny_epsilon_is_a_clear_error(epsilon, unit):
+    """alpha = exp(-eps / (levels - 1)) rounds to 1 and the uint64 table overflowed
+    (OverflowError: Python int too large to convert to C long)."""
+    with pytest.raises(
+        ValueError,
+        match=r"epsilon=.* is too small for discrete_laplace.*raise epsilon or use fewer levels",
+    ):
+        ldp_noise(
+            torch.rand(2, 3),
+            epsilon=epsilon,
+            lower=0.0,
+            upper=1.0,
+            mechanism="discrete_laplace",
+            unit=unit,
+            seed=1,
+        )
+
+
+def test_discrete_laplace_near_the_smallest_epsilon_still_runs():
+    y = ldp_noise(
+        torch.rand(3, 4), epsilon=1e-13, lower=0.0, upper=1.0, mechanism="discrete_laplace", seed=1
+    )
+    assert bool(((y == 0) | (y == 1) | ((y > 0) & (y < 1))).all())
+
+
+@pytest.mark.parametrize(
+    ("lower", "upper", "levels", "match"),
+    [
+        (-3e38, 3e38, None, r"uint8 domain \[-3e\+38, 3e\+38\] has 6e\+38 grid points"),
+        (0.0, 3.4e38, None, "grid points, more than discrete_laplace supports"),
+        (
+            -3e38,
+            3e38,
+            4097,
+            r"the domain \[-3e\+38, 3e\+38\] of feature 0 is wider than float32's range",
+        ),
+        (0.0, 1e-42, 256, r"grid step .* is below float32's normal range"),
+    ],
+)
+def test_discrete_laplace_domains_beyond_float32(lower, upper, levels, match):
+    """uint8 input with bounds near float32's limit raised OverflowError (an infinite
+    float32 width); a width beyond float32 or a zero grid step made the kernels
+    compute inf/NaN grid positions."""
+    with pytest.raises(ValueError, match=match):
+        ldp_noise(
+            torch.zeros(2, 3, dtype=torch.uint8),
+            epsilon=1.0,
+            lower=lower,
+            upper=upper,
+            mechanism="discrete_laplace",
+            levels=levels,
+            seed=1,
+        )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (dict(epsilon=10**400), "epsilon must be a finite number > 0, got an integer of 1329 bits"),
+        (
+            dict(mechanism="gaussian", epsilon=1.0, delta=10**400),
+            "delta must be a finite number > 0, got an integer",
+        ),
+        (dict(epsilon=1.0, lower=-1e300), r"lower must lie within float32's range.*-1e\+300"),
+        (dict(epsilon=1.0, upper=np.array([1.0, 1e39, 2.0])), r"upper .* feature 1 is 1e\+39"),
+        (dict(epsilon=5e-324), r"the noise scale inf is too large for float32"),
+        (dict(epsilon=1e-40, unit="record"), "too large for float32"),
+        (dict(mechanism="gaussian", delta=1e-300, epsilon=1e-300), "sigma above 1e12"),
+        (dict(epsilon=1.0, unit=["feature"]), "unit must be 'feature' or 'record'"),
+        (dict(epsilon=1.0, mechanism=["laplace"]), "mechanism must be one of"),
+    ],
+)
+def test_overflowing_arguments_are_clear_errors(kwargs, match):
+    """Every float overflow on the way to the noise scale is a ValueError, without warnings."""
+    import warnings
+
+    args = dict(lower=0.0, upper=1.0, seed=1)
+    args.update(kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no RuntimeWarning from an overflowing numpy op
+        with pytest.raises(ValueError, match=match):
+            ldp_noise(torch.rand(2, 3), **args)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_outputs_that_would_overflow_are_refused(dtype):
+    """float16/bfloat16 outputs beyond their dtype's range became inf."""
+    limit = float(torch.finfo(dtype).max)
+    x = torch.rand(3, 4).to(dtype)
+    upper = limit * 1.003  # within float32; inf in the output dtype
+    with pytest.raises(ValueError, match=rf"beyond the largest {dtype}.*give x as float32"):
+        ldp_noise(x, epsilon=1e6, lower=0.0, upper=upper, seed=1)
+    assert ldp_noise(x.float(), epsilon=1e6, lower=0.0, upper=upper, seed=1).isfinite().all()
+    if dtype == torch.float16:  # unclamped noise beyond the range (bfloat16's is float32's)
+        with pytest.raises(ValueError, match="raise epsilon or keep clamp=True"):
+            ldp_noise(x, epsilon=1e-3, lower=0.0, upper=limit / 100, clamp=False, seed=1)
+        y = ldp_noise(x, epsilon=1e-3, lower=0.0, upper=limit / 100, seed=1)  # clamped
+        assert bool(torch.isfinite(y).all())
+
+
+def test_huge_copies_with_no_inputs_is_a_clear_error():
+    """N = 0 made the output-size check pass; torch then failed to build the shape."""
+    for copies in (2**62, 10**30):
+        with pytest.raises(ValueError, match="too many outputs for one call"):
+            ldp_noise(torch.rand(0, 3), epsilon=1.0, lower=0.0, upper=1.0, copies=copies)
+
+
+def test_record_discrete_laplace_without_features_and_half_bounds():
+    y = ldp_noise(
+        torch.rand(2, 0),
+        epsilon=1.0,
+        lower=0.0,
+        upper=1.0,
+        mechanism="discrete_laplace",
+        unit="record",
+        seed=1,
+    )  # D = 0 divided by zero in the grid sensitivity
+    assert y.shape == (2, 1, 0)
+    y = ldp_noise(
+        torch.rand(2, 3),
+        epsilon=1.0,
+        lower=torch.zeros(3, dtype=torch.bfloat16),  # numpy has no bfloat16
+        upper=torch.ones(3, dtype=torch.float16),
+        seed=1,
+    )
+    assert y.shape == (2, 1, 3)
+
+
+def test_calibrate_noise_validates_its_bounds():
+    from noiseforge.ops import calibrate_noise
+
+    cal = calibrate_noise(mechanism="laplace", epsilon=1.0, delta=None, lower=[0, 0], upper=[1, 2])
+    assert cal.scale.tolist() == [1.0, 2.0]
+    with pytest.raises(ValueError, match="one value per feature each; got 2 and 3"):
+        calibrate_noise(mechanism="laplace", epsilon=1.0, delta=None, lower=[0, 0], upper=[1, 2, 3])
+    with pytest.raises(TypeError, match="lower must be a number or a numeric array"):
+        calibrate_noise(mechanism="laplace", epsilon=1.0, delta=None, lower=["a"], upper=[1])
+
+
+def test_a_plan_run_again_without_keys_forgets_them():
+    from noiseforge.ops.ldp_noise import run_plan
+
+    x = torch.rand(3, 4)
+    plan = plan_ldp_noise(x, epsilon=1.0, lower=0.0, upper=1.0)
+    run_plan(plan, keys=torch.arange(3, dtype=torch.int64))
+    again = run_plan(plan, seed=5, offset=0)
+    assert torch.equal(again, ldp_noise(x, epsilon=1.0, lower=0.0, upper=1.0, seed=5, offset=0))

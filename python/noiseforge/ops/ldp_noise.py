@@ -57,6 +57,7 @@ class _Plan:
     out_dtype: torch.dtype
     calibration: NoiseCalibration
     keys: torch.Tensor | None = None  # (N,) int64 per-input Philox keys (uint64 bits), or None
+    source: torch.Tensor | None = None  # the caller's x (x above may be a reshaped copy)
 
     @property
     def device(self) -> torch.device:
@@ -78,31 +79,55 @@ class _Plan:
 # --------------------------------------------------------------------------- validation
 
 
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
 def _check_number(name: str, value: Any, *, positive: bool = True) -> float:
     if isinstance(value, bool) or not isinstance(value, Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an int beyond float64
+        raise ValueError(
+            f"{name} must be a finite number > 0, got an integer of {int(value).bit_length()} "
+            "bits (beyond float64)"
+        ) from None
     if not math.isfinite(value) or (positive and value <= 0):
         raise ValueError(f"{name} must be a finite number > 0, got {value}")
     return value
 
 
 def _feature_vector(name: str, value: Bound, feature_shape: tuple[int, ...], d: int) -> np.ndarray:
-    arr = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+    if isinstance(value, torch.Tensor):
+        t = value.detach()
+        if t.is_floating_point() and t.dtype != torch.float64:
+            t = t.float()  # numpy has no bfloat16; float16 -> float32 is exact
+        arr = t.cpu().numpy()
+    else:
+        arr = np.asarray(value)
     if arr.dtype.kind not in "fiu":
-        raise TypeError(f"{name} must be a number or a numeric array, got dtype {arr.dtype}")
+        raise TypeError(
+            f"{name} must be a number or a numeric array within float32's range, got dtype "
+            f"{arr.dtype}"
+        )
     try:
-        arr = np.broadcast_to(arr.astype(np.float32), feature_shape)
+        arr = np.broadcast_to(arr, feature_shape)
     except ValueError:
         raise ValueError(
             f"{name} has shape {arr.shape}, which does not broadcast to the feature shape "
             f"{feature_shape} of x; give a scalar or an array of that shape"
         ) from None
-    flat = np.array(arr.reshape(d), dtype=np.float32, copy=True)
-    bad = np.flatnonzero(~np.isfinite(flat))
+    wide = np.asarray(arr, dtype=np.float64).reshape(d)
+    bad = np.flatnonzero(~np.isfinite(wide))
     if bad.size:
-        raise ValueError(f"{name} must be finite; feature {bad[0]} is {flat[bad[0]]}")
-    return flat
+        raise ValueError(f"{name} must be finite; feature {bad[0]} is {wide[bad[0]]}")
+    bad = np.flatnonzero(np.abs(wide) > _F32_MAX)
+    if bad.size:
+        raise ValueError(
+            f"{name} must lie within float32's range (+-{_F32_MAX:.4g}), the precision of the "
+            f"op; feature {bad[0]} is {wide[bad[0]]:.4g}: rescale the data"
+        )
+    return wide.astype(np.float32)
 
 
 def _check_x(x: torch.Tensor) -> None:
@@ -140,6 +165,36 @@ def _output_dtype(
     return torch.uint8 if integral else torch.float32
 
 
+def _bounds_vector(name: str, value: Any) -> np.ndarray:
+    """(D,) float32 bounds for :func:`calibrate_noise` (any shape, flattened)."""
+    arr = value if isinstance(value, np.ndarray) else np.asarray(value)
+    d = int(arr.size)
+    return _feature_vector(name, arr.reshape(d) if arr.dtype.kind in "fiu" else arr, (d,), d)
+
+
+def _check_grid(lower: np.ndarray, upper: np.ndarray, levels: int) -> None:
+    """discrete_laplace computes ``(x - lower) / step`` and ``lower + q * step`` in float32
+    (step = the grid step): the width must be finite there and the step a normal float32."""
+    with np.errstate(over="ignore"):
+        width32 = upper - lower  # float32, as the kernels compute it
+    bad = np.flatnonzero(~np.isfinite(width32))
+    if bad.size:
+        j = int(bad[0])
+        raise ValueError(
+            f"discrete_laplace: the domain [{lower[j]:.4g}, {upper[j]:.4g}] of feature {j} is "
+            "wider than float32's range, in which the grid is computed; rescale the data"
+        )
+    step = (upper.astype(np.float64) - lower.astype(np.float64)) / (levels - 1)
+    bad = np.flatnonzero(step.astype(np.float32) < np.finfo(np.float32).tiny)
+    if bad.size:
+        j = int(bad[0])
+        raise ValueError(
+            f"discrete_laplace: the grid step (upper - lower) / (levels - 1) = {step[j]:.3g} "
+            f"of feature {j} is below float32's normal range (~1.2e-38); widen the domain "
+            "(rescale the data) or use fewer levels"
+        )
+
+
 def _round_up_f32(values: np.ndarray) -> np.ndarray:
     """float64 -> float32, rounding up, so that noise is never smaller than calibrated."""
     out = values.astype(np.float32)
@@ -165,11 +220,21 @@ def calibrate_noise(
     the guarantee only: every copy is a fresh release of the same record, so a
     record's K copies together cost K times the budget of one. Raises ValueError
     on an unknown mechanism or unit, a bad epsilon/delta/levels, lower >= upper,
-    or a noise scale beyond float32.
+    bounds beyond float32, a noise scale beyond float32, or (discrete_laplace) an
+    epsilon that the 64-bit sampling tables cannot realise (too small: the noise
+    is flatter than they resolve; too large: some outputs become unreachable), a
+    domain wider than float32 or a grid step below float32's normal range.
     """
-    if mechanism not in MECHANISMS:
+    lower = _bounds_vector("lower", lower)
+    upper = _bounds_vector("upper", upper)
+    if lower.shape != upper.shape:
+        raise ValueError(
+            f"lower and upper must have one value per feature each; got {lower.size} and "
+            f"{upper.size} values"
+        )
+    if not isinstance(mechanism, str) or mechanism not in MECHANISMS:
         raise ValueError(f"mechanism must be one of {sorted(MECHANISMS)}, got {mechanism!r}")
-    if unit not in UNITS:
+    if not isinstance(unit, str) or unit not in UNITS:
         raise ValueError(f"unit must be 'feature' or 'record', got {unit!r}")
     epsilon = _check_number("epsilon", epsilon)
     if mechanism == "gaussian":
@@ -193,7 +258,8 @@ def calibrate_noise(
     extra: dict[str, Any] = {}
     delta_one = 0.0
     if mechanism == "laplace":
-        scale = width / epsilon if feature else np.full(d, width.sum() / epsilon)
+        with np.errstate(over="ignore"):  # an infinite scale is refused below
+            scale = width / epsilon if feature else np.full(d, width.sum() / epsilon)
         eps_f = epsilon if feature else math.nan
         eps_r = epsilon * d if feature else epsilon
     elif mechanism == "gaussian":
@@ -215,9 +281,22 @@ def calibrate_noise(
         ):
             raise ValueError(f"levels must be an int in [2, {MAX_LEVELS}], got {levels!r}")
         levels = int(levels)
-        alpha = geometric_alpha(epsilon, (levels - 1) * (1 if feature else d))
+        _check_grid(lower, upper, levels)
+        grid = (levels - 1) * (1 if feature else max(d, 1))  # D = 0: nothing is released
+        alpha = geometric_alpha(epsilon, grid)
+        too_small = (
+            f"epsilon={epsilon} is too small for discrete_laplace with {levels} levels"
+            f"{'' if feature else f' over {d} features'}: its noise (alpha = exp(-epsilon / "
+            f"{grid}) = {alpha!r}) is flatter than the 64-bit sampling tables resolve, so some "
+            "outputs would be unreachable; raise epsilon or use fewer levels"
+        )
+        # 2 alpha / (1 + alpha) = P(|Z| >= 1) rounding to 1 would overflow the uint64 table
+        if not 2.0 * alpha / (1.0 + alpha) < 1.0:
+            raise ValueError(too_small)
         per_feature = realized_epsilon(alpha, levels)
         if not math.isfinite(per_feature):
+            if geometric_table(alpha, levels)[-1] != 0:  # no threshold reached 0: too flat
+                raise ValueError(too_small)
             raise ValueError(
                 f"epsilon={epsilon} is too large for discrete_laplace with {levels} levels: the "
                 "64-bit sampling tables cannot reach every output; lower epsilon or the levels"
@@ -227,9 +306,11 @@ def calibrate_noise(
         eps_r = per_feature * d
         extra = {"levels": levels, "alpha": alpha}
     # Noise draws reach about 17 scales (Laplace) from the input; all of it must stay finite.
-    if d and not float(np.max(scale)) * 20 + float(
-        np.max(np.abs(np.concatenate([lower, upper])))
-    ) < float(np.finfo(np.float32).max):
+    if (
+        d
+        and not float(np.max(scale)) * 20 + float(np.max(np.abs(np.concatenate([lower, upper]))))
+        < _F32_MAX
+    ):
         raise ValueError(
             f"the noise scale {float(np.max(scale)):.3g} is too large for float32 (domain width "
             f"/ epsilon); rescale the data to a smaller domain or raise epsilon"
@@ -287,10 +368,14 @@ def plan_ldp_noise(
         raise TypeError(f"clamp must be True or False, got {clamp!r}")
     clamp = bool(clamp)
     n = x.shape[0]
-    if n * copies * math.prod(x.shape[1:]) >= MAX_COUNTER:
-        raise ValueError(f"{n} inputs x {copies} copies is too many outputs for one call; split x")
     feature_shape = tuple(x.shape[1:])
     d = math.prod(feature_shape)
+    # every output counter, and every stride of the (N, K, ...) output, must fit in int64
+    if max(n, 1) * copies * max(d, 1) >= MAX_COUNTER:
+        raise ValueError(
+            f"{n} inputs x {copies} copies x {d} features is too many outputs for one call; "
+            "split x or lower copies"
+        )
     lo = _feature_vector("lower", lower, feature_shape, d)
     hi = _feature_vector("upper", upper, feature_shape, d)
     if mechanism == "discrete_laplace":
@@ -300,18 +385,18 @@ def plan_ldp_noise(
                 "mechanism); call it with clamp=True"
             )
         if levels is None and x.dtype == torch.uint8 and d:
-            widths = np.unique(hi - lo)
+            widths = np.unique(hi.astype(np.float64) - lo.astype(np.float64))
             if widths.size != 1 or widths[0] != np.round(widths[0]):
                 raise ValueError(
                     "uint8 input with per-feature domains of different integer widths: "
                     "give levels= explicitly"
                 )
-            levels = int(widths[0]) + 1
-            if levels > MAX_LEVELS:
+            if widths[0] + 1 > MAX_LEVELS:
                 raise ValueError(
-                    f"uint8 domain [{lo[0]:g}, {hi[0]:g}] has {levels} grid points, more than "
-                    f"discrete_laplace supports ({MAX_LEVELS}); give levels= explicitly"
+                    f"uint8 domain [{lo[0]:g}, {hi[0]:g}] has {widths[0] + 1:.6g} grid points, "
+                    f"more than discrete_laplace supports ({MAX_LEVELS}); give levels= explicitly"
                 )
+            levels = int(widths[0]) + 1
     elif levels is not None:
         raise ValueError("levels applies to mechanism='discrete_laplace' only")
     cal = calibrate_noise(
@@ -330,6 +415,7 @@ def plan_ldp_noise(
         table = torch.from_numpy(geometric_table(cal.alpha, cal.levels).view(np.int64).copy())
         table = table.to(x.device)
     out_dtype = _output_dtype(x, mechanism, lo, hi, cal.levels)
+    _check_output_range(out_dtype, lo, hi, cal.scale, noisy_tail=not clamp)
     dev = x.device
     return _Plan(
         x=x.reshape(n, d),
@@ -345,7 +431,33 @@ def plan_ldp_noise(
         table=table,
         out_dtype=out_dtype,
         calibration=cal,
+        source=x,
     )
+
+
+def _check_output_range(
+    out_dtype: torch.dtype,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    scale: np.ndarray,
+    *,
+    noisy_tail: bool,
+) -> None:
+    """float16/bfloat16 outputs: every value the op can write must be finite in that
+    dtype (float32 is checked by :func:`calibrate_noise`). Clamped outputs stay within
+    the bounds; unclamped ones reach about 17 scales beyond them (20 are allowed for)."""
+    if out_dtype not in (torch.float16, torch.bfloat16) or lo.size == 0:
+        return
+    limit = float(torch.finfo(out_dtype).max)
+    reach = float(np.max(np.abs(np.concatenate([lo, hi]).astype(np.float64))))
+    if noisy_tail:
+        reach += 20.0 * float(np.max(scale))
+    if not reach <= limit:
+        raise ValueError(
+            f"outputs of this call reach {reach:.4g}, beyond the largest {out_dtype} "
+            f"({limit:.4g}), and would be inf; give x as float32 (x.float()), narrow the domain"
+            + (", raise epsilon or keep clamp=True" if noisy_tail else "")
+        )
 
 
 # --------------------------------------------------------------------------- backends
@@ -495,12 +607,33 @@ def _check_out(out: torch.Tensor, shape: tuple[int, ...], p: _Plan) -> None:
         problems.append("non-contiguous storage (expected contiguous)")
     if problems:
         raise ValueError("out has " + ", ".join(problems))
-    if out.numel() and p.x.numel():
-        o0, o1 = out.data_ptr(), out.data_ptr() + out.numel() * out.element_size()
-        x0 = p.x.data_ptr()
-        x1 = x0 + p.x.numel() * p.x.element_size()
-        if o0 < x1 and x0 < o1:
-            raise ValueError("out overlaps x; the op never overwrites its input: pass a new buffer")
+    for name, t in (("x", p.source), ("x", p.x), ("keys", p.keys)):
+        if t is not None and _overlap(out, t):
+            (o0, o1), (t0, t1) = _span(out), _span(t)
+            raise ValueError(
+                f"out overlaps {name} in memory: out's bytes [{o0:#x}, {o1:#x}) meet the span "
+                f"of {name}, [{t0:#x}, {t1:#x}) with its strides and storage offset; the op "
+                "never overwrites its input: pass a separate buffer"
+            )
+
+
+def _span(t: torch.Tensor) -> tuple[int, int]:
+    """[first, end) addresses of the bytes t's elements occupy: from its data pointer
+    (storage offset included) to its last element (torch strides are never negative)."""
+    if t.numel() == 0:
+        return 0, 0
+    last = sum((size - 1) * stride for size, stride in zip(t.shape, t.stride(), strict=True))
+    return t.data_ptr(), t.data_ptr() + (last + 1) * t.element_size()
+
+
+def _overlap(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether the memory spans of a and b meet (by address: views of one storage, and
+    tensors over the same memory through different storages, e.g. two numpy views).
+    A strided tensor's span includes its gaps, so this refuses a few disjoint layouts."""
+    if a.device != b.device:
+        return False
+    (a0, a1), (b0, b1) = _span(a), _span(b)
+    return a0 < b1 and b0 < a1
 
 
 def ldp_noise(
@@ -644,13 +777,21 @@ def run_plan(
     :func:`ldp_noise` does after validation, for callers that planned themselves
     (``noiseforge.ldp.release`` plans once, before it charges the ledger)."""
     shape = (p.n, p.copies, *p.feature_shape)
+    # (a plan run again without keys must not keep the keys of an earlier run)
+    p.keys = None if keys is None else _check_keys(keys, p.n, p.device)
     if out is None:
-        out = torch.empty(shape, dtype=p.out_dtype, device=p.device)
+        try:
+            out = torch.empty(shape, dtype=p.out_dtype, device=p.device)
+        except (RuntimeError, MemoryError):  # the allocator's out-of-memory errors
+            size = math.prod(shape) * torch.empty(0, dtype=p.out_dtype).element_size()
+            raise ValueError(
+                f"the output {shape} ({size / 2**30:.3g} GiB) cannot be allocated on "
+                f"{p.device}; split x or lower copies"
+            ) from None
     else:
         _check_out(out, shape, p)
     rec = registry.select(OP, backend, p, p.device.type)
     if keys is not None:
-        p.keys = _check_keys(keys, p.n, p.device)
         key, start = 0, _check_offset(0 if offset is None else offset, p.copies * p.d)
     else:
         key, start = _draw_counters(p.numel, seed, generator, offset)
