@@ -25,7 +25,10 @@ the exact sampled distribution.
 
 from __future__ import annotations
 
+import collections
+import fractions
 import functools
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -107,37 +110,67 @@ def geometric_table(alpha: float, levels: int) -> np.ndarray:
 
 @functools.lru_cache(maxsize=64)
 def realized_epsilon(alpha: float, levels: int) -> float:
-    """Exact worst-case privacy loss of one clamped discrete-Laplace feature.
+    """Exact worst-case privacy loss of one clamped discrete-Laplace feature, rounded up.
 
     Builds the sampled output distribution ``P(y | q)`` for every grid input
-    ``q`` from the integer thresholds (probabilities are multiples of 2^-65)
-    and returns ``max_{y, q, q'} log P(y | q) / P(y | q')``; ``inf`` when some
-    output is unreachable from some input (eps too large for 64-bit tables).
+    ``q`` from the integer thresholds (probabilities are multiples of 2^-65) and
+    returns ``max_{y, q, q'} log P(y | q) / P(y | q')``; ``inf`` when some output
+    is unreachable from some input (eps too large for 64-bit tables). The
+    probabilities, their ratios and the choice of the worst one are exact integer
+    arithmetic (float64 cannot hold 65-bit counts: at tiny epsilon it under-reported
+    the loss); only the final logarithm is floating point, and it is rounded up, so
+    the value charged is never below the true loss.
     """
-    table = geometric_table(alpha, levels)
-    two64 = 2.0**64
-    # P(M >= m) for m = 0 .. levels-1, then P(M = m) with M capped at levels-1
-    ge = np.concatenate([[two64], table.astype(np.float64)])
-    pm = np.append(ge[:-1] - ge[1:], ge[-1])  # P(M = m) * 2^64
+    table = [int(v) for v in geometric_table(alpha, levels)]
     L = levels
-    # pmf of Z on -(L-1) .. (L-1), times 2^65
-    pz = np.concatenate([pm[:0:-1], [2.0 * pm[0]], pm[1:]])
-    cdf = np.cumsum(pz)
+    # P(M >= m) * 2^64 for m = 0 .. L-1, then P(M = m) * 2^64 with M capped at L-1
+    ge = [1 << 64, *table]
+    pm = [ge[m] - ge[m + 1] for m in range(L - 1)] + [ge[L - 1]]
+    # P(Z = z) * 2^65 for z = -(L-1) .. (L-1) (index z + L-1): a sign on top of M
+    pz = [*pm[:0:-1], 2 * pm[0], *pm[1:]]
+    cdf = list(itertools.accumulate(pz))
     total = cdf[-1]
-    worst = 0.0
-    for y in range(L):
-        # P(y | q) for all q: z = y - q ranges over y-(L-1) .. y
-        zi = np.arange(y - (L - 1), y + 1)[::-1] + (L - 1)  # index of z for q = 0..L-1
+    worst = (1, 1)  # (largest, smallest) probability of the worst output so far
+    for y in (0, L - 1):  # the clamped ends: P(Z <= -q) and P(Z >= L-1-q), monotone in q
         if y == 0:
-            p = cdf[zi]  # P(Z <= -q)
-        elif y == L - 1:
-            p = total - np.concatenate([[0.0], cdf])[zi]  # P(Z >= L-1-q)
+            p = [cdf[(L - 1) - q] for q in range(L)]
         else:
-            p = pz[zi]
-        if p.min() <= 0:
+            p = [total - cdf[2 * L - 3 - q] for q in range(L)]
+        hi, lo = max(p), min(p)
+        if lo <= 0:
             return math.inf
-        worst = max(worst, math.log(p.max()) - math.log(p.min()))
-    return worst
+        if hi * worst[1] > worst[0] * lo:
+            worst = (hi, lo)
+    # interior outputs 0 < y < L-1: P(y | q) = P(Z = y - q), q = 0 .. L-1, i.e. the
+    # window pz[y .. y+L-1]; its max and min by monotone queues (O(L) for all windows)
+    hi_q: collections.deque[int] = collections.deque()
+    lo_q: collections.deque[int] = collections.deque()
+    for i, v in enumerate(pz[: 2 * L - 2]):
+        while hi_q and pz[hi_q[-1]] <= v:
+            hi_q.pop()
+        hi_q.append(i)
+        while lo_q and pz[lo_q[-1]] >= v:
+            lo_q.pop()
+        lo_q.append(i)
+        y = i - (L - 1)  # the window ending at i starts at y
+        if y < 1:
+            continue
+        while hi_q[0] < y:
+            hi_q.popleft()
+        while lo_q[0] < y:
+            lo_q.popleft()
+        hi, lo = pz[hi_q[0]], pz[lo_q[0]]
+        if lo <= 0:
+            return math.inf
+        if hi * worst[1] > worst[0] * lo:
+            worst = (hi, lo)
+    hi, lo = worst
+    if hi == lo:
+        return 0.0
+    # log(hi / lo) = log1p((hi - lo) / lo): the ratio correctly rounded, then two ulps up
+    # cover float's rounding of the ratio and log1p's error
+    loss = math.log1p(float(fractions.Fraction(hi - lo, lo)))
+    return math.nextafter(math.nextafter(loss, math.inf), math.inf)
 
 
 @dataclass(frozen=True)

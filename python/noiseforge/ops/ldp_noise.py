@@ -39,6 +39,11 @@ _DTYPE_CODES = B.DTYPE_CODES
 Bound = float | int | torch.Tensor | np.ndarray
 
 
+#: how far the realized discrete-Laplace loss may exceed the epsilon asked for (the
+#: 64-bit tables' rounding); beyond it the epsilon is refused as too small
+REALIZED_SLACK = 0.01
+
+
 @dataclass
 class _Plan:
     """A validated call: everything a backend needs besides the random key."""
@@ -301,9 +306,17 @@ def calibrate_noise(
                 f"epsilon={epsilon} is too large for discrete_laplace with {levels} levels: the "
                 "64-bit sampling tables cannot reach every output; lower epsilon or the levels"
             )
+        wanted = epsilon if feature else epsilon / max(d, 1)
+        if per_feature > wanted * (1 + REALIZED_SLACK):
+            raise ValueError(
+                f"epsilon={epsilon} is too small for discrete_laplace with {levels} levels"
+                f"{'' if feature else f' over {d} features'}: the 64-bit sampling tables' "
+                f"rounding would make the privacy loss {per_feature:.3g} per feature, not the "
+                f"{wanted:.3g} asked for; raise epsilon, use fewer levels, or use laplace"
+            )
         scale = width / (levels - 1)  # the grid step (privacy does not depend on it)
         eps_f = per_feature if feature else math.nan
-        eps_r = per_feature * d
+        eps_r = math.nextafter(per_feature * d, math.inf) if d > 1 else per_feature * d
         extra = {"levels": levels, "alpha": alpha}
     # Noise draws reach about 17 scales (Laplace) from the input; all of it must stay finite.
     if (
