@@ -429,7 +429,7 @@ def test_a_small_request_is_not_stuck_behind_a_large_one():
         time.sleep(0.2)
         ask("small", torch.rand(8, 36))
         first.join()
-    assert done["small"] - t0 < 0.6, done["small"] - t0
+    assert done["small"] - t0 < 1.2, done["small"] - t0  # the big one alone needs >= 1.5 s
     assert done["big"] > done["small"]
 
 
