@@ -58,3 +58,16 @@ def broken() -> nn.Module:
 
 def nans() -> nn.Module:
     return NaNs()
+
+
+class Poisoned(TinyCNN):
+    """NaN scores for the rows whose first value is 99 (one client's rows)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = super().forward(x)
+        bad = x.reshape(len(x), -1)[:, 0] == 99
+        return torch.where(bad[:, None], torch.full_like(out, float("nan")), out)
+
+
+def poisoned() -> nn.Module:
+    return Poisoned(delay=0.05)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import os
 import socket
 import threading
 import time
@@ -64,6 +65,13 @@ class HTTPCloud(CloudModel):
         """The server's ``/v1/info``: the model's input shape and classes, the limits."""
         return self._json("/v1/info")
 
+    def _body_limit(self) -> int | None:
+        try:
+            limit = self.info().get("limits", {}).get("max_body_bytes")
+        except (CloudUnavailableError, CloudRequestError, AttributeError):
+            return None
+        return limit if isinstance(limit, int) else None
+
     def _json(self, path: str) -> dict:
         status, body = self._exchange("GET", path, None, {})
         if status != 200:
@@ -76,7 +84,18 @@ class HTTPCloud(CloudModel):
     def _predict(self, data: torch.Tensor) -> torch.Tensor:
         body = encode_npy(data.detach().cpu().float().numpy())
         headers = {"Content-Type": "application/octet-stream"}
-        status, answer = self._exchange("POST", "/v1/predict", body, headers)
+        try:
+            status, answer = self._exchange("POST", "/v1/predict", body, headers)
+        except CloudUnavailableError:
+            # A server refusing a body over its limit may close before reading it, so the
+            # client sees a reset instead of the 413: ask the server what it takes.
+            limit = self._body_limit()
+            if limit is not None and len(body) > limit:
+                raise CloudRequestError(
+                    f"the request is {len(body)} bytes; the cloud takes at most {limit} bytes "
+                    "per request: send fewer rows per request (query_cloud batch_size)"
+                ) from None
+            raise
         if status != 200:
             detail = answer[:500].decode(errors="replace")
             if status in (408, 429) or status >= 500:
@@ -123,7 +142,8 @@ class HTTPCloud(CloudModel):
             # Connecting (name lookup included) cannot be cut by the watchdog before a
             # socket exists: check the deadline once it does, then before every read.
             conn.connect()
-            opened.append(conn.sock.dup())
+            # (os.dup, not socket.dup: an SSL socket cannot be duplicated, its descriptor can)
+            opened.append(socket.socket(fileno=os.dup(conn.sock.fileno())))
             conn.sock.settimeout(remaining())
             conn.request(method, p.path.rstrip("/") + path, body=body, headers=headers)
             conn.sock.settimeout(remaining())

@@ -31,7 +31,8 @@ def _positive(kind):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
+            what = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
         if not value > 0 or value != value or value == float("inf"):
             raise argparse.ArgumentTypeError(f"must be > 0 and finite, got {text}")
         return value
@@ -93,6 +94,8 @@ def add_arguments(cloud: argparse.ArgumentParser) -> None:
         ("body_timeout", "seconds for a request's body"),
         ("request_timeout", "seconds from a complete request to its answer before 503"),
         ("keep_alive", "seconds an idle connection stays open"),
+        ("send_timeout", "seconds a client may leave its answer unread"),
+        ("shutdown_timeout", "seconds requests in flight get to finish on SIGTERM"),
     ):
         kind = int if isinstance(getattr(d, field), int) else float
         limits.add_argument(
@@ -124,6 +127,11 @@ def load_model(spec: str, input_shape=None, name: str | None = None):
             ) from None
         module = factory()
         if isinstance(module, ServedModel):
+            if input_shape is not None or name is not None:
+                raise ValueError(
+                    f"--model {spec} returns a ready ServedModel, which carries its own input "
+                    "shape and name: drop --input-shape/--name, or return the nn.Module"
+                )
             return module
         if not isinstance(module, torch.nn.Module):
             raise ValueError(

@@ -17,18 +17,24 @@ What protects the server and its other clients:
 - a client gets ``header_timeout`` seconds for its request line and headers and
   ``body_timeout`` seconds for its body (408 or a closed connection), and an idle
   keep-alive connection is closed after ``keep_alive`` seconds;
-- at most ``max_connections`` connections are served at once and at most
-  ``max_queued_rows`` rows wait for the model: beyond either, 503 with
-  ``Retry-After`` (the listen backlog holds 2048 connections, so a burst of
-  clients queues instead of being reset);
+- at most ``max_connections`` connections (idle ones included) are served at once
+  (beyond, uvicorn's plain-text 503) and at most ``max_queued_rows`` rows wait for
+  the model (beyond, a JSON 503 with ``Retry-After``); the listen backlog asks for
+  2048 connections (the kernel caps it at ``net.core.somaxconn``), so a burst of
+  clients queues instead of being reset; a client that stops reading its answer is
+  dropped after ``send_timeout`` seconds, one that leaves takes its rows out of the
+  queue;
 - concurrent requests are batched into one model call of at most
-  ``max_batch_rows`` rows, each request getting a fair share of every call, so a
-  small request is not stuck behind a large one; a request still unanswered after
-  ``request_timeout`` seconds gets 503;
+  ``max_batch_rows`` rows, each waiting request getting an equal share of every call
+  (round-robin when more are waiting than a call has rows), so a small request is
+  not stuck behind a large one; a request still unanswered after
+  ``request_timeout`` seconds gets 503, and on SIGTERM requests in flight get
+  ``shutdown_timeout`` seconds to finish (then 503);
 - inputs are checked against the declared shape and dtype and must be finite
   (422 naming the expected shape; the model's internals are never shown), and
   answers are checked before they leave (a model failure is a 500 with no
-  traceback in the answer; it is logged on the server).
+  traceback in the answer; it is logged on the server); rows that make the model
+  fail fail only their own request, not the others sharing the call.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import json
 import logging
 import math
@@ -94,6 +101,10 @@ class ServerLimits:
     request_timeout: float = 120.0
     #: seconds an idle keep-alive connection stays open
     keep_alive: float = 5.0
+    #: seconds a client may take to read its answer once the server waits on it
+    send_timeout: float = 30.0
+    #: seconds requests in flight get to finish on SIGTERM; the rest are answered 503
+    shutdown_timeout: float = 30.0
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -101,7 +112,7 @@ class ServerLimits:
             ok = isinstance(value, int | float) and not isinstance(value, bool)
             if not ok or not math.isfinite(value) or value <= 0:
                 raise ValueError(f"ServerLimits.{field.name} must be a number > 0, got {value!r}")
-            if field.type == "int" and int(value) != value:
+            if field.type == "int" and not isinstance(value, int):
                 raise ValueError(f"ServerLimits.{field.name} must be an integer, got {value!r}")
 
 
@@ -233,7 +244,9 @@ class Batcher:
         self._wake = asyncio.Event()
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="noiseforge-model")
         self._task: asyncio.Task | None = None
-        self.calls = 0  # model calls so far (for /v1/info and tests)
+        self._inflight: list[tuple[_Job, int, int]] = []
+        self.draining = False  # shutting down: new requests are refused
+        self.calls = 0  # model calls so far (tests read it)
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -243,9 +256,7 @@ class Batcher:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        for job in self._jobs:
-            if not job.future.done():
-                job.future.set_exception(Overloaded("the server is shutting down"))
+        self.fail_all(Overloaded("the server is shutting down; retry"))
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     @property
@@ -257,6 +268,10 @@ class Batcher:
         after ``request_timeout``."""
         if len(x) == 0:
             return np.empty((0, self.model.classes), np.float32)
+        if self.draining:
+            raise Overloaded("the server is shutting down; retry")
+        if self._task is None or self._task.done():
+            raise ModelFailure("the batcher is not running")
         if self._queued + len(x) > self.limits.max_queued_rows:
             raise Overloaded(
                 f"{self._queued} rows are waiting for the model (limit "
@@ -271,7 +286,7 @@ class Batcher:
                 asyncio.shield(job.future), timeout=self.limits.request_timeout
             )
         finally:
-            if not job.future.done():  # timed out or the client left: drop what is unsent
+            if not job.future.done():  # timed out or cancelled (the client left): drop it
                 self._forget(job)
 
     def _forget(self, job: _Job) -> None:
@@ -281,6 +296,10 @@ class Batcher:
         job.future.cancel()
 
     def _take(self) -> list[tuple[_Job, int, int]]:
+        """Rows for the next call: an equal share of the budget for every waiting request
+        (at least one row each, in queue order), then the rest from the oldest. Requests
+        served and not finished go to the back, so with more requests than rows per call
+        each still gets its turn (round-robin)."""
         budget = self.limits.max_batch_rows
         share = max(1, budget // len(self._jobs))
         taken: dict[int, list] = {}
@@ -296,8 +315,9 @@ class Batcher:
                 job.sent += piece
                 budget -= piece
         for job, _, _ in taken.values():
-            if job.sent == job.rows:
-                self._jobs.remove(job)
+            self._jobs.remove(job)
+            if job.sent < job.rows:
+                self._jobs.append(job)
         parts = [(job, a, b) for job, a, b in taken.values()]
         self._queued -= sum(b - a for _, a, b in parts)
         return parts
@@ -314,20 +334,23 @@ class Batcher:
                 if not self._jobs:
                     continue
             parts = self._take()
-            x = np.concatenate([job.x[a:b] for job, a, b in parts])
+            self._inflight = parts
             try:
-                probs = await loop.run_in_executor(self._pool, self._call, x)
-            except Exception as exc:
-                log.exception("the model failed on a batch of %d rows", len(x))
-                for job, _, _ in parts:
-                    self._fail(job, exc)
-                continue
-            at = 0
-            for job, a, b in parts:
-                job.out[a:b] = probs[at : at + (b - a)]
-                at += b - a
+                results = await loop.run_in_executor(self._pool, self._call_parts, parts)
+            except Exception:  # a bug of the batcher itself: fail these rows, keep serving
+                log.exception("the batcher failed on %d requests", len(parts))
+                results = [ModelFailure("internal error")] * len(parts)
+            finally:
+                self._inflight = []
+            for (job, a, b), result in zip(parts, results, strict=True):
+                if job.future.done():  # timed out, left, or failed in an earlier call
+                    continue
+                if isinstance(result, Exception):
+                    self._fail(job, result)
+                    continue
+                job.out[a:b] = result
                 job.done += b - a
-                if job.done == job.rows and not job.future.done():
+                if job.done == job.rows:
                     job.future.set_result(job.out)
 
     def _fail(self, job: _Job, exc: Exception) -> None:
@@ -335,16 +358,42 @@ class Batcher:
             self._jobs.remove(job)
             self._queued -= job.rows - job.sent
         if not job.future.done():
-            job.future.set_exception(ModelFailure(str(exc)))
+            job.future.set_exception(exc if isinstance(exc, Overloaded) else ModelFailure(str(exc)))
+
+    def fail_all(self, exc: Exception) -> None:
+        """Answer every waiting and running request with ``exc`` (shutting down)."""
+        self.draining = True
+        for job in [*self._jobs, *(job for job, _, _ in self._inflight)]:
+            self._fail(job, exc)
+
+    def _call_parts(self, parts: list[tuple[_Job, int, int]]) -> list:
+        """The model on the rows of ``parts`` in one call; a part whose rows make the model
+        fail or answer non-finite values fails alone (one client's rows cannot fail
+        another's request): on an error the parts are re-run one by one."""
+        x = np.concatenate([job.x[a:b] for job, a, b in parts])
+        try:
+            probs = self._call(x)
+        except Exception as exc:
+            if len(parts) == 1:
+                log.exception("the model failed on a batch of %d rows", len(x))
+                return [exc]
+            return [self._call_parts([part])[0] for part in parts]
+        out, at = [], 0
+        for _, a, b in parts:
+            rows = probs[at : at + (b - a)]
+            at += b - a
+            if rows.size and not bool(np.isfinite(rows).all()):
+                log.error("the model answered non-finite values for %d rows", b - a)
+                out.append(ModelFailure("the model answered non-finite values"))
+            else:
+                out.append(rows)
+        return out
 
     def _call(self, x: np.ndarray) -> np.ndarray:
         self.calls += 1
         probs = self.model.forward(x)
-        if probs.shape != (len(x), self.model.classes) or not bool(np.isfinite(probs).all()):
-            raise ModelFailure(
-                f"the model answered shape {probs.shape} (finite: "
-                f"{bool(np.isfinite(probs).all())}) for {len(x)} rows"
-            )
+        if probs.shape != (len(x), self.model.classes):
+            raise ModelFailure(f"the model answered shape {probs.shape} for {len(x)} rows")
         return probs
 
 
@@ -358,10 +407,12 @@ def _error(status: int, message: str, headers: dict | None = None) -> JSONRespon
 
 async def _read_body(request: Request, limits: ServerLimits) -> bytearray | Response:
     """The whole body, or the error response that ends the request."""
-    declared = request.headers.get("content-length")
     chunked = "chunked" in request.headers.get("transfer-encoding", "").lower()
+    # with Transfer-Encoding the body is framed by its chunks, whatever Content-Length says
+    declared = None if chunked else request.headers.get("content-length")
     if declared is None and not chunked:
-        return _error(411, "send a Content-Length header with the .npy body")
+        return _error(411, "send a Content-Length header (or a chunked body) with the .npy rows")
+    size = limits.max_body_bytes
     if declared is not None:
         if not declared.isascii() or not declared.isdigit():
             return _error(400, f"Content-Length must be a byte count, got {declared!r}")
@@ -373,11 +424,9 @@ async def _read_body(request: Request, limits: ServerLimits) -> bytearray | Resp
                 "bytes per request: send fewer rows per request",
                 {"Connection": "close"},
             )
-        buf = bytearray(size)
-    else:
-        buf = bytearray()
+    # grown as the bytes arrive (a Content-Length alone reserves no memory)
+    buf = bytearray()
     deadline = time.monotonic() + limits.body_timeout
-    at = 0
     while True:
         left = deadline - time.monotonic()
         try:
@@ -393,22 +442,26 @@ async def _read_body(request: Request, limits: ServerLimits) -> bytearray | Resp
         if message["type"] == "http.disconnect":
             return Response(status_code=499)  # nobody is listening
         chunk = message.get("body", b"")
-        if at + len(chunk) > (len(buf) if declared is not None else limits.max_body_bytes):
+        if len(buf) + len(chunk) > size:
+            if declared is not None:  # h11 frames by Content-Length: cannot happen
+                return _error(400, "the body is longer than its Content-Length")
             return _error(
                 413,
                 f"the body exceeds {limits.max_body_bytes} bytes: send fewer rows per request",
                 {"Connection": "close"},
             )
-        if declared is not None:
-            buf[at : at + len(chunk)] = chunk
-        else:
-            buf += chunk
-        at += len(chunk)
+        buf += chunk
         if not message.get("more_body", False):
             break
-    if declared is not None and at != len(buf):
-        return _error(400, f"the body ended after {at} of {len(buf)} bytes")
+    if declared is not None and len(buf) != size:
+        return _error(400, f"the body ended after {len(buf)} of {size} bytes")
     return buf
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns once the client has gone (the body is read: nothing else can arrive)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def create_app(model: ServedModel, limits: ServerLimits | None = None) -> Starlette:
@@ -416,13 +469,15 @@ def create_app(model: ServedModel, limits: ServerLimits | None = None) -> Starle
     limits = limits or ServerLimits()
     state: dict = {}
     per_row = 4 * model.features
+    # what fits in the body with its .npy header (at most 256 bytes for any shape here)
+    max_rows = min(limits.max_queued_rows, max(0, limits.max_body_bytes - 256) // per_row)
     info = {
         **model.info(),
         "accepts": [[None, *model.input_shape]]
         + ([[None, model.features]] if len(model.input_shape) > 1 else []),
         "limits": {
             "max_body_bytes": limits.max_body_bytes,
-            "max_rows_per_request": min(limits.max_queued_rows, limits.max_body_bytes // per_row),
+            "max_rows_per_request": max_rows,
             "max_batch_rows": limits.max_batch_rows,
             "max_queued_rows": limits.max_queued_rows,
             "request_timeout": limits.request_timeout,
@@ -455,8 +510,17 @@ def create_app(model: ServedModel, limits: ServerLimits | None = None) -> Starle
                 f"{len(x)} rows in one request; send at most "
                 f"{info['limits']['max_rows_per_request']} per request",
             )
+        work = asyncio.ensure_future(state["batcher"].predict(x))
+        gone = asyncio.ensure_future(_disconnected(request))
+        await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
+        if not work.done():  # the client left: its rows leave the queue
+            work.cancel()
+            with contextlib.suppress(BaseException):
+                await work
+            return Response(status_code=499)
+        gone.cancel()
         try:
-            probs = await state["batcher"].predict(x)
+            probs = work.result()
         except Overloaded as exc:
             return _error(503, str(exc), {"Retry-After": "1"})
         except (TimeoutError, asyncio.TimeoutError):
@@ -501,8 +565,15 @@ def openapi_spec(model: ServedModel, limits: ServerLimits) -> dict:
         }
     }
 
-    def err(text: str) -> dict:
-        return {"description": text, **error}
+    def err(text: str, plain: bool = False) -> dict:
+        """``plain``: uvicorn itself may answer it, as text (malformed HTTP, the
+        connection limit, a handler cut off at the end of a shutdown)."""
+        content = dict(error["content"])
+        if plain:
+            content["text/plain"] = {"schema": {"type": "string"}}
+        return {"description": text, "content": content}
+
+    busy = err("the server is at its connection or queue limit, or shutting down; retry", True)
 
     npy = {"schema": {"type": "string", "format": "binary"}}
     health = {
@@ -530,7 +601,8 @@ def openapi_spec(model: ServedModel, limits: ServerLimits) -> dict:
                         "200": {
                             "description": "the server runs",
                             "content": {"application/json": {"schema": health}},
-                        }
+                        },
+                        "503": busy,
                     },
                 }
             },
@@ -541,7 +613,8 @@ def openapi_spec(model: ServedModel, limits: ServerLimits) -> dict:
                         "200": {
                             "description": "the server runs",
                             "content": {"application/json": {"schema": health}},
-                        }
+                        },
+                        "503": busy,
                     },
                 }
             },
@@ -552,7 +625,8 @@ def openapi_spec(model: ServedModel, limits: ServerLimits) -> dict:
                         "200": {
                             "description": "facts about the model and the server",
                             "content": {"application/json": {"schema": {"type": "object"}}},
-                        }
+                        },
+                        "503": busy,
                     },
                 }
             },
@@ -575,14 +649,16 @@ def openapi_spec(model: ServedModel, limits: ServerLimits) -> dict:
                             "description": "float32 probabilities, one row per input row",
                             "content": {NPY_TYPES[0]: npy},
                         },
-                        "400": err("the HTTP request is malformed (e.g. a bad Content-Length)"),
-                        "408": err("the body did not arrive in time"),
-                        "411": err("no Content-Length"),
+                        "400": err(
+                            "the HTTP request is malformed (e.g. a bad Content-Length)", True
+                        ),
+                        "408": err("the headers or the body did not arrive in time"),
+                        "411": err("neither a Content-Length nor a chunked body"),
                         "413": err("the body or the row count is over the server's limit"),
                         "415": err("the body is not sent as application/octet-stream"),
                         "422": err("the body is not an .npy array of the declared shape"),
-                        "500": err("the model failed"),
-                        "503": err("the server is overloaded or shutting down; retry"),
+                        "500": err("the model failed on these rows", True),
+                        "503": busy,
                     },
                 }
             },
@@ -607,11 +683,26 @@ class _Protocol(H11Protocol):
     ``header_timeout`` seconds (uvicorn bounds only idle keep-alive time)."""
 
     header_timeout = 10.0
+    send_timeout = 30.0
 
     def connection_made(self, transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._header_timer: asyncio.TimerHandle | None = None
+        self._send_timer: asyncio.TimerHandle | None = None
         self._arm()
+
+    # A client that stops reading its answer: the socket's buffer fills, writing pauses;
+    # past send_timeout the connection is dropped (closing would wait for the flush).
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._send_timer is None:
+            self._send_timer = self.loop.call_later(self.send_timeout, self.transport.abort)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
 
     def _arm(self) -> None:
         if self._header_timer is None:
@@ -641,6 +732,9 @@ class _Protocol(H11Protocol):
 
     def connection_lost(self, exc) -> None:
         self._disarm()
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
         super().connection_lost(exc)
 
     def _headers_late(self) -> None:
@@ -658,11 +752,39 @@ class _Protocol(H11Protocol):
                 + b"\r\n\r\n"
                 + body
             )
-        self.transport.close()
+        if self.transport.get_write_buffer_size():
+            self.transport.abort()
+        else:
+            self.transport.close()
 
 
 def _protocol_class(limits: ServerLimits) -> type:
-    return type("CloudProtocol", (_Protocol,), {"header_timeout": limits.header_timeout})
+    return type(
+        "CloudProtocol",
+        (_Protocol,),
+        {"header_timeout": limits.header_timeout, "send_timeout": limits.send_timeout},
+    )
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server whose graceful shutdown answers what it cannot finish: requests
+    still waiting for the model when ``shutdown_timeout`` is nearly over get a 503
+    (retry elsewhere) instead of being cancelled with no answer."""
+
+    async def shutdown(self, sockets=None) -> None:
+        app = self.config.app
+        grace = max(0.0, self.config.timeout_graceful_shutdown - 0.5)
+
+        def give_up() -> None:
+            batcher = getattr(app.state, "batcher", None)
+            if batcher is not None:
+                batcher.fail_all(Overloaded("the server is shutting down; retry"))
+
+        timer = asyncio.get_running_loop().call_later(grace, give_up)
+        try:
+            await super().shutdown(sockets=sockets)
+        finally:
+            timer.cancel()
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -682,8 +804,12 @@ def bind(host: str, port: int) -> socket.socket:
     except OSError as exc:
         sock.close()
         raise OSError(
-            f"cannot listen on {host}:{port} ({exc.strerror or exc}): choose another --port "
-            "or stop the program using it"
+            f"cannot listen on {host}:{port} ({exc.strerror or exc}): "
+            + (
+                "choose another --port or stop the program using it"
+                if exc.errno == errno.EADDRINUSE
+                else "give --host an address of this machine (127.0.0.1, 0.0.0.0) and a free --port"
+            )
         ) from None
     sock.listen(BACKLOG)
     return sock
@@ -695,9 +821,11 @@ def _config(app, limits: ServerLimits, log_level: str) -> uvicorn.Config:
         http=_protocol_class(limits),
         lifespan="on",
         backlog=BACKLOG,
-        limit_concurrency=limits.max_connections,
+        # uvicorn counts the connection asking too: N connections means a limit of N + 1
+        limit_concurrency=limits.max_connections + 1,
+        ws="none",
         timeout_keep_alive=limits.keep_alive,
-        timeout_graceful_shutdown=5,
+        timeout_graceful_shutdown=limits.shutdown_timeout,
         access_log=False,
         log_level=log_level,
         server_header=False,
@@ -725,7 +853,7 @@ def serve(
     """
     limits = limits or ServerLimits()
     sock = bind(host, port)
-    server = uvicorn.Server(_config(create_app(model, limits), limits, log_level))
+    server = _Server(_config(create_app(model, limits), limits, log_level))
     if on_ready is not None:
         on_ready(_url(sock))
     if threading.current_thread() is threading.main_thread():
@@ -762,8 +890,7 @@ class CloudServer:
         self._sock = bind(host, port)
         self.url = _url(self._sock)
         self.app = create_app(self.model, self.limits)
-        self._server = uvicorn.Server(_config(self.app, self.limits, "error"))
-        self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self._server = _Server(_config(self.app, self.limits, "error"))
         self._thread: threading.Thread | None = None
 
     @property
