@@ -66,8 +66,10 @@ class HTTPCloud(CloudModel):
         return self._json("/v1/info")
 
     def _body_limit(self) -> int | None:
+        """The server's ``max_body_bytes`` from /v1/info (asked within 5 s at most), or None."""
+        probe = HTTPCloud(self.url, timeout=min(self.timeout, 5.0))
         try:
-            limit = self.info().get("limits", {}).get("max_body_bytes")
+            limit = probe.info().get("limits", {}).get("max_body_bytes")
         except (CloudUnavailableError, CloudRequestError, AttributeError):
             return None
         return limit if isinstance(limit, int) else None
@@ -86,10 +88,12 @@ class HTTPCloud(CloudModel):
         headers = {"Content-Type": "application/octet-stream"}
         try:
             status, answer = self._exchange("POST", "/v1/predict", body, headers)
+        except CloudTimeoutError:
+            raise  # the deadline is spent: no second exchange
         except CloudUnavailableError:
             # A server refusing a body over its limit may close before reading it, so the
             # client sees a reset instead of the 413: ask the server what it takes.
-            limit = self._body_limit()
+            limit = self._body_limit() if len(body) > 1 << 20 else None
             if limit is not None and len(body) > limit:
                 raise CloudRequestError(
                     f"the request is {len(body)} bytes; the cloud takes at most {limit} bytes "
