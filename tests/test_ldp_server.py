@@ -363,7 +363,8 @@ def test_model_failures_are_500_without_internals():
 def test_cli_refuses_bad_settings_in_one_line():
     for args, needle in (
         (["--port", "99999"], "a port is 0..65535"),
-        (["--max-body-bytes", "0"], "must be > 0"),
+        (["--max-body-bytes", "0"], "must be >= 1, got 0"),
+        (["--batch-wait", "nan"], "must be a finite number > 0"),
         (["--model", "nothing"], "package.module:function"),
         (["--input-shape", "0,3"], "positive integers"),
     ):

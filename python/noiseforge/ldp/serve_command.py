@@ -13,6 +13,8 @@ import dataclasses
 import importlib
 import sys
 
+from noiseforge import cli
+
 BUILTIN = ("fashion-cnn",)
 
 
@@ -24,20 +26,6 @@ def _port(text: str) -> int:
     if not 0 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"a port is 0..65535 (0: any free port), got {port}")
     return port
-
-
-def _positive(kind):
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            what = "an integer" if kind is int else "a number"
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if not value > 0 or value != value or value == float("inf"):
-            raise argparse.ArgumentTypeError(f"must be > 0 and finite, got {text}")
-        return value
-
-    return parse
 
 
 def _shape(text: str) -> tuple[int, ...]:
@@ -97,10 +85,10 @@ def add_arguments(cloud: argparse.ArgumentParser) -> None:
         ("send_timeout", "seconds a client may leave its answer unread"),
         ("shutdown_timeout", "seconds requests in flight get to finish on SIGTERM"),
     ):
-        kind = int if isinstance(getattr(d, field), int) else float
+        whole = isinstance(getattr(d, field), int)
         limits.add_argument(
             "--" + field.replace("_", "-"),
-            type=_positive(kind),
+            type=cli.int_at_least(1) if whole else cli.number(0),
             default=getattr(d, field),
             help=f"{unit} (default %(default)s)",
         )

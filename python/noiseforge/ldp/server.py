@@ -289,10 +289,14 @@ class Batcher:
             if not job.future.done():  # timed out or cancelled (the client left): drop it
                 self._forget(job)
 
-    def _forget(self, job: _Job) -> None:
+    def _drop(self, job: _Job) -> None:
+        """Take ``job``'s unsent rows out of the queue (if it is still queued)."""
         with contextlib.suppress(ValueError):
             self._jobs.remove(job)
             self._queued -= job.rows - job.sent
+
+    def _forget(self, job: _Job) -> None:
+        self._drop(job)
         job.future.cancel()
 
     def _take(self) -> list[tuple[_Job, int, int]]:
@@ -354,9 +358,7 @@ class Batcher:
                     job.future.set_result(job.out)
 
     def _fail(self, job: _Job, exc: Exception) -> None:
-        with contextlib.suppress(ValueError):
-            self._jobs.remove(job)
-            self._queued -= job.rows - job.sent
+        self._drop(job)
         if not job.future.done():
             job.future.set_exception(exc if isinstance(exc, Overloaded) else ModelFailure(str(exc)))
 
@@ -467,7 +469,6 @@ async def _disconnected(request: Request) -> None:
 def create_app(model: ServedModel, limits: ServerLimits | None = None) -> Starlette:
     """The ASGI app serving ``model`` (run it with uvicorn; see :func:`serve`)."""
     limits = limits or ServerLimits()
-    state: dict = {}
     per_row = 4 * model.features
     # what fits in the body with its .npy header (at most 256 bytes for any shape here)
     max_rows = min(limits.max_queued_rows, max(0, limits.max_body_bytes - 256) // per_row)
@@ -510,7 +511,7 @@ def create_app(model: ServedModel, limits: ServerLimits | None = None) -> Starle
                 f"{len(x)} rows in one request; send at most "
                 f"{info['limits']['max_rows_per_request']} per request",
             )
-        work = asyncio.ensure_future(state["batcher"].predict(x))
+        work = asyncio.ensure_future(request.app.state.batcher.predict(x))
         gone = asyncio.ensure_future(_disconnected(request))
         await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
         if not work.done():  # the client left: its rows leave the queue
@@ -533,11 +534,10 @@ def create_app(model: ServedModel, limits: ServerLimits | None = None) -> Starle
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
-        state["batcher"] = Batcher(model, limits)
-        state["batcher"].start()
-        app.state.batcher = state["batcher"]
+        app.state.batcher = Batcher(model, limits)
+        app.state.batcher.start()
         yield
-        await state["batcher"].stop()
+        await app.state.batcher.stop()
 
     return Starlette(
         routes=[
