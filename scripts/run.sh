@@ -90,7 +90,7 @@ case "$job" in
     ;;
   lint)
     setup
-    exec "$VENV/bin/ruff" check python kernels tests benchmarks examples
+    exec "$VENV/bin/ruff" check python tests benchmarks examples
     ;;
   *)
     echo "usage: bash scripts/run.sh demo|test|bench|lint [args]" >&2

@@ -17,61 +17,7 @@ os.environ.setdefault("TRITON_INTERPRET", "0" if torch.cuda.is_available() else 
 
 import pytest
 
-from noiseforge.ops import registry
-
-STRICT = os.environ.get("NOISEFORGE_STRICT", "0") == "1"
-
-# (backend, device) pairs every op is tested on; the torch reference runs on the same device.
-BACKEND_DEVICES = [
-    pytest.param("torch", "cpu", id="torch-cpu"),
-    pytest.param("cpu", "cpu", id="cpu"),
-    pytest.param("triton", "cpu", id="triton-interpreter"),
-    pytest.param("torch", "cuda", id="torch-cuda", marks=pytest.mark.gpu),
-    pytest.param("cuda", "cuda", id="cuda", marks=pytest.mark.gpu),
-    pytest.param("triton", "cuda", id="triton-cuda", marks=pytest.mark.gpu),
-]
-
-
-def require_device(device: str) -> None:
-    if device == "cuda" and not torch.cuda.is_available():
-        skip_or_fail("torch sees no CUDA device")
-
-
-def require_backend(op: str, backend: str, inputs) -> registry.BackendRecord:
-    """The record of ``backend``; skips with the registry's reasons when it cannot
-    run ``inputs`` (fails instead under NOISEFORGE_STRICT=1)."""
-    why = registry.why_not(op, backend, inputs)
-    if why:
-        skip_or_fail(f"{op}/{backend}: " + "; ".join(why))
-    return registry.record(op, backend)
-
-
-def skip_or_fail(reason: str) -> None:
-    if STRICT:
-        pytest.fail(f"NOISEFORGE_STRICT=1 and an expected backend cannot run: {reason}")
-    pytest.skip(reason)
-
-
-def assert_close_report(
-    actual: torch.Tensor, expected: torch.Tensor, atol: float, rtol: float
-) -> None:
-    """Equality within (atol, rtol), reporting the worst mismatches (NaN/inf included)."""
-    assert actual.shape == expected.shape, (actual.shape, expected.shape)
-    assert actual.dtype == expected.dtype, (actual.dtype, expected.dtype)
-    if atol == 0 and rtol == 0:
-        a, e = actual.cpu(), expected.cpu()
-        same = (
-            (a == e) | (torch.isnan(a.float()) & torch.isnan(e.float()))
-            if a.is_floating_point()
-            else a == e
-        )
-        bad = (~same).nonzero()
-        assert bad.numel() == 0, (
-            f"{bad.shape[0]} of {a.numel()} elements differ; first at {bad[0].tolist()}: "
-            f"{a[tuple(bad[0])].item()} vs {e[tuple(bad[0])].item()}"
-        )
-        return
-    torch.testing.assert_close(actual, expected, atol=atol, rtol=rtol)
+from tests.support.backends import skip_or_fail  # noqa: F401  (re-exported)
 
 
 @pytest.fixture
@@ -79,14 +25,14 @@ def tiny_fashion(tmp_path):
     """A generated 40 + 12 image data set in Fashion-MNIST's idx format (random pixels)."""
     import numpy as np
 
-    from tests.test_registry_and_cli import _write_idx
+    from tests.support.idx import write_idx
 
     rng = np.random.default_rng(0)
     for split, n in (("train", 40), ("t10k", 12)):
-        _write_idx(
+        write_idx(
             tmp_path / f"{split}-images-idx3-ubyte.gz", 2051, rng.integers(0, 256, (n, 28, 28))
         )
-        _write_idx(tmp_path / f"{split}-labels-idx1-ubyte.gz", 2049, np.arange(n) % 10)
+        write_idx(tmp_path / f"{split}-labels-idx1-ubyte.gz", 2049, np.arange(n) % 10)
     return tmp_path
 
 
@@ -132,7 +78,7 @@ class LedgerLocation:
         return PrivacyLedger(epsilon_budget, delta_budget, path=self.path, **kw)
 
     def args(self) -> list[str]:
-        """The location as command-line arguments of tests/ledger_worker.py."""
+        """The location as command-line arguments of tests/support/ledger_worker.py."""
         return [self.path, self.name or "-"]
 
 

@@ -20,10 +20,10 @@ import numpy as np
 import torch
 
 from noiseforge import _native
-from noiseforge.ops import _backends as B
+from noiseforge._common import runtime
+from noiseforge._common.validation import check_int, is_int
+from noiseforge._common.vectors import METRIC_NAMES, METRICS, exclusion_csr, int64_ids
 
-METRICS = {"l2": 0, "ip": 1, "cosine": 2}
-_METRIC_NAMES = {v: k for k, v in METRICS.items()}
 QUANTIZATIONS = {"none": 0, "sq8": 1}
 _QUANTIZATION_NAMES = {v: k for k, v in QUANTIZATIONS.items()}
 
@@ -63,38 +63,29 @@ def _module():
 
 def _check_int(name: str, value, low: int, high: int, hint: str = "") -> int:
     """``value`` as an int in [low, high]; TypeError for non-integers (bools included)."""
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if not low <= value <= high:
-        raise ValueError(f"{name} must be an int in [{low}, {high}], got {value!r}{hint}")
-    return int(value)
+    return check_int(name, value, low, high, hint=hint, error=TypeError)
 
 
 # GNU OpenMP's thread pool does not survive fork(): a parallel region with more than
-# one thread in a forked child hangs, so a child runs the index on one thread.
-_forked_child = False
+# one thread in a forked child hangs, so a child runs the index on one thread, and the
+# readers-writer locks of live indexes start afresh there.
 _live_indexes: weakref.WeakSet[HNSWIndex] = weakref.WeakSet()
 
 
-def _after_fork_in_child() -> None:
-    global _forked_child
-    _forked_child = True
+def _reset_locks_after_fork() -> None:
     for index in list(_live_indexes):
         index._lock.reset_after_fork()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+runtime.on_fork_in_child(_reset_locks_after_fork)
 
 
 def _threads(num_threads: int | None) -> int:
     """The thread count to run with: None or 0 is the default (torch's thread count);
     1 .. MAX_THREADS is accepted and capped at os.cpu_count() (more threads than CPUs
     only add overhead, and each one holds per-thread buffers and a stack)."""
-    if num_threads is None or (
-        isinstance(num_threads, Integral) and not isinstance(num_threads, bool) and num_threads == 0
-    ):
-        requested = B.cpu_threads()
+    if num_threads is None or (is_int(num_threads) and num_threads == 0):
+        requested = runtime.cpu_threads()
     else:
         requested = _check_int(
             "num_threads",
@@ -103,7 +94,7 @@ def _threads(num_threads: int | None) -> int:
             MAX_THREADS,
             " (None or 0 for the default: torch.get_num_threads())",
         )
-    if _forked_child:
+    if runtime.forked_child():
         return 1
     return max(1, min(requested, os.cpu_count() or 1))
 
@@ -239,67 +230,6 @@ def _as_matrix(name: str, x: ArrayLike, dim: int) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=np.float32)
 
 
-def _int64_ids(name: str, values, *, nonnegative: bool = False) -> np.ndarray:
-    if isinstance(values, torch.Tensor):
-        values = values.detach().cpu().numpy()
-    try:
-        arr = np.asarray(values)
-    except (ValueError, TypeError) as exc:
-        raise TypeError(f"{name} must be an array of integers ({exc})") from None
-    if arr.size == 0:
-        return np.zeros(arr.shape, dtype=np.int64)
-    if arr.dtype.kind not in "iu":
-        raise TypeError(
-            f"{name} must be integers, got dtype {arr.dtype}; convert with .astype(np.int64)"
-        )
-    if arr.dtype.kind == "u" and arr.max() > np.iinfo(np.int64).max:
-        raise ValueError(f"{name} must fit in int64; {int(arr.max())} does not")
-    arr = np.ascontiguousarray(arr, dtype=np.int64)
-    if nonnegative and arr.min() < 0:
-        flat = arr.reshape(-1)
-        r = int(np.flatnonzero(flat < 0)[0])
-        raise ValueError(
-            f"{name} must be >= 0 (search results pad short rows with id -1); "
-            f"{name}[{r}] is {int(flat[r])}: give non-negative ids"
-        )
-    return arr
-
-
-def _exclusions(exclude, nq: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """CSR (offsets, ids) from a list of per-query id arrays or a (offsets, ids) pair."""
-    if exclude is None:
-        return None
-    if isinstance(exclude, tuple) and len(exclude) == 2:
-        offsets = _int64_ids("exclude offsets", exclude[0])
-        ids = _int64_ids("exclude ids", exclude[1]).reshape(-1)
-        if (
-            offsets.shape != (nq + 1,)
-            or offsets[0] != 0
-            or np.any(np.diff(offsets) < 0)
-            or offsets[-1] != ids.size
-        ):
-            raise ValueError(
-                f"exclude as CSR needs offsets of shape ({nq + 1},), starting at 0, "
-                f"non-decreasing and ending at len(ids) = {ids.size} (a 2-tuple is read as "
-                "CSR (offsets, ids); give per-query lists as a list)"
-            )
-        return offsets, ids
-    if not isinstance(exclude, Sequence | np.ndarray | torch.Tensor) or isinstance(
-        exclude, str | bytes
-    ):
-        raise TypeError(
-            "exclude must be None, a list with one array of ids per query, or CSR "
-            f"(offsets, ids); got {type(exclude).__name__}"
-        )
-    if len(exclude) != nq:
-        raise ValueError(f"exclude has {len(exclude)} lists for {nq} queries; give one per query")
-    lists = [_int64_ids("exclude ids", e).reshape(-1) for e in exclude]
-    offsets = np.zeros(nq + 1, dtype=np.int64)
-    offsets[1:] = np.cumsum([e.size for e in lists])
-    ids = np.concatenate(lists) if lists else np.zeros(0, dtype=np.int64)
-    return offsets, np.ascontiguousarray(ids)
-
-
 class _Layout:
     """Where the arrays of a file that the native reader accepted lie (hnsw.cpp,
     Index::serialize): header, SQ8 range, vectors (count, dim) float32, ids int64."""
@@ -426,7 +356,7 @@ class HNSWIndex:
 
     @property
     def metric(self) -> str:
-        return _METRIC_NAMES[self._index.metric]
+        return METRIC_NAMES[self._index.metric]
 
     @property
     def M(self) -> int:
@@ -471,7 +401,7 @@ class HNSWIndex:
         n = x.shape[0]
         threads = _threads(num_threads)
         if ids is not None:
-            ids_arr = _int64_ids("ids", ids, nonnegative=True)
+            ids_arr = int64_ids("ids", ids, nonnegative=True)
             if ids_arr.shape != (n,):
                 raise ValueError(f"ids has shape {ids_arr.shape}, expected ({n},): one id per row")
         with self._lock.write():
@@ -528,7 +458,7 @@ class HNSWIndex:
             ef = _check_int("ef", ef, 1, 2**63 - 1)
         threads = _threads(num_threads)
         nq = q.shape[0]
-        csr = _exclusions(exclude, nq)
+        csr = exclusion_csr(exclude, nq)
         with self._lock.read():
             size = self._index.size
             if size == 0:

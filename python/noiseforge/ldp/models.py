@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from noiseforge._common.paths import default_cache_dir
 from noiseforge._progress import progress_bar
 
 
@@ -131,10 +132,6 @@ def accuracy(
 ) -> float:
     correct = int((predict_labels(model, x, batch_size) == labels).sum())
     return correct / max(1, x.shape[0])
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("NOISEFORGE_CACHE", Path.home() / ".cache" / "noiseforge"))
 
 
 def cached_model(

@@ -11,41 +11,8 @@ import torch
 
 from noiseforge import _native
 
-_forked_child = False
-
-
-def _mark_forked_child() -> None:
-    global _forked_child
-    _forked_child = True
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_mark_forked_child)
-
-
-# dtype codes of the native kernels' element types (csrc/cpu/dispatch.cpp)
-DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2, torch.uint8: 3}
-
-
-def first_nonfinite(x: torch.Tensor) -> int:
-    """Flat index of the first NaN/inf of x, or -1 (natively for contiguous CPU tensors:
-    one pass, no temporaries; torch's isfinite on a large matrix costs tens of ms)."""
-    if not x.is_floating_point() or x.numel() == 0:
-        return -1
-    mod = _native.native()
-    if mod is not None and x.device.type == "cpu" and x.is_contiguous() and x.dtype in DTYPE_CODES:
-        return int(
-            mod.first_nonfinite_cpu(x.data_ptr(), x.numel(), DTYPE_CODES[x.dtype], cpu_threads())
-        )
-    bad = ~torch.isfinite(x.reshape(-1))
-    return int(torch.nonzero(bad)[0]) if bool(bad.any()) else -1
-
-
-def cpu_threads() -> int:
-    """Threads for the native CPU kernels: torch's setting, or 1 in a process
-    forked from one that may have started an OpenMP pool (GNU OpenMP's pool does
-    not survive fork, and using it there would hang)."""
-    return 1 if _forked_child else torch.get_num_threads()
+# the process facts live in the shared lower layer; the ops reach them through here
+from noiseforge._common.runtime import DTYPE_CODES, cpu_threads, first_nonfinite  # noqa: F401
 
 
 def native_reasons() -> list[str]:

@@ -16,13 +16,12 @@ import numpy as np
 import torch
 
 from noiseforge import _native
-from noiseforge.index.hnsw import _exclusions
+from noiseforge._common.vectors import METRICS, exclusion_csr
 from noiseforge.ops import _backends as B
 from noiseforge.ops import registry
-from noiseforge.reference.knn import knn_topk_reference
+from noiseforge.reference.knn_topk import knn_topk_reference
 
 OP = "knn_topk"
-METRICS = {"l2": 0, "ip": 1, "cosine": 2}
 
 
 @dataclass
@@ -81,7 +80,7 @@ def plan_knn_topk(queries, corpus, k: int, *, metric: str = "cosine", exclude=No
                     "its cosine similarity is undefined"
                 )
     offsets = excluded = None
-    csr = _exclusions(exclude, q.shape[0])
+    csr = exclusion_csr(exclude, q.shape[0])
     if csr is not None:
         offsets, excluded = torch.from_numpy(csr[0]), torch.from_numpy(csr[1])
     return _KnnPlan(q, c, int(k), metric, offsets, excluded)

@@ -22,7 +22,8 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 import pandas as pd
 
-from .._files import atomic_write
+from noiseforge._common.files import atomic_write
+
 from .schema import COLUMNS, TASKS
 
 #: the competition's target field per task

@@ -21,7 +21,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from noiseforge._files import atomic_write
+from noiseforge._common.files import atomic_write
+from noiseforge._common.paths import default_cache_dir
 from noiseforge._progress import progress_bar
 
 
@@ -181,8 +182,6 @@ def text_key(text: str) -> str:
 
 def _encoder_dir(cache_dir: str | os.PathLike | None, encoder: Encoder) -> Path:
     if cache_dir is None:
-        from noiseforge.ldp.models import default_cache_dir
-
         cache_dir = default_cache_dir() / "embeddings"
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", encoder.name)
     return Path(cache_dir) / f"{safe}-d{encoder.dim}"

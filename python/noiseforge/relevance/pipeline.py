@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from noiseforge._files import atomic_write_text, pyplot, save_figure
+from noiseforge._common.files import atomic_write_text, pyplot, save_figure
 from noiseforge.relevance.data import load, summary, write
 from noiseforge.relevance.embed import Encoder, HashingEncoder, HFEncoder, USEEncoder
 from noiseforge.relevance.evaluate import ablation, format_ablation

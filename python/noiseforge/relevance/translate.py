@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from noiseforge._common.paths import default_cache_dir
+
 from .schema import COLUMNS
 
 #: two-letter (table) code -> ISO 639-3 (FreeDict, newer Apertium) code
@@ -511,10 +513,6 @@ class HFTranslator(Translator):
 
 
 # ----------------------------------------------------------------------------- cache
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("NOISEFORGE_CACHE", Path.home() / ".cache" / "noiseforge"))
 
 
 class TranslationCache:

@@ -1,0 +1,171 @@
+"""Triton kernel of the fused LDP noise op.
+
+The same per-element contract as ``csrc/include/noiseforge/ldp_noise.h``: the
+Philox words come from ``tl.randint4x(seed, counter)`` (the library generator
+follows its convention), and the uniform, log, erfinv, Laplace, Gaussian and
+geometric transforms below repeat the C++ float32 operations in the same order.
+IEEE division and square root (``div_rn``, ``sqrt_rn``) and a launch without FP
+fusion keep compiled GPU results equal to the other backends.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+MECH_LAPLACE = 0
+MECH_GAUSSIAN = 1
+MECH_DISCRETE = 2
+
+
+@triton.jit
+def _uniform_open01(w):
+    return (((w >> 9) << 1) | 1).to(tl.float32) * 5.9604644775390625e-08
+
+
+@triton.jit
+def _log_f32(x):
+    # Cephes single-precision log: x = m * 2^e, m in [sqrt(1/2), sqrt(2)).
+    bits = x.to(tl.int32, bitcast=True)
+    e = ((bits >> 23) & 0xFF) - 126
+    m = ((bits & 0x007FFFFF) | 0x3F000000).to(tl.float32, bitcast=True)
+    small = m < 0.707106781186547524
+    e = tl.where(small, e - 1, e)
+    m = tl.where(small, m + m, m)
+    f = m - 1.0
+    z = f * f
+    p = f * 0.0 + 7.0376836292e-2
+    p = p * f + -1.1514610310e-1
+    p = p * f + 1.1676998740e-1
+    p = p * f + -1.2420140846e-1
+    p = p * f + 1.4249322787e-1
+    p = p * f + -1.6668057665e-1
+    p = p * f + 2.0000714765e-1
+    p = p * f + -2.4999993993e-1
+    p = p * f + 3.3333331174e-1
+    fe = e.to(tl.float32)
+    y = f * z
+    y = y * p
+    y = y + fe * -2.12194440e-4
+    y = y - 0.5 * z
+    r = f + y
+    return r + fe * 0.693359375
+
+
+@triton.jit
+def _erfinv_f32(x):
+    # Giles (2011), single precision; both branches evaluated, one selected.
+    w = -_log_f32((1.0 - x) * (1.0 + x))
+    a = w - 2.5
+    p = a * 0.0 + 2.81022636e-08
+    p = 3.43273939e-07 + p * a
+    p = -3.5233877e-06 + p * a
+    p = -4.39150654e-06 + p * a
+    p = 0.00021858087 + p * a
+    p = -0.00125372503 + p * a
+    p = -0.00417768164 + p * a
+    p = 0.246640727 + p * a
+    p = 1.50140941 + p * a
+    b = tl.math.sqrt_rn(w) - 3.0
+    q = b * 0.0 + -0.000200214257
+    q = 0.000100950558 + q * b
+    q = 0.00134934322 + q * b
+    q = -0.00367342844 + q * b
+    q = 0.00573950773 + q * b
+    q = -0.0076224613 + q * b
+    q = 0.00943887047 + q * b
+    q = 1.00167406 + q * b
+    q = 2.83297682 + q * b
+    return tl.where(w < 5.0, p, q) * x
+
+
+# seed and offset change on every call: not specialised (a value of 1 or a
+# multiple of 16 would otherwise compile a new variant)
+@triton.jit(do_not_specialize=["seed", "offset"])
+def ldp_noise_kernel(
+    x_ptr,
+    out_ptr,
+    lower_ptr,
+    upper_ptr,
+    scale_ptr,
+    table_ptr,
+    keys_ptr,
+    total,
+    D,
+    K,
+    table_len,
+    seed,
+    offset,
+    MECHANISM: tl.constexpr,
+    CLAMP: tl.constexpr,
+    TABLE_BITS: tl.constexpr,
+    ROW_KEYS: tl.constexpr,
+    OUT_BF16: tl.constexpr,
+    BLOCK: tl.constexpr,
+    INDEX32: tl.constexpr,
+):
+    pid = tl.program_id(0).to(tl.int64)
+    e = pid * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
+    mask = e < total
+    if INDEX32:  # every index fits: 32-bit divisions (emulated, but far cheaper than 64-bit)
+        e32 = e.to(tl.int32)
+        row = e32 // D
+        d = e32 - row * D
+    else:
+        row = e // D
+        d = e - row * D
+    inp = row // K
+    xv = tl.load(x_ptr + inp * D + d, mask=mask, other=0).to(tl.float32)
+    lo = tl.load(lower_ptr + d, mask=mask, other=0.0)
+    hi = tl.load(upper_ptr + d, mask=mask, other=1.0)
+    sc = tl.load(scale_ptr + d, mask=mask, other=1.0)
+    if ROW_KEYS:  # the input's own stream: key keys[n], counter offset + k * D + d
+        key = tl.load(keys_ptr + inp, mask=mask, other=0).to(tl.uint64, bitcast=True)
+        w0, w1, w2, _w3 = tl.randint4x(key, e - inp.to(tl.int64) * K * D + offset)
+    else:
+        w0, w1, w2, _w3 = tl.randint4x(seed, e + offset)
+    xc = tl.minimum(tl.maximum(xv, lo), hi)
+    if MECHANISM == 2:
+        v = tl.math.div_rn(xc - lo, sc) + 0.5
+        q = v.to(tl.int32)  # v >= 0, truncation is floor
+        q = tl.minimum(q, table_len)
+        u = (w1.to(tl.uint64) << 32) | w0.to(tl.uint64)
+        mag = tl.zeros_like(q)
+        for i in tl.static_range(TABLE_BITS):
+            cand = mag + (1 << (TABLE_BITS - 1 - i))
+            ok = cand <= table_len
+            t = tl.load(table_ptr + (cand - 1), mask=mask & ok, other=0).to(tl.uint64, bitcast=True)
+            mag = tl.where(ok & (u < t), cand, mag)
+        y = tl.where((w2 & 1) == 1, q - mag, q + mag)
+        y = tl.minimum(tl.maximum(y, 0), table_len)
+        result = lo + y.to(tl.float32) * sc
+    else:
+        if MECHANISM == 0:
+            mag_f = -_log_f32(_uniform_open01(w0))
+            unit = tl.where((w1 & 1) == 1, -mag_f, mag_f)
+        else:
+            t = _uniform_open01(w0) * 2.0 - 1.0
+            unit = 1.41421356237309505 * _erfinv_f32(t)
+        result = xc + unit * sc
+        if CLAMP:
+            result = tl.minimum(tl.maximum(result, lo), hi)
+    if OUT_BF16:
+        # Round to nearest even with integer ops (out_ptr is the int16 view of the
+        # bfloat16 output): the interpreter's own conversion truncates.
+        bits = result.to(tl.uint32, bitcast=True)
+        bits = bits + 0x7FFF + ((bits >> 16) & 1)
+        tl.store(out_ptr + e, (bits >> 16).to(tl.uint16).to(tl.int16, bitcast=True), mask=mask)
+    else:
+        tl.store(out_ptr + e, result.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit(do_not_specialize=["seed", "offset"])
+def philox_words_kernel(out_ptr, count, seed, offset, BLOCK: tl.constexpr):
+    pid = tl.program_id(0).to(tl.int64)
+    i = pid * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
+    mask = i < count
+    w0, w1, w2, w3 = tl.randint4x(seed, i + offset)
+    tl.store(out_ptr + 4 * i + 0, w0.to(tl.int32, bitcast=True), mask=mask)
+    tl.store(out_ptr + 4 * i + 1, w1.to(tl.int32, bitcast=True), mask=mask)
+    tl.store(out_ptr + 4 * i + 2, w2.to(tl.int32, bitcast=True), mask=mask)
+    tl.store(out_ptr + 4 * i + 3, w3.to(tl.int32, bitcast=True), mask=mask)
