@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from noiseforge._files import atomic_write_text, pyplot, save_figure
+from noiseforge._common.files import atomic_write_text, pyplot, save_figure
 from noiseforge.ldp.cloud import CloudModel, InProcessCloud
 from noiseforge.ldp.ledger import PrivacyLedger
 from noiseforge.ldp.models import accuracy, predict_labels, predict_proba, train_classifier

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from noiseforge._files import atomic_write
+from noiseforge._common.files import atomic_write
 from noiseforge._progress import progress_bar
 from noiseforge.ldp.cloud import (
     CloudAnswerError,
