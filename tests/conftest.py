@@ -17,8 +17,6 @@ os.environ.setdefault("TRITON_INTERPRET", "0" if torch.cuda.is_available() else 
 
 import pytest
 
-from tests.support.backends import skip_or_fail  # noqa: F401  (re-exported)
-
 
 @pytest.fixture
 def tiny_fashion(tmp_path):

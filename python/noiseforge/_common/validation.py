@@ -3,8 +3,7 @@ and what it takes."""
 
 from __future__ import annotations
 
-import math
-from numbers import Integral, Real
+from numbers import Integral
 from typing import Any
 
 
@@ -37,25 +36,3 @@ def check_int(
             span = f"<= {maximum}"
         raise ValueError(f"{name} must be an int {span}, got {value!r}{hint}")
     return int(value)
-
-
-def check_number(
-    name: str,
-    value: Any,
-    *,
-    positive: bool = False,
-    nonnegative: bool = False,
-    hint: str = "",
-) -> float:
-    """``value`` as a finite float (ints accepted, bools not); ``positive``: > 0,
-    ``nonnegative``: >= 0."""
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}{hint}")
-    v = float(value)
-    if not math.isfinite(v):
-        raise ValueError(f"{name} must be finite, got {value!r}{hint}")
-    if positive and v <= 0:
-        raise ValueError(f"{name} must be > 0, got {value!r}{hint}")
-    if nonnegative and v < 0:
-        raise ValueError(f"{name} must be >= 0, got {value!r}{hint}")
-    return v
