@@ -344,3 +344,19 @@ def test_hf_translator_tiny_random_model(tmp_path, kind):
     cached = tr.CachedTranslator(t, tr.TranslationCache(tmp_path / "c.sqlite"))
     assert cached.translate(["red pan"], "en", "de") == cached.translate(["red pan"], "en", "de")
     assert cached.hits == 1
+
+
+# ---------------------------------------------------------------------- the package layout
+
+
+def test_the_package_reexports_its_modules_names():
+    from noiseforge.relevance import augment
+    from noiseforge.relevance.translate import base, cache, discovery, freedict
+
+    assert tr.augment_translations is augment.augment_translations
+    assert tr.untranslatable_pairs is augment.untranslatable_pairs and tr._norm is augment._norm
+    assert tr.Translator is base.Translator and tr.TranslationCache is cache.TranslationCache
+    assert tr._BACKENDS is discovery._BACKENDS and tr._B64 is freedict._B64
+    assert {"augment_translations", "_augmentable", "dictd_key"} <= set(dir(tr))
+    with pytest.raises(AttributeError, match="no_such_name"):
+        tr.no_such_name  # noqa: B018
