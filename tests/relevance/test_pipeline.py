@@ -13,7 +13,18 @@ import pytest
 from noiseforge.cli import main
 from noiseforge.relevance import data
 from noiseforge.relevance.fixture import make_fixture
-from noiseforge.relevance.pipeline import SYSTEMS, TUNED, RunConfig, Strategies, run, split
+from noiseforge.relevance.pipeline import (
+    RUNGS,
+    STEPS,
+    SYSTEMS,
+    TUNED,
+    RunConfig,
+    Rung,
+    Strategies,
+    ladder,
+    run,
+    split,
+)
 
 
 def _cfg(tmp_path, **kw) -> RunConfig:
@@ -97,6 +108,29 @@ def test_run_writes_the_ablation_and_honours_switches(tmp_path):
     assert len(pd.read_csv(out / "predictions.csv")) == len(test)
     pytest.importorskip("matplotlib", reason="the plot needs matplotlib")
     assert (out / "ablation.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_ladder_is_its_list_of_rungs():
+    assert tuple(r.system for r in RUNGS) == SYSTEMS
+    assert tuple(r.system for r in RUNGS if r.data) == TUNED
+    assert [r.step for r in RUNGS] == [None, *STEPS]
+
+
+def test_a_new_rung_is_one_more_entry(tmp_path, monkeypatch):
+    def strict(climb, system):
+        climb.threshold = 0.9
+        climb.steps[system] = {"threshold": 0.9}
+
+    rungs = (*ladder.RUNGS, Rung("+strict", None, strict, data=False))
+    monkeypatch.setattr(ladder, "RUNGS", rungs)
+    cfg = _cfg(tmp_path, tasks=["QC"], strategies={"QC": "none"})
+    result = run(cfg, progress=False, echo=lambda line: None)
+    assert list(dict.fromkeys(result.table["system"])) == ["all-relevant", *SYSTEMS, "+strict"]
+    assert list(dict.fromkeys(result.table_tuned["system"])) == ["all-relevant", *TUNED]
+    test = result.test
+    assert (test["pred +strict"] == (test["p_final"] >= 0.9)).all()
+    assert (test["pred +threshold"] == test["pred baseline"]).all()  # switched off
+    assert result.log["QC"]["steps"]["+strict"] == {"threshold": 0.9}
 
 
 def test_run_on_files_uses_only_labelled_rows(tmp_path):
