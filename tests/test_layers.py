@@ -72,3 +72,10 @@ def test_no_two_subpackages_import_each_other():
         if b in packages and a < b and a in GRAPH.get(b, set())
     )
     assert not cycles, cycles
+
+
+@pytest.mark.parametrize("layer", sorted(SYSTEMS))
+def test_no_system_imports_the_command_line(layer):
+    """The commands' value types and errors live in ``_common.argtypes``: ``cli`` imports
+    the systems' command modules, never the other way round."""
+    assert "cli" not in GRAPH.get(layer, set()), GRAPH.get(layer)

@@ -11,19 +11,61 @@ Every error is one line on stderr that names the problem and the fix. Exit statu
 0 done, 1 the command could not finish (missing data or packages, an unreachable
 server, a failed translation, an OS error), 2 a usage error (bad arguments, or input
 files that do not fit them), 130 interrupted (Ctrl-C). A traceback means a bug.
-This module also holds the argument validators (``type=`` functions) the commands share.
+The argument validators (``type=`` functions), the options several commands share and
+the errors a command raises live in :mod:`noiseforge._common.argtypes` and are
+re-exported here.
 """
 
 from __future__ import annotations
 
 import argparse
 import errno
-import math
 import os
 import re
 import sys
-from collections.abc import Callable
-from pathlib import Path
+
+from noiseforge._common.argtypes import (
+    NOISE_SEED_HELP,
+    CommandError,
+    UsageError,
+    _nearest_existing,  # noqa: F401 -- importable from here, as before the move
+    _typed,  # noqa: F401
+    add_out_folder,
+    add_quiet,
+    add_seed,
+    existing_file,
+    existing_path,
+    folder_problem,
+    int_at_least,
+    languages,
+    number,
+    one_line,
+    output_file,
+    output_folder,
+    seed,
+)
+
+__all__ = [
+    "NOISE_SEED_HELP",
+    "SUBCOMMAND_DESTS",
+    "CommandError",
+    "Parser",
+    "UsageError",
+    "add_out_folder",
+    "add_quiet",
+    "add_seed",
+    "existing_file",
+    "existing_path",
+    "folder_problem",
+    "int_at_least",
+    "languages",
+    "main",
+    "number",
+    "one_line",
+    "output_file",
+    "output_folder",
+    "seed",
+]
 
 #: the ``dest`` of each nested subcommand level, in order (a command's full name is
 #: ``noiseforge`` + the values of those that are set)
@@ -34,24 +76,6 @@ SUBCOMMAND_DESTS = (
     "relevance_command",
     "cloud_command",
 )
-
-
-class UsageError(ValueError):
-    """The arguments do not fit together (or the input files do not fit them): exit 2."""
-
-
-class CommandError(RuntimeError):
-    """The command could not finish (missing data, a dead server...): exit 1. The message
-    is one line that names the fix."""
-
-
-def one_line(text: str) -> str:
-    """``text`` on one line: its lines joined with '; ' (or a space after a colon)."""
-    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
-    out = ""
-    for ln in lines:
-        out += ln if not out else (" " if out.endswith(":") else "; ") + ln
-    return out
 
 
 class Parser(argparse.ArgumentParser):
@@ -73,166 +97,6 @@ class Parser(argparse.ArgumentParser):
                 if isinstance(action, argparse._SubParsersAction) and action.dest == m.group(1):
                     message = f"choose a command: {', '.join(action.choices)}"
         self.exit(2, f"{self.prog}: error: {one_line(message)} (see '{self.prog} --help')\n")
-
-
-# ----------------------------------------------------------------------------- validators
-# Each returns a ``type=`` function whose ArgumentTypeError argparse reports as a usage
-# error (exit 2) before any work starts.
-
-
-def _typed(name: str, parse: Callable) -> Callable:
-    parse.__name__ = name  # argparse names the type in some messages
-    return parse
-
-
-def int_at_least(low: int, why: str = "") -> Callable[[str], int]:
-    """A whole number >= ``low`` (``why`` says why, e.g. "superimposition mixes pairs")."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"must be a whole number >= {low}, got {text!r}"
-            ) from None
-        if value < low:
-            if why:
-                raise argparse.ArgumentTypeError(f"must be at least {low} ({why}), got {value}")
-            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
-        return value
-
-    return _typed("count", parse)
-
-
-def seed(text: str) -> int:
-    """A random seed: a whole number in [0, 2**63)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value < 2**63:
-        raise argparse.ArgumentTypeError(f"must be a whole number in [0, 2**63), got {text!r}")
-    return value
-
-
-def number(
-    low: float | None = None,
-    high: float | None = None,
-    *,
-    low_open: bool = True,
-    high_open: bool = False,
-    allow_inf: bool = False,
-    what: str = "",
-) -> Callable[[str], float]:
-    """A real number in the interval (``low``, ``high``] (openness set by ``low_open`` /
-    ``high_open``; ``None``: unbounded); NaN is refused, inf only with ``allow_inf``."""
-    parts = []
-    if low is not None:
-        parts.append(f"{'>' if low_open else '>='} {low:g}")
-    if high is not None:
-        parts.append(f"{'<' if high_open else '<='} {high:g}")
-    if low is not None and high is not None:
-        bounds = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-    else:
-        bounds = " and ".join(parts)
-    kind = "a number" if allow_inf else "a finite number"
-    expected = f"must be {kind} {bounds}".rstrip() + (f" ({what})" if what else "")
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        ok = not math.isnan(value) and (allow_inf or math.isfinite(value))
-        if ok and low is not None:
-            ok = value > low if low_open else value >= low
-        if ok and high is not None:
-            ok = value < high if high_open else value <= high
-        if not ok:
-            raise argparse.ArgumentTypeError(f"{expected}, got {text!r}")
-        return value
-
-    return _typed("number", parse)
-
-
-def existing_file(text: str) -> str:
-    """A file that exists."""
-    path = Path(text)
-    if not path.exists():
-        raise argparse.ArgumentTypeError(f"{text} does not exist: check the path")
-    if path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text} is a folder: give a file")
-    return text
-
-
-def existing_path(text: str) -> str:
-    """A file or folder that exists."""
-    if not Path(text).exists():
-        raise argparse.ArgumentTypeError(f"{text} does not exist: check the path")
-    return text
-
-
-def _nearest_existing(path: Path) -> Path:
-    path = path.absolute()
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path
-
-
-def folder_problem(path: str | os.PathLike) -> str | None:
-    """Why ``path`` cannot be (made into) a folder to write in, or None when it can."""
-    p = Path(path)
-    if p.exists():
-        if not p.is_dir():
-            return f"{p} is a file, not a folder"
-        if not os.access(p, os.W_OK | os.X_OK):
-            return f"{p} is not writable"
-        return None
-    anc = _nearest_existing(p)
-    if not anc.is_dir():
-        return f"cannot create {p}: {anc} is a file"
-    if not os.access(anc, os.W_OK | os.X_OK):
-        return f"cannot create {p}: {anc} is not writable"
-    return None
-
-
-def output_folder(text: str) -> str:
-    """A folder that exists and is writable, or can be created."""
-    why = folder_problem(text)
-    if why:
-        raise argparse.ArgumentTypeError(f"{why}: choose another folder")
-    return text
-
-
-def output_file(*suffixes: str) -> Callable[[str], str]:
-    """A file to write (it need not exist yet) in a writable folder, ending in one of
-    ``suffixes`` (any, when none are given)."""
-
-    def parse(text: str) -> str:
-        path = Path(text)
-        if suffixes and path.suffix.lower() not in suffixes:
-            raise argparse.ArgumentTypeError(
-                f"{text}: unknown file type {path.suffix or '(none)'!r}; end the name in "
-                + ", ".join(suffixes)
-            )
-        if path.is_dir():
-            raise argparse.ArgumentTypeError(f"{text} is a folder: give a file name")
-        why = folder_problem(path.parent)
-        if why:
-            raise argparse.ArgumentTypeError(f"cannot write {text}: {why}; choose another path")
-        return text
-
-    return _typed("file", parse)
-
-
-def languages(text: str) -> list[str]:
-    """Comma-separated language codes, e.g. ``de,it``."""
-    out = [t.strip() for t in text.split(",") if t.strip()]
-    if not out:
-        raise argparse.ArgumentTypeError(
-            f"no languages in {text!r}: give codes separated by commas, e.g. de,it"
-        )
-    return out
 
 
 # ----------------------------------------------------------------------------- main

@@ -3,6 +3,7 @@ violated, persistence round trips, corrupted files and bad input rejected."""
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 
@@ -195,6 +196,50 @@ def test_save_load_and_pickle_round_trip(tmp_path, data, quantization):
     np.testing.assert_array_equal(clone.search(q, 10)[0], ids)
     empty = HNSWIndex.from_bytes(HNSWIndex(4).to_bytes())
     assert len(empty) == 0
+
+
+class _DiskFull:
+    """A file that takes the first 10 bytes of a write, then fails like a full disk."""
+
+    def __init__(self, fh):
+        self._fh = fh
+
+    def write(self, data) -> int:
+        self._fh.write(bytes(data)[:10])
+        self._fh.flush()
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def __getattr__(self, name):
+        return getattr(self._fh, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._fh.close()
+
+
+def test_a_failed_save_leaves_no_partial_file_and_the_old_one_intact(tmp_path, monkeypatch):
+    folder = tmp_path / "indexes"
+    folder.mkdir()
+    path = folder / "index.nfhnsw"
+    old = HNSWIndex(8)
+    old.add(clustered(10, 8, seed=1))
+    old.save(path)
+    plain = tmp_path / "plain"
+    plain.write_bytes(b"")  # the permissions open() gives a new file under this umask
+    assert path.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
+    saved = path.read_bytes()
+    new = HNSWIndex(8)
+    new.add(clustered(20, 8, seed=2))
+    real_fdopen = os.fdopen
+    monkeypatch.setattr(os, "fdopen", lambda *a, **k: _DiskFull(real_fdopen(*a, **k)))
+    with pytest.raises(OSError, match="No space left"):
+        new.save(path)
+    monkeypatch.undo()
+    assert list(folder.iterdir()) == [path]  # no temporary file left behind
+    assert path.read_bytes() == saved
+    assert len(HNSWIndex.load(path)) == 10
 
 
 def test_version_1_files_still_load():

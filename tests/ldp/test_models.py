@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import itertools
+import os
 
 import pytest
 import torch
@@ -55,6 +57,47 @@ def test_cached_model_trains_once(tmp_path):
     (next(tmp_path.glob("toy-*.pt"))).write_bytes(b"damaged")
     cached_model("toy", lambda: SmallCNN(num_classes=2), train, key="toy-v1", cache_dir=tmp_path)
     assert len(calls) == 2  # a damaged cache is retrained, not trusted
+
+
+class _DiskFull:
+    """A file that takes the first 10 bytes of a write, then fails like a full disk."""
+
+    def __init__(self, fh):
+        self._fh = fh
+
+    def write(self, data) -> int:
+        self._fh.write(bytes(data)[:10])
+        self._fh.flush()
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def __getattr__(self, name):
+        return getattr(self._fh, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._fh.close()
+
+
+def test_a_failed_cache_write_leaves_no_partial_file_and_the_old_one_intact(tmp_path, monkeypatch):
+    def cache():
+        return cached_model(
+            "toy", lambda: SmallCNN(num_classes=2), lambda m: None, key="k", cache_dir=tmp_path
+        )
+
+    cache()
+    [path] = tmp_path.iterdir()
+    plain = tmp_path.parent / f"{tmp_path.name}-plain"
+    plain.write_bytes(b"")  # the permissions open() gives a new file under this umask
+    assert path.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
+    path.write_bytes(b"damaged")  # so the next call retrains and writes the cache again
+    real_fdopen = os.fdopen
+    monkeypatch.setattr(os, "fdopen", lambda *a, **k: _DiskFull(real_fdopen(*a, **k)))
+    with pytest.raises(OSError, match="No space left"):
+        cache()
+    assert list(tmp_path.iterdir()) == [path]  # no temporary file left behind
+    assert path.read_bytes() == b"damaged"
 
 
 def test_cosine_schedule_decays_the_learning_rate_to_zero():

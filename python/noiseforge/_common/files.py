@@ -4,16 +4,28 @@ figures through matplotlib when it is installed."""
 
 from __future__ import annotations
 
+import errno
 import os
+import secrets
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
 
-def atomic_write(path: Path, write: Callable[[IO[bytes]], Any], *, overwrite: bool = True) -> Path:
+def atomic_write(
+    path: Path,
+    write: Callable[[IO[bytes]], Any],
+    *,
+    overwrite: bool = True,
+    mode: int | None = None,
+) -> Path:
     """Call ``write(fh)`` on a binary temporary file beside ``path``, then rename it
     to ``path``; on any failure the temporary file is removed and ``path`` untouched.
+
+    ``mode``: the permission bits of the new file, less the process umask, as
+    ``open()`` would give them (``0o666``: what a plain ``open(path, "wb")`` makes);
+    None (the default) leaves it readable and writable by its owner only (``0o600``).
 
     ``overwrite=False`` creates ``path`` exclusively: if it exists when the finished file
     is put in place (even one created by someone else while ``write`` ran) this raises
@@ -22,7 +34,7 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], Any], *, overwrite: bo
     file); where the file system has no hard links, ``path`` is first claimed with an
     ``O_CREAT | O_EXCL`` open and then replaced by the finished file."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _temporary_file(path, mode)
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)
@@ -34,6 +46,23 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], Any], *, overwrite: bo
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _temporary_file(path: Path, mode: int | None) -> tuple[int, str]:
+    """A new hidden file beside ``path``, open for writing: (descriptor, name)."""
+    if mode is None:
+        return tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    flags |= getattr(os, "O_BINARY", 0)
+    for _ in range(100):  # a random name is taken only by a stray file of an earlier run
+        tmp = os.path.join(path.parent, f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(tmp, flags, mode), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(
+        errno.EEXIST, "no free temporary file name beside the file", str(path.parent)
+    )
 
 
 def _create_exclusively(tmp: str, path: Path) -> None:

@@ -13,7 +13,6 @@ import threading
 import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from numbers import Integral
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ import torch
 
 from noiseforge import _native
 from noiseforge._common import runtime
+from noiseforge._common.files import atomic_write
 from noiseforge._common.validation import check_int, is_int
 from noiseforge._common.vectors import METRIC_NAMES, METRICS, exclusion_csr, int64_ids
 
@@ -332,8 +332,7 @@ class HNSWIndex:
         ef_construction = _check_int("ef_construction", ef_construction, 1, MAX_EF_CONSTRUCTION)
         if not isinstance(metric, str) or metric not in METRICS:
             raise ValueError(f"metric must be one of {sorted(METRICS)}, got {metric!r}")
-        if isinstance(seed, bool) or not isinstance(seed, Integral) or not 0 <= seed < 2**64:
-            raise ValueError(f"seed must be an int in [0, 2**64), got {seed!r}")
+        seed = check_int("seed", seed, 0, 2**64 - 1, hint=" (a 64-bit seed)")
         if not isinstance(quantization, str) or quantization not in QUANTIZATIONS:
             raise ValueError(
                 f"quantization must be one of {sorted(QUANTIZATIONS)}, got {quantization!r}"
@@ -449,11 +448,7 @@ class HNSWIndex:
         Returns ``(ids (nq, k) int64, scores (nq, k) float32)``, best first, ties by lower id.
         """
         q = _as_matrix("queries", queries, self.dim)
-        if isinstance(k, bool) or not isinstance(k, Integral):
-            raise TypeError(f"k must be an int, got {type(k).__name__} {k!r}")
-        if k < 1:
-            raise ValueError(f"k must be an int >= 1, got {k!r}")
-        k = int(k)
+        k = check_int("k", k, 1, error=TypeError)
         if ef is not None:
             ef = _check_int("ef", ef, 1, 2**63 - 1)
         threads = _threads(num_threads)
@@ -520,10 +515,8 @@ class HNSWIndex:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the index to ``path`` atomically (a temporary file, then rename)."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(self.to_bytes())
-        os.replace(tmp, path)
+        data = self.to_bytes()
+        atomic_write(Path(path), lambda fh: fh.write(data), mode=0o666)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> HNSWIndex:

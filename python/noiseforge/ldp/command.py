@@ -7,7 +7,7 @@ import argparse
 import math
 import time
 
-from noiseforge import cli
+from noiseforge._common import argtypes
 from noiseforge.ldp import experiment as ex
 from noiseforge.ldp.cloud import CloudQueryError
 from noiseforge.ldp.ledger import command as ledger_command
@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run = sub.add_parser("run", help="LDPKiT vs standard eps-LDP at one epsilon")
     run.add_argument(
         "--epsilon",
-        type=cli.number(0, allow_inf=True, what="inf: the no-noise reference"),
+        type=argtypes.number(0, allow_inf=True, what="inf: the no-noise reference"),
         default=7.0,
         help="per feature (default 7; inf = the no-noise reference)",
     )
@@ -38,26 +38,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         p.add_argument("--task", default="fashion", choices=TASKS, help="data set and cloud model")
         p.add_argument(
             "--limit",
-            type=cli.int_at_least(2, "superimposition mixes pairs"),
+            type=argtypes.int_at_least(2, "superimposition mixes pairs"),
             default=None,
             help="use only the first N private inputs (N >= 2)",
         )
         d = ex.Settings()
         p.add_argument(
             "--copies",
-            type=cli.int_at_least(0),
+            type=argtypes.int_at_least(0),
             default=d.noise_copies,
             help="layer-2 noise copies per input",
         )
         p.add_argument(
             "--superimposed",
-            type=cli.number(0, low_open=False),
+            type=argtypes.number(0, low_open=False),
             default=d.superimposed,
             help="superimposed pairs as a fraction of the inputs",
         )
         p.add_argument(
             "--epochs",
-            type=cli.int_at_least(1),
+            type=argtypes.int_at_least(1),
             default=None,
             help="local model epochs (default: the task's)",
         )
@@ -67,17 +67,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             choices=["answers", "aggregated"],
             help="train on each query's answer, or on the mean answer over an input's copies",
         )
-        p.add_argument(
-            "--seed",
-            type=cli.seed,
-            default=None,
-            help="reproducible, NOT private noise (default: secret OS randomness)",
-        )
-        p.add_argument(
-            "--out",
-            type=cli.output_folder,
-            default=None,
-            help="folder for results.md/.csv/.json and accuracy.png "
+        argtypes.add_seed(p)
+        argtypes.add_out_folder(
+            p,
+            "folder for results.md/.csv/.json and accuracy.png "
             "(default noiseforge-out/ldp-<task>-<run|sweep>)",
         )
         p.add_argument(
@@ -89,12 +82,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         )
         p.add_argument(
             "--threads",
-            type=cli.int_at_least(1),
+            type=argtypes.int_at_least(1),
             default=None,
             help="torch CPU threads for the models (default: torch's choice); on a machine "
             "busy with other work, 1 avoids spinning threads that slow small models down",
         )
-        p.add_argument("--quiet", action="store_true", help="no progress reports")
+        argtypes.add_quiet(p)
 
 
 def _epsilons(text: str) -> list[float]:
@@ -122,7 +115,7 @@ def _reachable_cloud(url: str):
     try:
         HTTPCloud(url, timeout=15).health()
     except (CloudUnavailableError, OSError) as exc:
-        raise cli.CommandError(
+        raise argtypes.CommandError(
             f"cannot reach the cloud at {url} ({exc}): start it with 'noiseforge cloud serve' "
             "or correct --cloud-url"
         ) from None
@@ -147,16 +140,16 @@ def run(args: argparse.Namespace) -> int:
         if isinstance(epsilons, str):  # a Namespace built without the parser
             epsilons = ex.parse_epsilons(epsilons)
     if any(not e > 0 for e in epsilons):
-        raise cli.UsageError(f"epsilon must be > 0, got {epsilons}")
+        raise argtypes.UsageError(f"epsilon must be > 0, got {epsilons}")
     if args.cloud_url and any(math.isinf(e) for e in epsilons):
-        raise cli.UsageError(
+        raise argtypes.UsageError(
             "epsilon = inf needs clean inputs, which are never sent to a remote cloud: "
             "drop inf from --epsilons when using --cloud-url"
         )
     out = args.out or f"noiseforge-out/ldp-{args.task}-{args.ldp_command}"
-    why = cli.folder_problem(out)
+    why = argtypes.folder_problem(out)
     if why:  # found before the work, not after it
-        raise cli.CommandError(f"cannot write the report: {why}; choose a writable --out")
+        raise argtypes.CommandError(f"cannot write the report: {why}; choose a writable --out")
     remote = _reachable_cloud(args.cloud_url) if args.cloud_url else None
     if args.threads is not None:
         import torch
@@ -184,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
     except CloudQueryError as exc:
         if remote is None:
             raise
-        raise cli.CommandError(
+        raise argtypes.CommandError(
             f"{exc}; check that the cloud at {args.cloud_url} still runs "
             "(noiseforge cloud serve), then run again"
         ) from None

@@ -20,6 +20,7 @@ import urllib.parse
 
 import torch
 
+from noiseforge._common.validation import is_int
 from noiseforge.ldp.cloud import (
     CloudModel,
     CloudRequestError,
@@ -72,7 +73,7 @@ class HTTPCloud(CloudModel):
             limit = probe.info().get("limits", {}).get("max_body_bytes")
         except (CloudUnavailableError, CloudRequestError, AttributeError):
             return None
-        return limit if isinstance(limit, int) else None
+        return int(limit) if is_int(limit) else None  # JSON true is no byte count
 
     def _json(self, path: str) -> dict:
         status, body = self._exchange("GET", path, None, {})

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from noiseforge._common.files import atomic_write
 from noiseforge._common.paths import default_cache_dir
 from noiseforge._progress import progress_bar
 
@@ -160,7 +161,6 @@ def cached_model(
             pass  # stale or damaged: retrain below
     train(model)
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(model.state_dict(), tmp)
-    os.replace(tmp, path)
+    state = model.state_dict()
+    atomic_write(path, lambda fh: torch.save(state, fh), mode=0o666)
     return model.eval()

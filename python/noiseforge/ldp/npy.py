@@ -12,6 +12,8 @@ import io
 
 import numpy as np
 
+from noiseforge._common.validation import is_int
+
 MAGIC = b"\x93NUMPY"
 _FLOAT32 = np.dtype("<f4")
 HEADER_LIMIT = 12 + 10_000  # magic, version, length field and numpy's largest header
@@ -54,7 +56,7 @@ def decode_npy(
     if fortran:
         raise ValueError("expected a C-order array, got Fortran order")
     rank_ok = len(shape) >= 2 if ndim is None else len(shape) == ndim
-    if not rank_ok or any(isinstance(n, bool) or not isinstance(n, int) or n < 0 for n in shape):
+    if not rank_ok or not all(is_int(n) and n >= 0 for n in shape):
         want = "rows of at least one feature axis" if ndim is None else f"a rank-{ndim} array"
         raise ValueError(f"expected {want}, got shape {shape}")
     payload = len(body) - fp.tell()

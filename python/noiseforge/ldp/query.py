@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from noiseforge._common.files import atomic_write
+from noiseforge._common.validation import check_int, is_int
 from noiseforge._progress import progress_bar
 from noiseforge.ldp.cloud import (
     CloudAnswerError,
@@ -50,7 +51,7 @@ def _load_checkpoint(path: Path, digest: str, rows: int) -> torch.Tensor:
             f"belong to the rows they were asked about; {hint}"
         )
     answers, kept_rows = state.get("answers"), state.get("rows")
-    if isinstance(kept_rows, bool) or not isinstance(kept_rows, int) or kept_rows != rows:
+    if not is_int(kept_rows) or kept_rows != rows:
         raise ValueError(f"{path} was written for {kept_rows!r} rows, this set has {rows}; {hint}")
     if (
         not isinstance(answers, torch.Tensor)
@@ -64,7 +65,7 @@ def _load_checkpoint(path: Path, digest: str, rows: int) -> torch.Tensor:
             f"{path} holds {answers.shape[0]} answers for a query set of {rows} rows; {hint}"
         )
     classes = state.get("classes")
-    if isinstance(classes, bool) or not isinstance(classes, int) or classes != answers.shape[1]:
+    if not is_int(classes) or classes != answers.shape[1]:
         raise ValueError(f"{path}: its class count disagrees with its answers; {hint}")
     try:
         return check_answers(answers, answers.shape[0])
@@ -109,10 +110,8 @@ def query_cloud(
             f"cloud must be a noiseforge.ldp.CloudModel, got {type(cloud).__name__}: subclass "
             "CloudModel and implement _predict(data), which receives the checked released rows"
         )
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-        raise ValueError(f"retries must be an int >= 0, got {retries!r}")
+    batch_size = check_int("batch_size", batch_size, 1)
+    retries = check_int("retries", retries, 0)
     if not (isinstance(backoff, int | float) and math.isfinite(backoff) and backoff >= 0):
         raise ValueError(f"backoff must be a number of seconds >= 0, got {backoff!r}")
     m = len(batch)

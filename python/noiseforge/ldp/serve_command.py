@@ -13,7 +13,7 @@ import dataclasses
 import importlib
 import sys
 
-from noiseforge import cli
+from noiseforge._common import argtypes
 
 BUILTIN = ("fashion-cnn",)
 
@@ -88,7 +88,7 @@ def add_arguments(cloud: argparse.ArgumentParser) -> None:
         whole = isinstance(getattr(d, field), int)
         limits.add_argument(
             "--" + field.replace("_", "-"),
-            type=cli.int_at_least(1) if whole else cli.number(0),
+            type=argtypes.int_at_least(1) if whole else argtypes.number(0),
             default=getattr(d, field),
             help=f"{unit} (default %(default)s)",
         )

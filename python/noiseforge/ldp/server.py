@@ -58,6 +58,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
+from noiseforge._common.validation import check_int, is_int
 from noiseforge.ldp.npy import decode_npy, encode_npy
 
 try:
@@ -112,7 +113,7 @@ class ServerLimits:
             ok = isinstance(value, int | float) and not isinstance(value, bool)
             if not ok or not math.isfinite(value) or value <= 0:
                 raise ValueError(f"ServerLimits.{field.name} must be a number > 0, got {value!r}")
-            if field.type == "int" and not isinstance(value, int):
+            if field.type == "int" and not is_int(value):
                 raise ValueError(f"ServerLimits.{field.name} must be an integer, got {value!r}")
 
 
@@ -134,10 +135,11 @@ class ServedModel:
         if not isinstance(module, torch.nn.Module):
             raise TypeError(f"expected a torch.nn.Module, got {type(module).__name__}")
         shape = declared_input_shape(module) if input_shape is None else tuple(input_shape)
-        if not shape or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in shape):
+        if not shape or not all(is_int(n) and n >= 1 for n in shape):
             raise ValueError(
                 f"input_shape must be one or more positive integers, got {input_shape!r}"
             )
+        shape = tuple(int(n) for n in shape)
         self.module = module.eval()
         self.input_shape: tuple[int, ...] = shape
         self.features = math.prod(shape)
@@ -790,8 +792,7 @@ class _Server(uvicorn.Server):
 def bind(host: str, port: int) -> socket.socket:
     """A listening-ready TCP socket on ``host:port`` (``port=0``: a free port), or a
     ValueError/OSError that says what to change."""
-    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-        raise ValueError(f"port must be an integer in 0..65535, got {port!r}")
+    port = check_int("port", port, 0, 65535, hint=" (0: any free port)")
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:

@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from noiseforge import cli
+from noiseforge._common import argtypes
 
 #: the file types `relevance` reads and writes
 SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
@@ -29,25 +29,40 @@ STEP_HELP = {
 
 
 def _langs(text: str | list[str] | None) -> list[str] | None:
-    """Languages parsed by ``cli.languages`` (or a string, when the parser was bypassed)."""
+    """Languages parsed by ``argtypes.languages`` (or a string, when the parser was bypassed)."""
     if text is None or isinstance(text, list):
         return text
     try:
-        return cli.languages(text)
+        return argtypes.languages(text)
     except argparse.ArgumentTypeError as exc:
-        raise cli.UsageError(str(exc)) from None
+        raise argtypes.UsageError(str(exc)) from None
+
+
+def _add_languages(
+    parser: argparse.ArgumentParser,
+    flag: str,
+    help: str,
+    *,
+    required: bool = False,
+    dest: str | None = None,
+) -> None:
+    """A comma-separated list of language codes (:func:`argtypes.languages`), default None."""
+    named = {"dest": dest} if dest else {}
+    parser.add_argument(
+        flag, type=argtypes.languages, default=None, required=required, help=help, **named
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="relevance_command", required=True)
     p = {name: sub.add_parser(name, help=text) for name, text in STEP_HELP.items()}
     for name in ("augment", "mine", "filter", "train", "evaluate"):
-        p[name].add_argument("data", nargs="+", type=cli.existing_file, help="input file(s)")
+        p[name].add_argument("data", nargs="+", type=argtypes.existing_file, help="input file(s)")
     for name in ("augment", "mine", "filter"):
         p[name].add_argument(
             "--out",
             required=True,
-            type=cli.output_file(*SUFFIXES),
+            type=argtypes.output_file(*SUFFIXES),
             help="output file (.jsonl, .json, .csv, .parquet); never one of the inputs",
         )
         p[name].add_argument("--overwrite", action="store_true", help="replace --out if it exists")
@@ -57,19 +72,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             default=None,
             help="use (multilingual USE, default), hashing (no model) or a local HF model path",
         )
-    p["augment"].add_argument(
-        "--languages",
-        required=True,
-        type=cli.languages,
-        help="target languages, e.g. de,it,pl,ar",
-    )
-    p["augment"].add_argument(
-        "--from",
-        dest="source",
-        type=cli.languages,
-        default=None,
-        help="source languages (default all others)",
-    )
+    _add_languages(p["augment"], "--languages", "target languages, e.g. de,it,pl,ar", required=True)
+    _add_languages(p["augment"], "--from", "source languages (default all others)", dest="source")
     p["augment"].add_argument(
         "--translator",
         default="auto",
@@ -78,7 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     p["augment"].add_argument(
         "--per-language",
-        type=cli.int_at_least(1),
+        type=argtypes.int_at_least(1),
         default=None,
         help="sample N source rows per language",
     )
@@ -90,80 +94,68 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     p["mine"].add_argument(
         "--positive-share",
-        type=cli.number(0, 1),
+        type=argtypes.number(0, 1),
         default=0.6,
         help="target share of positives, in (0, 1] (default 0.6)",
     )
     p["filter"].add_argument(
         "--confidence",
-        type=cli.number(0.5, 1, high_open=True),
+        type=argtypes.number(0.5, 1, high_open=True),
         default=0.8,
         help="flag when p(other label) > this, in (0.5, 1) (default 0.8)",
     )
     p["filter"].add_argument(
-        "--folds", type=cli.int_at_least(2), default=5, help="out-of-fold models (default 5)"
+        "--folds", type=argtypes.int_at_least(2), default=5, help="out-of-fold models (default 5)"
     )
     p["filter"].add_argument(
         "--review",
-        type=cli.output_file(".csv"),
+        type=argtypes.output_file(".csv"),
         default=None,
         help="also write flagged rows (with probabilities) to this CSV",
     )
     p["train"].add_argument(
         "--dev",
         nargs="+",
-        type=cli.existing_file,
+        type=argtypes.existing_file,
         default=None,
         help="dev file(s) for early stopping and the threshold",
     )
     p["train"].add_argument(
         "--model-out",
         required=True,
-        type=cli.output_file(),
+        type=argtypes.output_file(),
         help="file to save the model to (never replaced)",
     )
     p["evaluate"].add_argument(
         "--model",
         required=True,
-        type=cli.existing_file,
+        type=argtypes.existing_file,
         help="a model saved by `relevance train`",
     )
     p["evaluate"].add_argument(
         "--threshold",
-        type=cli.number(0, 1, low_open=False),
+        type=argtypes.number(0, 1, low_open=False),
         default=None,
         help="in [0, 1] (default: the saved one)",
     )
-    p["evaluate"].add_argument(
-        "--seen",
-        type=cli.languages,
-        default=None,
-        help="training languages, to report seen vs unseen groups",
-    )
+    _add_languages(p["evaluate"], "--seen", "training languages, to report seen vs unseen groups")
     r = p["run"]
     r.add_argument(
         "--data",
         nargs="*",
-        type=cli.existing_file,
+        type=argtypes.existing_file,
         default=None,
         help="competition files (default: generated fixture)",
     )
     r.add_argument(
         "--config",
-        type=cli.existing_file,
+        type=argtypes.existing_file,
         default=None,
         help="a .json or .toml file with RunConfig keys",
     )
-    r.add_argument(
-        "--out",
-        type=cli.output_folder,
-        default=None,
-        help="report folder (default noiseforge-out/relevance)",
-    )
-    r.add_argument(
-        "--train-languages", type=cli.languages, default=None, help="e.g. en,fr,es,ko,pt,ja"
-    )
-    r.add_argument("--unseen-languages", type=cli.languages, default=None, help="e.g. de,it,pl,ar")
+    argtypes.add_out_folder(r, "report folder (default noiseforge-out/relevance)")
+    _add_languages(r, "--train-languages", "e.g. en,fr,es,ko,pt,ja")
+    _add_languages(r, "--unseen-languages", "e.g. de,it,pl,ar")
     r.add_argument(
         "--strategies",
         action="append",
@@ -177,9 +169,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="embedding-mlp (default), cross-encoder:<local path> or llm-judge:<local path> "
         "(a causal LM judged by p(yes); LoRA when peft is installed)",
     )
-    r.add_argument("--seed", type=cli.seed, default=None)
+    argtypes.add_seed(r, help=None)
     for name in ("augment", "mine", "filter", "run"):
-        p[name].add_argument("--quiet", action="store_true", help="no progress reports")
+        argtypes.add_quiet(p[name])
 
 
 def run(args: argparse.Namespace) -> int:
@@ -189,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
         for path in outputs:
             _check_output(path, args)
         if len({Path(p).resolve() for p in outputs}) < len(outputs):
-            raise cli.UsageError("--out and --review name the same file: give two files")
+            raise argtypes.UsageError("--out and --review name the same file: give two files")
     return {
         "augment": _augment,
         "mine": _mine,
@@ -213,13 +205,13 @@ def _check_output(path: str, args: argparse.Namespace) -> None:
     target = Path(path)
     inputs = [*args.data, *(getattr(args, "dev", None) or []), getattr(args, "model", None)]
     if any(_same_file(Path(p), target) for p in inputs if p):
-        raise cli.UsageError(f"{path} is an input file: write the result elsewhere")
+        raise argtypes.UsageError(f"{path} is an input file: write the result elsewhere")
     if target.exists() and not getattr(args, "overwrite", False):
         if not hasattr(args, "overwrite"):  # `train`: models are never replaced
-            raise cli.UsageError(
+            raise argtypes.UsageError(
                 f"{path} exists: choose another --model-out (models are never replaced)"
             )
-        raise cli.UsageError(f"{path} exists: choose another file or pass --overwrite")
+        raise argtypes.UsageError(f"{path} exists: choose another file or pass --overwrite")
     if target.suffix.lower() == ".parquet":
         import importlib.util
 
@@ -295,7 +287,7 @@ def _augment(args) -> int:
         what = f"no installed translator for {_pairs_text(missing)}"
         hint = install_hint(missing, translator)
         if not args.best_effort:  # before any work, and nothing is written
-            raise cli.CommandError(
+            raise argtypes.CommandError(
                 f"{what}: {hint}; or pass --best-effort to add only the pairs that can be "
                 "translated"
             )
@@ -419,21 +411,21 @@ def _run(args) -> int:
         for item in args.strategies:
             task, sep, steps = item.partition("=")
             if not sep:
-                raise cli.UsageError(
+                raise argtypes.UsageError(
                     f"--strategies {item!r}: write TASK=STEPS, e.g. QC=translate,mine"
                 )
             try:
                 strategies[task.strip()] = Strategies.parse(steps)
             except ValueError as exc:
-                raise cli.UsageError(f"--strategies {item!r}: {exc}") from None
+                raise argtypes.UsageError(f"--strategies {item!r}: {exc}") from None
         overrides["strategies"] = strategies
     if args.config:
         cfg = RunConfig.from_file(args.config, **overrides)
     else:
         cfg = RunConfig.from_dict({k: v for k, v in overrides.items() if v is not None})
-    why = cli.folder_problem(cfg.out)
+    why = argtypes.folder_problem(cfg.out)
     if why:  # found before the work, not after it
-        raise cli.CommandError(f"cannot write the report: {why}; choose a writable --out")
+        raise argtypes.CommandError(f"cannot write the report: {why}; choose a writable --out")
     result = run(cfg, progress=not args.quiet)
     print()
     print(result.markdown)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from noiseforge._common.validation import is_int
 from noiseforge.ldp.ledger.errors import BudgetExceededError
 from noiseforge.ldp.ledger.records import RecordSet
 from noiseforge.ldp.ledger.rows import MECHANISMS, origin, request_digest
@@ -97,9 +98,7 @@ def read_journal(path: Path, mechanisms: frozenset[str]) -> list[JournalEntry]:
                 + (f"; unknown {', '.join(extra)}" if extra else "")
             )
         records = obj["records"]
-        if not isinstance(records, list) or any(
-            isinstance(r, bool) or not isinstance(r, int) for r in records
-        ):
+        if not isinstance(records, list) or not all(is_int(r) for r in records):
             raise JournalError(f"{where}: records must be a list of integer ids")
         try:
             rs = RecordSet.from_ids(records, what=f"{where}: records")

@@ -46,6 +46,7 @@ from typing import Any
 
 import numpy as np
 
+from noiseforge._common.validation import is_int
 from noiseforge.ldp.ledger import spending
 from noiseforge.ldp.ledger.errors import (
     BudgetExceededError,
@@ -536,7 +537,7 @@ def _reopen(path: str, name: str | None, timeout: float) -> PrivacyLedger:
 
 
 def _one_record(record: Any) -> int:
-    if isinstance(record, bool) or not isinstance(record, int | np.integer):
+    if not is_int(record):
         raise TypeError(f"a record id is an integer, got {record!r}")
     if not 0 <= int(record) <= MAX_RECORD:
         raise ValueError(f"record ids lie in [0, {MAX_RECORD}], got {int(record)}")

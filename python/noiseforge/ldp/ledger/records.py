@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from noiseforge._common.validation import is_int
+
 MAX_RECORD = (1 << 63) - 2  # so that hi + 1 of every range still fits int64
 
 
@@ -113,7 +115,7 @@ class RecordSet:
         return self._count
 
     def __contains__(self, record: object) -> bool:
-        if isinstance(record, bool) or not isinstance(record, int | np.integer):
+        if not is_int(record):
             return False
         i = int(np.searchsorted(self._ranges[:, 0], int(record), side="right")) - 1
         return i >= 0 and int(self._ranges[i, 1]) >= int(record)

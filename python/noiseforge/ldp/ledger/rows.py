@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from noiseforge._common.validation import is_int
 from noiseforge.ldp.ledger import spending
 from noiseforge.ldp.ledger.errors import LedgerCorruptError
 from noiseforge.ldp.ledger.records import MAX_RECORD, RecordSet
@@ -92,7 +93,7 @@ def check_cost(name: str, value: Any) -> float:
 def check_name(name: str, value: Any) -> str | None:
     if value is None:
         return None
-    if isinstance(value, int | np.integer) and not isinstance(value, bool):
+    if is_int(value):
         value = str(int(value))
     if not isinstance(value, str) or not value or len(value) > _NAME_MAX:
         raise ValueError(f"{name} must be a non-empty string of at most {_NAME_MAX} characters")
@@ -140,7 +141,7 @@ class RowChecker:
         except (TypeError, ValueError):
             raise LedgerCorruptError(f"{where}: a row of the wrong shape {row!r}") from None
         where += f", span lo={lo!r}"
-        if any(isinstance(v, bool) or not isinstance(v, int) for v in (lo, hi)):
+        if not (is_int(lo) and is_int(hi)):
             raise LedgerCorruptError(f"{where}: bounds must be integers, got {lo!r}, {hi!r}")
         if not 0 <= lo <= hi <= MAX_RECORD:
             raise LedgerCorruptError(f"{where}: bounds {lo}..{hi} are not a valid id range")
@@ -233,7 +234,7 @@ class RowChecker:
                 "restore it from a backup (`noiseforge ldp ledger verify` lists every bad row)"
             )
 
-        if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
+        if not is_int(seq) or seq < 1:
             raise bad(f"sequence number {seq!r} is not a positive integer")
         for label, v in (("release_id", release_id), ("batch", batch)):
             if not isinstance(v, str) or not v:
@@ -253,7 +254,7 @@ class RowChecker:
             records = RecordSet.from_bytes(blob)
         except (TypeError, ValueError) as exc:
             raise bad(f"its record set is malformed ({exc})") from None
-        if isinstance(n, bool) or not isinstance(n, int) or n != len(records):
+        if not is_int(n) or n != len(records):
             raise bad(f"it counts {n!r} records but holds {len(records)}")
         for label, v in (("request digest", request), ("output digest", out)):
             if v is None and label == "output digest":
