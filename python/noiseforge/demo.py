@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from noiseforge import cli
+from noiseforge._common import argtypes
 from noiseforge.data import DatasetNotFoundError, load_fashion_mnist
 from noiseforge.ops import ldp_noise, ldp_noise_calibration, registry
 from noiseforge.ops.ldp_noise import plan_ldp_noise
@@ -55,13 +55,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--epsilon",
-        type=cli.number(0),
+        type=argtypes.number(0),
         default=7.0,
         help="per-pixel epsilon (default 7)",
     )
     p.add_argument(
         "--copies",
-        type=cli.int_at_least(1),
+        type=argtypes.int_at_least(1),
         default=4,
         help="noise part: noisy copies per image (default 4)",
     )
@@ -70,31 +70,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--delta",
-        type=cli.number(0, 1, high_open=True),
+        type=argtypes.number(0, 1, high_open=True),
         default=None,
         help="delta for the Gaussian mechanism (default 1e-5)",
     )
     p.add_argument(
         "--limit",
-        type=cli.int_at_least(1),
+        type=argtypes.int_at_least(1),
         default=None,
         help="use only the first N test images (the ldpkit part needs N >= 2)",
     )
     p.add_argument(
         "--relevance-data",
-        type=cli.existing_path,
+        type=argtypes.existing_path,
         default=None,
         help="relevance part: a competition file or a folder of them (*.jsonl, *.csv, "
         "*.parquet); default: a generated fixture",
     )
-    p.add_argument("--quiet", action="store_true", help="no progress reports")
+    argtypes.add_quiet(p)
     p.add_argument("--backend", default=None, choices=BACKENDS, help="default auto")
-    p.add_argument(
-        "--seed",
-        type=cli.seed,
-        default=None,
-        help="reproducible, NOT private noise (default: secret OS randomness)",
-    )
+    argtypes.add_seed(p)
 
 
 def _centroids(images: np.ndarray, labels: np.ndarray) -> torch.Tensor:
@@ -129,21 +124,23 @@ def run(args: argparse.Namespace) -> int:
 
     parts = _parts(args.parts) if isinstance(args.parts, str) else list(args.parts)
     if "ldpkit" in parts and args.mechanism != "laplace":
-        raise cli.UsageError(
+        raise argtypes.UsageError(
             "the ldpkit part uses Laplace noise (the paper's setting); drop --mechanism"
         )
     if "ldpkit" in parts and args.limit is not None and args.limit < 2:
-        raise cli.UsageError(f"--limit must be at least 2 for the ldpkit part, got {args.limit}")
+        raise argtypes.UsageError(
+            f"--limit must be at least 2 for the ldpkit part, got {args.limit}"
+        )
     if args.delta is not None and args.mechanism != "gaussian":
-        raise cli.UsageError(
+        raise argtypes.UsageError(
             f"--delta applies to --mechanism gaussian only ({args.mechanism} is pure "
             "eps-LDP): drop --delta"
         )
     if "relevance" in parts:
         _relevance_files(args)  # a bad --relevance-data is found before any part runs
-        why = cli.folder_problem(RELEVANCE_OUT)
+        why = argtypes.folder_problem(RELEVANCE_OUT)
         if why:  # found before the work, not after it
-            raise cli.CommandError(
+            raise argtypes.CommandError(
                 f"cannot write the relevance report: {why}; run the demo in a writable folder"
             )
     runners = {"noise": _noise_part, "ldpkit": _ldpkit_part, "relevance": _relevance_part}
@@ -157,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
             try:
                 runners[part](args)
             except (DatasetNotFoundError, MissingTaskDataError) as exc:
-                why = cli.one_line(str(exc))
+                why = argtypes.one_line(str(exc))
             else:
                 ran.append(part)
         if why is not None:
@@ -223,7 +220,7 @@ def _relevance_files(args: argparse.Namespace) -> list[str]:
         str(p) for ext in ("*.jsonl", "*.json", "*.csv", "*.parquet") for p in root.glob(ext)
     )
     if not files:
-        raise cli.UsageError(
+        raise argtypes.UsageError(
             f"--relevance-data {root} holds no *.jsonl, *.json, *.csv or *.parquet files: "
             "give a file or a folder of competition files"
         )

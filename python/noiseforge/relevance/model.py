@@ -1,7 +1,7 @@
 """The model layer: any classifier that maps (query, target) rows to p(relevant).
 
 The engine improves the *data*, so the model is a plug-in: anything with
-``fit(df_train, df_valid=None)`` and ``predict_proba(df)`` works. Two backends:
+``fit(df_train, df_valid=None)`` and ``predict_proba(df)`` works. Three ship here:
 
 - :class:`EmbeddingMLP` (default, CPU-fast): frozen multilingual sentence
   embeddings of query and target, the pair features of InferSent / SBERT
@@ -9,6 +9,9 @@ The engine improves the *data*, so the model is a plug-in: anything with
   and a small MLP trained per task with early stopping.
 - :class:`HFCrossEncoder`: fine-tunes a local Hugging Face sequence
   classification model on ``(query, target)`` pairs (GPU recommended).
+- :class:`HFYesNoJudge`: a local causal language model asked whether each pair is
+  relevant, p(" yes") against p(" no"); ``fit`` trains low-rank adapters (or the
+  whole model), ``epochs=0`` keeps it zero-shot.
 
 :func:`tune_threshold` picks the decision threshold that maximises positive-class
 F1 on dev data.
