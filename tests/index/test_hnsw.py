@@ -3,7 +3,6 @@ violated, persistence round trips, corrupted files and bad input rejected."""
 
 from __future__ import annotations
 
-import errno
 import os
 import pickle
 
@@ -11,6 +10,7 @@ import numpy as np
 import pytest
 
 from noiseforge.index import HNSWIndex, IndexFormatError
+from tests.support.faults import DiskFull
 from tests.support.vectors import clustered, exact, recall
 
 
@@ -198,27 +198,6 @@ def test_save_load_and_pickle_round_trip(tmp_path, data, quantization):
     assert len(empty) == 0
 
 
-class _DiskFull:
-    """A file that takes the first 10 bytes of a write, then fails like a full disk."""
-
-    def __init__(self, fh):
-        self._fh = fh
-
-    def write(self, data) -> int:
-        self._fh.write(bytes(data)[:10])
-        self._fh.flush()
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    def __getattr__(self, name):
-        return getattr(self._fh, name)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._fh.close()
-
-
 def test_a_failed_save_leaves_no_partial_file_and_the_old_one_intact(tmp_path, monkeypatch):
     folder = tmp_path / "indexes"
     folder.mkdir()
@@ -233,7 +212,7 @@ def test_a_failed_save_leaves_no_partial_file_and_the_old_one_intact(tmp_path, m
     new = HNSWIndex(8)
     new.add(clustered(20, 8, seed=2))
     real_fdopen = os.fdopen
-    monkeypatch.setattr(os, "fdopen", lambda *a, **k: _DiskFull(real_fdopen(*a, **k)))
+    monkeypatch.setattr(os, "fdopen", lambda *a, **k: DiskFull(real_fdopen(*a, **k)))
     with pytest.raises(OSError, match="No space left"):
         new.save(path)
     monkeypatch.undo()

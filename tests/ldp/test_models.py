@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import itertools
 import os
 
@@ -11,6 +10,7 @@ import torch
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from noiseforge.ldp.models import SmallCNN, accuracy, cached_model, train_classifier
+from tests.support.faults import DiskFull
 
 
 def _toy(n=400, seed=0):
@@ -59,27 +59,6 @@ def test_cached_model_trains_once(tmp_path):
     assert len(calls) == 2  # a damaged cache is retrained, not trusted
 
 
-class _DiskFull:
-    """A file that takes the first 10 bytes of a write, then fails like a full disk."""
-
-    def __init__(self, fh):
-        self._fh = fh
-
-    def write(self, data) -> int:
-        self._fh.write(bytes(data)[:10])
-        self._fh.flush()
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    def __getattr__(self, name):
-        return getattr(self._fh, name)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._fh.close()
-
-
 def test_a_failed_cache_write_leaves_no_partial_file_and_the_old_one_intact(tmp_path, monkeypatch):
     def cache():
         return cached_model(
@@ -93,7 +72,7 @@ def test_a_failed_cache_write_leaves_no_partial_file_and_the_old_one_intact(tmp_
     assert path.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
     path.write_bytes(b"damaged")  # so the next call retrains and writes the cache again
     real_fdopen = os.fdopen
-    monkeypatch.setattr(os, "fdopen", lambda *a, **k: _DiskFull(real_fdopen(*a, **k)))
+    monkeypatch.setattr(os, "fdopen", lambda *a, **k: DiskFull(real_fdopen(*a, **k)))
     with pytest.raises(OSError, match="No space left"):
         cache()
     assert list(tmp_path.iterdir()) == [path]  # no temporary file left behind
