@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from noiseforge.ops import aggregate_labels, soft_label_sum, vote_histogram, why_not
-from noiseforge.ops.aggregate import plan_vote_histogram
+from benchmarks.backends import fast_backends, skip_unless_runs
+from noiseforge.ops import aggregate_labels, soft_label_sum, vote_histogram
 
 M, N, C = 8_000_000, 1_000_000, 10
 
@@ -40,15 +40,11 @@ def _sync(device):
 
 
 @pytest.mark.parametrize("pattern", ["grouped", "random"])
-@pytest.mark.parametrize(
-    ("backend", "device"), [("cpu", "cpu"), ("cuda", "cuda"), ("triton", "cuda")]
-)
+@pytest.mark.parametrize(("backend", "device"), fast_backends("vote_histogram"))
 @pytest.mark.parametrize("weighted", [False, True], ids=["counts", "weighted"])
 def test_noiseforge(benchmark, pattern, backend, device, weighted):
+    skip_unless_runs("vote_histogram", backend, device)
     index, labels, weights = _data(pattern, device)
-    why = why_not("vote_histogram", backend, plan_vote_histogram(index[:1], labels[:1], N, C))
-    if why:
-        pytest.skip("; ".join(why))
     w = weights if weighted else None
     benchmark.group = f"vote_histogram-{'weighted' if weighted else 'counts'}-{pattern}-{device}"
     benchmark.extra_info.update(elements=M)
@@ -99,14 +95,10 @@ def _soft_data(pattern: str, device: str):
 
 
 @pytest.mark.parametrize("pattern", ["grouped", "random"])
-@pytest.mark.parametrize(
-    ("backend", "device"), [("cpu", "cpu"), ("cuda", "cuda"), ("triton", "cuda")]
-)
+@pytest.mark.parametrize(("backend", "device"), fast_backends("vote_histogram"))
 def test_soft_noiseforge(benchmark, pattern, backend, device):
+    skip_unless_runs("vote_histogram", backend, device)
     index, probs = _soft_data(pattern, device)
-    why = why_not("vote_histogram", backend, plan_vote_histogram(index[:1], index[:1], SN, C))
-    if why:
-        pytest.skip("; ".join(why))
     benchmark.group = f"soft_label_sum-{pattern}-{device}"
     benchmark.extra_info.update(elements=SM * C)
 

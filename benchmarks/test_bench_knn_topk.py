@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from noiseforge.ops import knn_topk, why_not
-from noiseforge.ops.knn_topk import plan_knn_topk
+from benchmarks.backends import fast_backends, skip_unless_runs
+from noiseforge.ops import knn_topk
 
 SHAPES = {"cpu": (256, 50_000, 384), "cuda": (10_000, 1_000_000, 384)}
 K = 10
@@ -31,12 +31,10 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-@pytest.mark.parametrize(("backend", "device"), [("cpu", "cpu"), ("triton", "cuda")])
+@pytest.mark.parametrize(("backend", "device"), fast_backends("knn_topk"))
 def test_noiseforge(benchmark, backend, device):
+    skip_unless_runs("knn_topk", backend, device)
     queries, corpus = _data(device)
-    why = why_not("knn_topk", backend, plan_knn_topk(queries[:1], corpus[:K], K))
-    if why:
-        pytest.skip("; ".join(why))
     benchmark.group = f"knn_topk-{device}"
     q, n, _d = SHAPES[device]
     benchmark.extra_info.update(elements=q * n)

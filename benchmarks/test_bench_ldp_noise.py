@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from benchmarks.backends import fast_backends, skip_unless_runs
 from benchmarks.shapes import (
     CPU_COPIES,
     CPU_SHAPE,
@@ -18,15 +19,8 @@ from benchmarks.shapes import (
     torch_gaussian_peer,
     torch_laplace_peer,
 )
-from noiseforge.ops import ldp_noise, why_not
+from noiseforge.ops import ldp_noise
 from noiseforge.ops.calibration import analytic_gaussian_sigma
-from noiseforge.ops.ldp_noise import plan_ldp_noise
-
-
-def _skip_unless(backend: str, x: torch.Tensor) -> None:
-    why = why_not("ldp_noise", backend, plan_ldp_noise(x, epsilon=EPSILON, lower=0.0, upper=1.0))
-    if why:
-        pytest.skip("; ".join(why))
 
 
 def _sync(device: str) -> None:
@@ -34,11 +28,7 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-CASES = [
-    pytest.param("cpu", "cpu", id="cpu"),
-    pytest.param("cuda", "cuda", id="cuda"),
-    pytest.param("triton", "cuda", id="triton-cuda"),
-]
+CASES = fast_backends("ldp_noise")
 
 
 def _x(device: str) -> tuple[torch.Tensor, int]:
@@ -51,8 +41,8 @@ def _x(device: str) -> tuple[torch.Tensor, int]:
 @pytest.mark.parametrize(("backend", "device"), CASES)
 @pytest.mark.parametrize("mechanism", ["laplace", "gaussian", "discrete_laplace"])
 def test_noiseforge(benchmark, backend, device, mechanism):
+    skip_unless_runs("ldp_noise", backend, device)
     x, copies = _x(device)
-    _skip_unless(backend, x)
     out = torch.empty((x.shape[0], copies, x.shape[1]), device=device)
     kw = {"delta": 1e-5} if mechanism == "gaussian" else {}
     benchmark.group = f"ldp_noise-{mechanism}-{device}"

@@ -1,5 +1,6 @@
 // pybind11 bindings of the native backends. They translate arguments only:
-// raw pointers (as integers), sizes, dtype codes and a CUDA stream handle.
+// raw pointers (as integers), sizes, dtype codes and a CUDA stream handle, or a
+// bound argument struct (LdpNoiseArgs) that Python fills field by field.
 // Shapes, dtypes, devices and contiguity are validated in Python before the call.
 #include <pybind11/pybind11.h>
 
@@ -17,29 +18,12 @@
 namespace py = pybind11;
 using noiseforge::DType;
 using noiseforge::LdpNoiseArgs;
-using noiseforge::Mechanism;
 
 namespace {
 
 template <typename T>
 T* ptr(std::uintptr_t p) {
   return reinterpret_cast<T*>(p);
-}
-
-LdpNoiseArgs make_args(std::uintptr_t x, std::uintptr_t out, int64_t n, int64_t d, int64_t copies,
-                       int in_dtype, int out_dtype, std::uintptr_t lower, std::uintptr_t upper,
-                       std::uintptr_t scale, std::uintptr_t table, int table_len,
-                       int table_bits, int mechanism, bool clamp, uint64_t seed,
-                       uint64_t offset, std::uintptr_t row_keys) {
-  return LdpNoiseArgs{ptr<const void>(x),          ptr<void>(out),
-                      n,                           d,
-                      copies,                      static_cast<DType>(in_dtype),
-                      static_cast<DType>(out_dtype), ptr<const float>(lower),
-                      ptr<const float>(upper),     ptr<const float>(scale),
-                      ptr<const uint64_t>(table),  table_len,
-                      table_bits,                  static_cast<Mechanism>(mechanism),
-                      clamp,                       seed,
-                      offset,                      ptr<const uint64_t>(row_keys)};
 }
 
 #define NF_STR2(x) #x
@@ -73,7 +57,50 @@ py::dict build_info() {
   return info;
 }
 
+// A pointer field of a kernel argument struct, read and written as an integer address.
+template <typename Struct, typename Field>
+void def_address(py::class_<Struct>& cls, const char* name, Field Struct::*member) {
+  cls.def_property(
+      name, [member](const Struct& a) { return reinterpret_cast<std::uintptr_t>(a.*member); },
+      [member](Struct& a, std::uintptr_t p) { a.*member = reinterpret_cast<Field>(p); });
+}
+
+// An enum field of a kernel argument struct, read and written as its integer code.
+template <typename Struct, typename Field>
+void def_code(py::class_<Struct>& cls, const char* name, Field Struct::*member) {
+  cls.def_property(
+      name, [member](const Struct& a) { return static_cast<int>(a.*member); },
+      [member](Struct& a, int v) { a.*member = static_cast<Field>(v); });
+}
+
 }  // namespace
+
+// The noise kernels' arguments as one object, _C.LdpNoiseArgs, filled field by
+// field in Python: pointers as integers, dtypes and the mechanism as their codes.
+void bind_ldp_noise_args(py::module_& m) {
+  py::class_<LdpNoiseArgs> cls(m, "LdpNoiseArgs",
+                               "Arguments of the LDP noise kernels (see noiseforge/ldp_noise.h); "
+                               "every field starts at 0.");
+  cls.def(py::init([]() { return LdpNoiseArgs{}; }));
+  def_address(cls, "x", &LdpNoiseArgs::x);
+  def_address(cls, "out", &LdpNoiseArgs::out);
+  cls.def_readwrite("n", &LdpNoiseArgs::n);
+  cls.def_readwrite("d", &LdpNoiseArgs::d);
+  cls.def_readwrite("copies", &LdpNoiseArgs::copies);
+  def_code(cls, "in_dtype", &LdpNoiseArgs::in_dtype);
+  def_code(cls, "out_dtype", &LdpNoiseArgs::out_dtype);
+  def_address(cls, "lower", &LdpNoiseArgs::lower);
+  def_address(cls, "upper", &LdpNoiseArgs::upper);
+  def_address(cls, "scale", &LdpNoiseArgs::scale);
+  def_address(cls, "table", &LdpNoiseArgs::table);
+  cls.def_readwrite("table_len", &LdpNoiseArgs::table_len);
+  cls.def_readwrite("table_bits", &LdpNoiseArgs::table_bits);
+  def_code(cls, "mechanism", &LdpNoiseArgs::mechanism);
+  cls.def_readwrite("clamp", &LdpNoiseArgs::clamp);
+  cls.def_readwrite("seed", &LdpNoiseArgs::seed);
+  cls.def_readwrite("offset", &LdpNoiseArgs::offset);
+  def_address(cls, "row_keys", &LdpNoiseArgs::row_keys);
+}
 
 void bind_hnsw(py::module_& m) {
   using noiseforge::hnsw::Index;
@@ -122,27 +149,17 @@ void bind_hnsw(py::module_& m) {
 
 PYBIND11_MODULE(_C, m) {
   bind_hnsw(m);
+  bind_ldp_noise_args(m);
   m.doc() = "noiseforge native backends (C++ with OpenMP, and CUDA when built with nvcc)";
   m.def("build_info", &build_info, "Facts about this build: compiler, OpenMP, CUDA, CPU ISA.");
 
   m.def(
       "ldp_noise_cpu",
-      [](std::uintptr_t x, std::uintptr_t out, int64_t n, int64_t d, int64_t copies,
-         int in_dtype, int out_dtype, std::uintptr_t lower, std::uintptr_t upper,
-         std::uintptr_t scale, std::uintptr_t table, int table_len, int table_bits,
-         int mechanism, bool clamp, uint64_t seed, uint64_t offset, std::uintptr_t row_keys,
-         int num_threads) {
-        const LdpNoiseArgs a = make_args(x, out, n, d, copies, in_dtype, out_dtype, lower, upper,
-                                         scale, table, table_len, table_bits, mechanism, clamp,
-                                         seed, offset, row_keys);
+      [](const LdpNoiseArgs& args, int num_threads) {
         py::gil_scoped_release release;
-        noiseforge::cpu::ldp_noise(a, num_threads);
+        noiseforge::cpu::ldp_noise(args, num_threads);
       },
-      py::arg("x"), py::arg("out"), py::arg("n"), py::arg("d"), py::arg("copies"),
-      py::arg("in_dtype"), py::arg("out_dtype"), py::arg("lower"), py::arg("upper"),
-      py::arg("scale"), py::arg("table"), py::arg("table_len"), py::arg("table_bits"),
-      py::arg("mechanism"), py::arg("clamp"), py::arg("seed"), py::arg("offset"),
-      py::arg("row_keys"), py::arg("num_threads"));
+      py::arg("args"), py::arg("num_threads"));
 
   m.def(
       "first_nonfinite_cpu",
@@ -211,22 +228,11 @@ PYBIND11_MODULE(_C, m) {
 #if defined(NF_WITH_CUDA)
   m.def(
       "ldp_noise_cuda",
-      [](std::uintptr_t x, std::uintptr_t out, int64_t n, int64_t d, int64_t copies,
-         int in_dtype, int out_dtype, std::uintptr_t lower, std::uintptr_t upper,
-         std::uintptr_t scale, std::uintptr_t table, int table_len, int table_bits,
-         int mechanism, bool clamp, uint64_t seed, uint64_t offset, std::uintptr_t row_keys,
-         std::uintptr_t stream) {
-        const LdpNoiseArgs a = make_args(x, out, n, d, copies, in_dtype, out_dtype, lower, upper,
-                                         scale, table, table_len, table_bits, mechanism, clamp,
-                                         seed, offset, row_keys);
+      [](const LdpNoiseArgs& args, std::uintptr_t stream) {
         py::gil_scoped_release release;
-        noiseforge::cuda::ldp_noise(a, ptr<void>(stream));
+        noiseforge::cuda::ldp_noise(args, ptr<void>(stream));
       },
-      py::arg("x"), py::arg("out"), py::arg("n"), py::arg("d"), py::arg("copies"),
-      py::arg("in_dtype"), py::arg("out_dtype"), py::arg("lower"), py::arg("upper"),
-      py::arg("scale"), py::arg("table"), py::arg("table_len"), py::arg("table_bits"),
-      py::arg("mechanism"), py::arg("clamp"), py::arg("seed"), py::arg("offset"),
-      py::arg("row_keys"), py::arg("stream"));
+      py::arg("args"), py::arg("stream"));
   m.def(
       "philox_words_cuda",
       [](std::uintptr_t out, int64_t count, uint64_t seed, uint64_t offset,

@@ -48,38 +48,11 @@ inline void add_atomic(T* p, T v) {
 // does for torch's checks in that thread.
 inline bool legal_weight(float w) { return w >= 0.0f && w <= std::numeric_limits<float>::max(); }
 
-// The largest of n values and whether all are legal -- when no float mode is in
-// play (integer work on the bit patterns, which the compiler vectorises:
-// non-negative finite floats order like their bits read as int32, -0 taken as
-// +0). false means "search the chunk with legal_weight".
-NF_TARGET_CLONES_V4 bool chunk_max_bits(const float* v, int64_t n, float* max_out) {
-  int32_t m = 0, bad = 0;
-  for (int64_t j = 0; j < n; ++j) {
-    int32_t bits;
-    std::memcpy(&bits, v + j, sizeof bits);
-    bits = bits == std::numeric_limits<int32_t>::min() ? 0 : bits;
-    bad |= (bits < 0) | (bits > 0x7F7FFFFF);  // negative, or inf / NaN
-    m = m > bits ? m : bits;
-  }
-  std::memcpy(max_out, &m, sizeof m);
-  return bad == 0;
-}
-
-// acc[c] += the quantised probs[k * C + c] of n consecutive rows (one input's
-// soft labels), vectorised across classes where the CPU converts in SIMD.
-NF_TARGET_CLONES_V4 void add_quantized_rows(int64_t* __restrict acc,
-                                            const float* __restrict probs, int64_t n, int64_t C,
-                                            double scale) {
-  for (int64_t k = 0; k < n; ++k)
-    for (int64_t c = 0; c < C; ++c) acc[c] += fixed_point_quantize(probs[k * C + c], scale);
-}
-
-// Fixed-point sums -> float32 (vectorised int64 -> double conversions where the
-// CPU has them; every variant rounds the same way).
-NF_TARGET_CLONES_V4 void sums_to_float(const int64_t* __restrict acc, float* __restrict out,
-                                       int64_t n, double inv_scale) {
-  for (int64_t j = 0; j < n; ++j) out[j] = fixed_point_value(acc[j], inv_scale);
-}
+// The leaf loops -- the bit scan of a chunk of weights, the quantised rows of
+// an input's soft labels, fixed-point sums to float32 and the soft-label
+// segments of pass C -- are compiled per instruction set (aggregate_loops.cpp)
+// and chosen once with the other kernels (dispatch.cpp).
+const AggregateLoopKernels& kLoops = aggregate_loop_kernels();
 
 // First illegal value (or -1) and the largest value. A chunk the bit scan
 // flags is searched with legal_weight, which may still accept it (a negative
@@ -93,7 +66,7 @@ void scan_values(const float* values, int64_t count, int nt, int64_t* bad, float
   for (int64_t ch = 0; ch < chunks; ++ch) {
     const int64_t lo = ch * kChunk, hi = std::min(count, lo + kChunk);
     float m = 0.0f;
-    if (chunk_max_bits(values + lo, hi - lo, &m)) {
+    if (kLoops.chunk_max_bits(values + lo, hi - lo, &m)) {
       max_value = std::max(max_value, m);
       continue;
     }
@@ -147,7 +120,7 @@ struct RowWriter {
     TOut* __restrict o = out + r0 * c;
     const int64_t cells = (r1 - r0) * c;
     if constexpr (std::is_same_v<TOut, float>) {
-      sums_to_float(acc, o, cells, inv_scale);
+      kLoops.sums_to_float(acc, o, cells, inv_scale);
     } else {
       for (int64_t j = 0; j < cells; ++j) o[j] = static_cast<TOut>(acc[j]);
     }
@@ -380,7 +353,7 @@ bool grouped_range(const TI* __restrict index, const TL* __restrict labels,
       if constexpr (kMode == AggregateMode::kSoft) {
         int64_t end = i + 1;  // this input's run of answers
         while (end < f1 && static_cast<int64_t>(index[end]) == r) ++end;
-        add_quantized_rows(cell, values + i * C, end - i, C, scale);
+        kLoops.add_quantized_rows(cell, values + i * C, end - i, C, scale);
         i = end - 1;
       } else {
         const int64_t l = static_cast<int64_t>(labels[i]);
@@ -538,35 +511,14 @@ ScatterFound scatter_answers(const TI* __restrict index, const TL* __restrict la
 }
 
 // Pass C for soft labels: the probability rows of the answers in slots
-// [j0, j1) added to their rows of the block's table acc. One clone per cell
-// type (the classes loop vectorised where the CPU converts in SIMD).
-template <typename TCell>
-__attribute__((always_inline)) inline void soft_segment(const TCell* __restrict cells,
-                                                        const uint32_t* __restrict ids,
-                                                        const float* __restrict values, int64_t C,
-                                                        int64_t j0, int64_t j1, double scale,
-                                                        int64_t* __restrict acc) {
-  constexpr int64_t kAhead = 64;  // the rows are gathered from anywhere: prefetch them
-  for (int64_t j = j0; j < j1; ++j) {
-    if (j + kAhead < j1) {
-      const float* ahead = values + static_cast<int64_t>(ids[j + kAhead]) * C;
-      __builtin_prefetch(ahead);
-      __builtin_prefetch(ahead + C - 1);
-    }
-    int64_t* __restrict row = acc + cells[j];
-    const float* __restrict probs = values + static_cast<int64_t>(ids[j]) * C;
-    for (int64_t c = 0; c < C; ++c) row[c] += fixed_point_quantize(probs[c], scale);
-  }
+// [j0, j1) added to their rows of the block's table acc (aggregate_loops.cpp).
+inline void sum_soft_segment(const uint16_t* cells, const uint32_t* ids, const float* values,
+                             int64_t C, int64_t j0, int64_t j1, double scale, int64_t* acc) {
+  kLoops.sum_soft_segment_u16(cells, ids, values, C, j0, j1, scale, acc);
 }
-NF_TARGET_CLONES_V4 void sum_soft_segment(const uint16_t* cells, const uint32_t* ids,
-                                          const float* values, int64_t C, int64_t j0, int64_t j1,
-                                          double scale, int64_t* acc) {
-  soft_segment(cells, ids, values, C, j0, j1, scale, acc);
-}
-NF_TARGET_CLONES_V4 void sum_soft_segment(const uint32_t* cells, const uint32_t* ids,
-                                          const float* values, int64_t C, int64_t j0, int64_t j1,
-                                          double scale, int64_t* acc) {
-  soft_segment(cells, ids, values, C, j0, j1, scale, acc);
+inline void sum_soft_segment(const uint32_t* cells, const uint32_t* ids, const float* values,
+                             int64_t C, int64_t j0, int64_t j1, double scale, int64_t* acc) {
+  kLoops.sum_soft_segment_u32(cells, ids, values, C, j0, j1, scale, acc);
 }
 
 // Pass C: the answers in slots [j0, j1) (all of one block) added to its table acc.

@@ -1,7 +1,8 @@
-// C++ backend of the LDP noise op and of the raw Philox words, compiled once per
-// instruction set (NF_ISA_NAMESPACE is set by CMake). The Philox words come
-// from the hand-vectorized generator in philox_simd.h (AVX-512 / AVX2 / SSE2),
-// a block at a time; the float transforms are plain C++
+// C++ backend of the LDP noise op, compiled once per instruction set
+// (NF_ISA_NAMESPACE is set by CMake; the raw Philox words op is in
+// philox_kernels.cpp). The Philox words come from the hand-vectorized
+// generator in philox_simd.h (AVX-512 / AVX2 / SSE2), a block at a time; the
+// float transforms are plain C++
 // over the shared per-element math, vectorized by the compiler (`omp simd`).
 // Files are compiled with -ffp-contract=off so no FMA changes the float results.
 #include <algorithm>
@@ -141,17 +142,6 @@ void ldp_noise(const LdpNoiseArgs& a, int num_threads) {
       return dispatch_in<Mechanism::kDiscreteLaplace>(a, num_threads);
   }
   throw std::invalid_argument("ldp_noise: unknown mechanism");
-}
-
-void philox_words(uint32_t* out, int64_t count, uint64_t seed, uint64_t offset, int num_threads) {
-  const PhiloxKeySchedule keys(seed);
-  const int64_t chunks = (count + kChunk - 1) / kChunk;
-#pragma omp parallel for schedule(static) num_threads(num_threads)
-  for (int64_t c = 0; c < chunks; ++c) {
-    const int64_t first = c * kChunk;
-    const int64_t n = std::min(count - first, kChunk);
-    philox_words4_interleaved(offset + static_cast<uint64_t>(first), n, keys, out + 4 * first);
-  }
 }
 
 }  // namespace noiseforge::NF_ISA_NAMESPACE

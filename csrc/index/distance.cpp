@@ -1,9 +1,9 @@
 // See distance.h. AVX-512 and AVX2+FMA versions are written with intrinsics
-// (two accumulators to hide the FMA latency) and chosen once at run time.
+// (two accumulators to hide the FMA latency) and chosen once at run time, by
+// the instruction set noiseforge/isa.h chooses for every CPU kernel.
 #include "distance.h"
 
-#include <cstdlib>
-#include <cstring>
+#include "noiseforge/isa.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -211,42 +211,10 @@ NF_AVX2 float sq8_l2_avx2(const float* r, const float* sc, const uint8_t* c, int
 }
 #endif
 
-enum class Isa { kPortable, kAvx2, kAvx512 };
-
-// $NOISEFORGE_CPU_ISA=base|avx2|avx512 caps the choice, as for the C++ kernels
-// (tests use it to run every kernel family on one machine).
-Isa cap() {
-  const char* want = std::getenv("NOISEFORGE_CPU_ISA");
-  if (want == nullptr) return Isa::kAvx512;
-  if (std::strcmp(want, "base") == 0) return Isa::kPortable;
-  if (std::strcmp(want, "avx2") == 0) return Isa::kAvx2;
-  return Isa::kAvx512;
-}
-
-Isa detect() {
-  Isa best = Isa::kPortable;
-#if defined(NF_HAVE_X86_DISTANCES)
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f"))
-    best = Isa::kAvx512;
-  else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-    best = Isa::kAvx2;
-#endif
-  const Isa limit = cap();
-  return static_cast<int>(limit) < static_cast<int>(best) ? limit : best;
-}
-
-const Isa kIsa = detect();
-
-bool detect_vnni() {
-#if defined(NF_HAVE_X86_DISTANCES)
-  __builtin_cpu_init();
-  return kIsa == Isa::kAvx512 && __builtin_cpu_supports("avx512bw") &&
-         __builtin_cpu_supports("avx512vnni");
-#else
-  return false;
-#endif
-}
+// The instruction set every CPU kernel family uses (noiseforge/isa.h, with the
+// $NOISEFORGE_CPU_ISA cap); its base level runs the portable loops here.
+const Isa kIsa = detect_isa();
+const bool kVnni = isa_has_avx512_vnni();
 
 template <typename Fn>
 Fn choose(Fn portable, Fn avx2, Fn avx512) {
@@ -273,7 +241,6 @@ const FloatFn kDot = NF_PICK(dot);
 const FloatFn kL2 = NF_PICK(l2);
 const CodeDotFn kSq8Dot = NF_PICK(sq8_dot);
 const CodeL2Fn kSq8L2 = NF_PICK(sq8_l2);
-const bool kVnni = detect_vnni();
 #if defined(NF_HAVE_X86_DISTANCES)
 int32_t (*const kU8s8)(const int8_t*, const uint8_t*, int) = kVnni ? u8s8_dot_vnni : nullptr;
 #else
@@ -291,14 +258,7 @@ int32_t u8s8_dot(const int8_t* q, const uint8_t* c, int n) { return kU8s8(q, c, 
 bool has_u8s8_dot() { return kVnni; }
 
 const char* distance_isa() {
-  switch (kIsa) {
-    case Isa::kAvx512:
-      return "avx512";
-    case Isa::kAvx2:
-      return "avx2";
-    default:
-      return "portable";
-  }
+  return kIsa == Isa::kBase ? "portable" : isa_name(kIsa);
 }
 
 }  // namespace noiseforge::hnsw

@@ -9,7 +9,8 @@
 namespace noiseforge::hnsw {
 
 // Each function pointer is resolved once per process from the CPU's features
-// (AVX-512, AVX2+FMA, or a portable loop).
+// (AVX-512, AVX2+FMA, or a portable loop), at the instruction set that
+// noiseforge/isa.h chooses for every CPU kernel ($NOISEFORGE_CPU_ISA caps it).
 float dot(const float* a, const float* b, int n);
 float l2_squared(const float* a, const float* b, int n);
 

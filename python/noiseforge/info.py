@@ -12,39 +12,20 @@ from noiseforge.ops import _backends as B
 from noiseforge.ops import registry
 
 
-def _probe_inputs(op: str, device: torch.device):
-    """A small representative input of ``op`` on ``device`` for the backend table."""
-    if op == "ldp_noise":
-        from noiseforge.ops.ldp_noise import plan_ldp_noise
-
-        return plan_ldp_noise(torch.zeros((2, 3), device=device), epsilon=1.0, lower=0.0, upper=1.0)
-    if op in ("vote_histogram", "aggregate_labels"):
-        from noiseforge.ops.aggregate import plan_vote_histogram
-
-        z = torch.zeros(1, dtype=torch.int64, device=device)
-        return plan_vote_histogram(z, z, 1, 1)
-    if op == "knn_topk":
-        from noiseforge.ops.knn_topk import plan_knn_topk
-
-        z = torch.ones((1, 2), device=device)
-        return plan_knn_topk(z, z, 1)
-    return device
-
-
 def backend_table() -> list[tuple[str, str, str, str]]:
     """Rows (op, backend, device, status) for CPU and, when present, CUDA tensors."""
     devices = [torch.device("cpu")]
     if torch.cuda.is_available():
         devices.append(torch.device("cuda"))
     rows = []
-    for op in registry.ops():
+    for op in registry.all_ops():
         for device in devices:
-            inputs = _probe_inputs(op, device)
-            for rec in registry.records(op):
-                why = rec.reasons(inputs)
+            plan = op.example_inputs(device)
+            for rec in op.records():
+                why = rec.reasons(plan)
                 auto = " (auto)" if device.type in rec.auto_devices else ""
                 status = f"usable{auto}" if not why else "unavailable: " + "; ".join(why)
-                rows.append((op, rec.name, device.type, status))
+                rows.append((op.name, rec.name, device.type, status))
     return rows
 
 

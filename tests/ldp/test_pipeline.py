@@ -4,11 +4,14 @@ standard eps-LDP baseline at the same epsilon."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
 
 from noiseforge.ldp import (
+    Gaussian,
     InProcessCloud,
     NoiseSpec,
     PrivacyLedger,
@@ -16,6 +19,7 @@ from noiseforge.ldp import (
     standard_ldp,
 )
 from noiseforge.ldp.models import train_classifier
+from noiseforge.ops import ldp_noise_calibration
 from tests.support.ldp_task import band_mlp, band_task
 
 
@@ -92,3 +96,33 @@ def test_ldpkit_refuses_a_second_release_and_bad_options(cloud_model):
         ldpkit(
             x, np.arange(100, 150), cloud, ledger, NoiseSpec(epsilon=0.5), band_mlp, targets="votes"
         )
+
+
+def test_the_pipeline_passes_its_noise_spec_as_one_value(cloud_model):
+    """standard_ldp and ldpkit hand the spec itself to release and add_noise_copies (no
+    deprecated kwargs()), and the ledger charges what the spec's calibration says."""
+    x, _ = band_task(40, seed=5)
+    spec = NoiseSpec(Gaussian(0.5, 1e-6), lower=0.0, upper=1.0)
+    ledger = PrivacyLedger(100.0, 0.5)
+    cloud = InProcessCloud(cloud_model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        labels = standard_ldp(x, np.arange(40), cloud, ledger, spec, seed=3, progress=False)
+        kit = ldpkit(
+            x,
+            np.arange(100, 140),
+            cloud,
+            ledger,
+            spec,
+            band_mlp,
+            noise_copies=1,
+            superimposed=0.0,
+            epochs=1,
+            seed=4,
+            progress=False,
+        )
+    want = ldp_noise_calibration(x, spec)
+    assert labels.shape == (40,) and kit.queries == 80
+    assert ledger.spent(0) == ledger.spent(100) == (want.epsilon_total, want.delta_total)
+    assert [r.mechanism for r in ledger.releases] == ["gaussian", "gaussian"]
+    assert kit.released.calibration.mechanism == "gaussian"

@@ -16,11 +16,16 @@ import numpy as np
 import pytest
 import torch
 
+from noiseforge import random as nf_random
 from noiseforge.ldp import (
     BudgetExceededError,
+    DiscreteLaplace,
+    Gaussian,
     IdempotencyConflictError,
     InProcessCloud,
+    Laplace,
     NoisedBatch,
+    NoiseSpec,
     PrivacyLedger,
     ReleaseConflictError,
     ReleaseIntegrityError,
@@ -380,3 +385,76 @@ def test_a_forked_child_seals_large_batches_after_its_parent_did():
 
 def _release_in_child():
     return len(_unlimited_release(torch.rand(3000, 784), np.arange(3000)))
+
+
+# --------------------------------------------------------------------------- the noise as a value
+
+SPEC_CASES = [
+    pytest.param(dict(epsilon=2.0), Laplace(2.0), id="laplace"),
+    pytest.param(
+        dict(epsilon=1.0, mechanism="gaussian", delta=1e-5), Gaussian(1.0, 1e-5), id="gaussian"
+    ),
+    pytest.param(
+        dict(epsilon=3.0, mechanism="discrete_laplace", levels=32),
+        DiscreteLaplace(3.0, 32),
+        id="discrete",
+    ),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "mechanism"), SPEC_CASES)
+@pytest.mark.parametrize("unit", ["feature", "record"])
+def test_a_spec_releases_and_charges_exactly_as_the_keywords(kwargs, mechanism, unit):
+    x = torch.rand(6, 4, generator=torch.Generator().manual_seed(8))
+    upper = np.array([1.0, 2.0, 1.0, 3.0])
+    spec = NoiseSpec(mechanism, lower=0.0, upper=upper, unit=unit)
+    by_keywords_ledger, by_spec_ledger = PrivacyLedger(1e6, 0.5), PrivacyLedger(1e6, 0.5)
+    old = release(
+        x,
+        np.arange(6),
+        by_keywords_ledger,
+        lower=0.0,
+        upper=upper,
+        unit=unit,
+        seed=5,
+        release_id="r",
+        **kwargs,
+    )
+    new = release(x, np.arange(6), by_spec_ledger, spec, seed=5, release_id="r")
+    assert torch.equal(old.data, new.data) and old.digest == new.digest
+    a, b = by_keywords_ledger.releases[0], by_spec_ledger.releases[0]
+    assert (a.epsilon, a.delta, a.mechanism) == (b.epsilon, b.delta, b.mechanism)
+    assert b.mechanism == mechanism.name
+    assert by_keywords_ledger.spent(3) == by_spec_ledger.spent(3)
+    assert new.calibration.epsilon_total == old.calibration.epsilon_total == b.epsilon
+    # layer 2 with the same spec: the keyword form's copies, bit for bit, still free
+    # (a seed's stream continues from call to call: each form starts it afresh)
+    seed = 9
+    nf_random._seeded.pop(seed, None)
+    more_old = add_noise_copies(old, 3, lower=0.0, upper=upper, unit=unit, seed=seed, **kwargs)
+    nf_random._seeded.pop(seed, None)
+    more_new = add_noise_copies(new, 3, spec, seed=seed)
+    assert torch.equal(more_old.data, more_new.data)
+    assert (
+        by_spec_ledger.spent(3) == by_keywords_ledger.spent(3) and len(by_spec_ledger.releases) == 1
+    )
+
+
+def test_a_spec_beside_noise_keywords_is_refused_before_the_ledger_is_touched():
+    x = torch.rand(3, 2)
+    ledger = PrivacyLedger(10.0)
+    spec = NoiseSpec(Laplace(1.0))
+    with pytest.raises(TypeError, match=r"release got noise= and epsilon=.*not both"):
+        release(x, [0, 1, 2], ledger, spec, epsilon=0.1)
+    with pytest.raises(TypeError, match=r"unit=.*not both"):
+        release(x, [0, 1, 2], ledger, noise=spec, unit="feature")
+    with pytest.raises(TypeError, match=r"release needs noise= .*missing: epsilon, lower, upper"):
+        release(x, [0, 1, 2], ledger)
+    with pytest.raises(TypeError, match="noise must be a noiseforge"):
+        release(x, [0, 1, 2], ledger, 1.0)
+    assert ledger.releases == [] and ledger.spent(0) == (0.0, 0.0)
+    batch = release(x, [0, 1, 2], ledger, spec, seed=1)
+    with pytest.raises(TypeError, match="add_noise_copies got noise= and delta="):
+        add_noise_copies(batch, 2, spec, delta=1e-5)
+    with pytest.raises(TypeError, match="add_noise_copies needs noise="):
+        add_noise_copies(batch, 2)

@@ -9,7 +9,7 @@ import torch
 from noiseforge.ops import aggregate_labels, aggregate_top1, soft_label_sum, vote_histogram
 from noiseforge.ops.aggregate import plan_vote_histogram
 from noiseforge.reference.aggregate import fixed_point_shift
-from tests.support.backends import BACKEND_DEVICES, require_backend, require_device
+from tests.support.backends import backend_devices, require_backend, require_device
 
 
 def _case(name, gen):
@@ -89,7 +89,7 @@ def _backend_ok(backend, device):
     require_backend("vote_histogram", backend, plan_vote_histogram(z, z, 1, 1))
 
 
-@pytest.mark.parametrize(("backend", "device"), BACKEND_DEVICES)
+@pytest.mark.parametrize(("backend", "device"), backend_devices("vote_histogram"))
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("int_dtype", [torch.int64, torch.int32])
 def test_equal_to_reference(backend, device, case, int_dtype):
@@ -114,7 +114,7 @@ def test_equal_to_reference(backend, device, case, int_dtype):
     )
 
 
-@pytest.mark.parametrize(("backend", "device"), BACKEND_DEVICES)
+@pytest.mark.parametrize(("backend", "device"), backend_devices("vote_histogram"))
 def test_non_contiguous_and_half_inputs(backend, device):
     _backend_ok(backend, device)
     g = torch.Generator().manual_seed(3)
@@ -526,7 +526,7 @@ def _fields_equal(a, b):
     return all(torch.equal(x.cpu(), y.cpu()) for x, y in zip(a, b, strict=True))
 
 
-@pytest.mark.parametrize(("backend", "device"), BACKEND_DEVICES)
+@pytest.mark.parametrize(("backend", "device"), backend_devices("vote_histogram"))
 @pytest.mark.parametrize("case", CASES)
 def test_fused_top1_equals_reference(backend, device, case):
     """aggregate_labels: every backend gives the torch backend's bits; counts give

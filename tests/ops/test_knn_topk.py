@@ -11,15 +11,9 @@ import torch
 
 from noiseforge.ops import knn_topk
 from noiseforge.ops.knn_topk import plan_knn_topk
-from tests.support.backends import require_backend, require_device
+from tests.support.backends import backend_devices, require_backend, require_device
 
-BACKENDS = [
-    pytest.param("torch", "cpu", id="torch"),
-    pytest.param("cpu", "cpu", id="cpu"),
-    pytest.param("triton", "cpu", id="triton-interpreter"),
-    pytest.param("torch", "cuda", id="torch-cuda", marks=pytest.mark.gpu),
-    pytest.param("triton", "cuda", id="triton-cuda", marks=pytest.mark.gpu),
-]
+BACKENDS = backend_devices("knn_topk")
 METRICS = ["cosine", "ip", "l2"]
 
 

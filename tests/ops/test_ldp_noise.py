@@ -13,8 +13,8 @@ from noiseforge.ops import BackendUnavailableError, ldp_noise, ldp_noise_calibra
 from noiseforge.ops.ldp_noise import plan_ldp_noise
 from noiseforge.random import PhiloxGenerator
 from tests.support.backends import (
-    BACKEND_DEVICES,
     assert_close_report,
+    backend_devices,
     require_backend,
     require_device,
 )
@@ -51,7 +51,7 @@ def _inputs_for_registry(x, mechanism, kw):
     return plan_ldp_noise(x, mechanism=mechanism, epsilon=1.5, lower=lo, upper=hi, copies=3, **kw)
 
 
-@pytest.mark.parametrize(("backend", "device"), BACKEND_DEVICES)
+@pytest.mark.parametrize(("backend", "device"), backend_devices("ldp_noise"))
 @pytest.mark.parametrize(("mechanism", "kw"), MECHANISMS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.uint8])
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
@@ -65,13 +65,13 @@ def test_matches_reference(backend, device, mechanism, kw, dtype, shape):
     want = _run(x, "torch", mechanism, kw)
     assert got.shape == (shape[0], 3, *shape[1:])
     if got.dtype.is_floating_point:
-        atol, rtol = rec.tolerance.get(got.dtype, (0.0, 0.0))
+        atol, rtol = rec.tolerance_for(device).get(got.dtype, (0.0, 0.0))
     else:
         atol, rtol = 0.0, 0.0  # integer outputs are exact on every backend
     assert_close_report(got, want, atol, rtol)
 
 
-@pytest.mark.parametrize(("backend", "device"), BACKEND_DEVICES)
+@pytest.mark.parametrize(("backend", "device"), backend_devices("ldp_noise"))
 @pytest.mark.parametrize(("mechanism", "kw"), MECHANISMS)
 def test_non_contiguous_and_per_feature_bounds(backend, device, mechanism, kw):
     require_device(device)
@@ -87,7 +87,7 @@ def test_non_contiguous_and_per_feature_bounds(backend, device, mechanism, kw):
     rec = require_backend("ldp_noise", backend, plan)
     got = ldp_noise(x, backend=backend, **args)
     want = ldp_noise(x.contiguous(), backend="torch", **args)
-    atol, rtol = rec.tolerance.get(torch.float32, (0.0, 0.0))
+    atol, rtol = rec.tolerance_for(device).get(torch.float32, (0.0, 0.0))
     assert_close_report(got, want, atol, rtol)
     lo = lower.to(device).view(1, 1, 5)
     hi = upper.to(device).view(1, 1, 5)
@@ -180,7 +180,7 @@ def _keys(n, salt=0):
     return torch.randint(-(2**63), 2**63 - 1, (n,), dtype=torch.int64, generator=g)
 
 
-@pytest.mark.parametrize(("backend", "device"), BACKEND_DEVICES)
+@pytest.mark.parametrize(("backend", "device"), backend_devices("ldp_noise"))
 @pytest.mark.parametrize(("mechanism", "kw"), MECHANISMS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.uint8])
 @pytest.mark.parametrize("shape", [(5, 123), (1, 1), (3, 7, 5), (0, 4), (4, 0)], ids=str)
@@ -192,11 +192,15 @@ def test_per_input_keys_match_reference(backend, device, mechanism, kw, dtype, s
     keys = _keys(shape[0])
     got = _run(x, backend, mechanism, kw, seed=None, offset=3, keys=keys)
     want = _run(x, "torch", mechanism, kw, seed=None, offset=3, keys=keys)
-    atol, rtol = rec.tolerance.get(got.dtype, (0.0, 0.0)) if got.dtype.is_floating_point else (0, 0)
+    atol, rtol = (
+        rec.tolerance_for(device).get(got.dtype, (0.0, 0.0))
+        if got.dtype.is_floating_point
+        else (0, 0)
+    )
     assert_close_report(got, want, atol, rtol)
 
 
-@pytest.mark.parametrize(("backend", "device"), BACKEND_DEVICES)
+@pytest.mark.parametrize(("backend", "device"), backend_devices("ldp_noise"))
 def test_an_inputs_noise_depends_on_its_key_only(backend, device):
     require_device(device)
     base = (torch.rand(33, 40, generator=torch.Generator().manual_seed(4)) * 3 - 1).to(device).t()
@@ -575,7 +579,7 @@ def test_reference_sqrt_is_correctly_rounded():
 
 @pytest.mark.parametrize(
     ("backend", "device"),
-    [p for p in BACKEND_DEVICES if p.values[0] == "triton"],
+    [p for p in backend_devices("ldp_noise") if p.values[0] == "triton"],
 )
 @pytest.mark.parametrize(("mechanism", "kw"), MECHANISMS)
 def test_triton_64_bit_index_path(backend, device, mechanism, kw, monkeypatch):
@@ -589,7 +593,7 @@ def test_triton_64_bit_index_path(backend, device, mechanism, kw, monkeypatch):
     rec = require_backend("ldp_noise", backend, _inputs_for_registry(x, mechanism, kw))
     got = _run(x, backend, mechanism, kw)
     want = _run(x, "torch", mechanism, kw)
-    assert_close_report(got, want, *rec.tolerance.get(got.dtype, (0.0, 0.0)))
+    assert_close_report(got, want, *rec.tolerance_for(device).get(got.dtype, (0.0, 0.0)))
 
 
 # --------------------------------------------------------------------------- hardening (issue 14)
@@ -800,3 +804,20 @@ def test_a_plan_run_again_without_keys_forgets_them():
     run_plan(plan, keys=torch.arange(3, dtype=torch.int64))
     again = run_plan(plan, seed=5, offset=0)
     assert torch.equal(again, ldp_noise(x, epsilon=1.0, lower=0.0, upper=1.0, seed=5, offset=0))
+
+
+def test_the_keyword_defaults_read_as_before():
+    """The noise keywords' defaults are told apart from the same values given (they may not
+    be given beside a NoiseSpec), yet the signature shows the defaults users know."""
+    import inspect
+
+    params = inspect.signature(ldp_noise).parameters
+    shown = {k: repr(params[k].default) for k in ("mechanism", "unit", "clamp", "copies", "delta")}
+    assert shown == {
+        "mechanism": "'laplace'",
+        "unit": "'feature'",
+        "clamp": "True",
+        "copies": "1",
+        "delta": "None",
+    }
+    assert list(params)[:2] == ["x", "noise"]

@@ -8,7 +8,7 @@ import torch
 
 from noiseforge.ops import philox_words
 from noiseforge.reference.philox import philox_words_reference
-from tests.support.backends import BACKEND_DEVICES, require_backend, require_device
+from tests.support.backends import backend_devices, require_backend, require_device
 
 SEEDS = [0, 1, 0xDEADBEEF, (1 << 40) + 12345, (1 << 63) - 1]
 OFFSETS = [0, 7, (1 << 32) - 3, (1 << 62)]
@@ -20,7 +20,7 @@ def test_known_answer_counter_zero_key_zero():
     assert words == [0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8]
 
 
-@pytest.mark.parametrize(("backend", "device"), BACKEND_DEVICES)
+@pytest.mark.parametrize(("backend", "device"), backend_devices("philox_words"))
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("offset", OFFSETS)
 def test_words_bit_identical_to_reference(backend, device, seed, offset):
@@ -33,7 +33,7 @@ def test_words_bit_identical_to_reference(backend, device, seed, offset):
     assert torch.equal(got.cpu(), want.cpu())
 
 
-@pytest.mark.parametrize(("backend", "device"), BACKEND_DEVICES)
+@pytest.mark.parametrize(("backend", "device"), backend_devices("philox_words"))
 def test_zero_words(backend, device):
     require_device(device)
     require_backend("philox_words", backend, torch.device(device))

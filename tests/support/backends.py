@@ -12,14 +12,36 @@ from noiseforge.ops import registry
 
 STRICT = os.environ.get("NOISEFORGE_STRICT", "0") == "1"
 
-# (backend, device) pairs every op is tested on; the torch reference runs on the same device.
+# ids of (backend, device) pairs: the Triton interpreter runs CPU tensors
+_IDS = {
+    ("torch", "cpu"): "torch-cpu",
+    ("cpu", "cpu"): "cpu",
+    ("triton", "cpu"): "triton-interpreter",
+    ("torch", "cuda"): "torch-cuda",
+    ("cuda", "cuda"): "cuda",
+    ("triton", "cuda"): "triton-cuda",
+}
+_DEVICES = {"torch": ("cpu", "cuda"), "cpu": ("cpu",), "cuda": ("cuda",), "triton": ("cpu", "cuda")}
+
+
+def backend_devices(op: str) -> list:
+    """The (backend, device) pairs ``op`` is tested on, from its Op object: each of its
+    backends on every device it runs (Triton on CPU tensors through the interpreter);
+    the torch reference runs on the same device. CUDA pairs are marked ``gpu``."""
+    params = []
+    for name in registry.get_op(op).backends:
+        for device in _DEVICES[name]:
+            marks = [pytest.mark.gpu] if device == "cuda" else []
+            params.append(pytest.param(name, device, id=_IDS[(name, device)], marks=marks))
+    return params
+
+
+# every backend name on every device: for tests that loop over all ops
 BACKEND_DEVICES = [
-    pytest.param("torch", "cpu", id="torch-cpu"),
-    pytest.param("cpu", "cpu", id="cpu"),
-    pytest.param("triton", "cpu", id="triton-interpreter"),
-    pytest.param("torch", "cuda", id="torch-cuda", marks=pytest.mark.gpu),
-    pytest.param("cuda", "cuda", id="cuda", marks=pytest.mark.gpu),
-    pytest.param("triton", "cuda", id="triton-cuda", marks=pytest.mark.gpu),
+    pytest.param(
+        name, device, id=_IDS[(name, device)], marks=[pytest.mark.gpu] if device == "cuda" else []
+    )
+    for name, device in _IDS
 ]
 
 

@@ -130,7 +130,7 @@ VARIANTS = [
     _ldp("ldp-laplace-f32-fused-control", "*fp32", "*fp32", 0, True, fusion=True),
     (
         "philox-words",
-        "ldp_noise",
+        "philox",
         "philox_words_kernel",
         {"out_ptr": "*i32", "count": "i64", "seed": "i64", "offset": "i64"},
         {"BLOCK": 256},

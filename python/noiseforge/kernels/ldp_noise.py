@@ -13,6 +13,9 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+# The raw Philox words kernel lives in kernels/philox.py; re-exported for old imports.
+from noiseforge.kernels.philox import philox_words_kernel  # noqa: F401
+
 MECH_LAPLACE = 0
 MECH_GAUSSIAN = 1
 MECH_DISCRETE = 2
@@ -157,15 +160,3 @@ def ldp_noise_kernel(
         tl.store(out_ptr + e, (bits >> 16).to(tl.uint16).to(tl.int16, bitcast=True), mask=mask)
     else:
         tl.store(out_ptr + e, result.to(out_ptr.dtype.element_ty), mask=mask)
-
-
-@triton.jit(do_not_specialize=["seed", "offset"])
-def philox_words_kernel(out_ptr, count, seed, offset, BLOCK: tl.constexpr):
-    pid = tl.program_id(0).to(tl.int64)
-    i = pid * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
-    mask = i < count
-    w0, w1, w2, w3 = tl.randint4x(seed, i + offset)
-    tl.store(out_ptr + 4 * i + 0, w0.to(tl.int32, bitcast=True), mask=mask)
-    tl.store(out_ptr + 4 * i + 1, w1.to(tl.int32, bitcast=True), mask=mask)
-    tl.store(out_ptr + 4 * i + 2, w2.to(tl.int32, bitcast=True), mask=mask)
-    tl.store(out_ptr + 4 * i + 3, w3.to(tl.int32, bitcast=True), mask=mask)

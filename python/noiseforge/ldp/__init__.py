@@ -28,6 +28,7 @@ from noiseforge.ldp.release import NoisedBatch, postprocess, release
 from noiseforge.ldp.seal import ReleaseIntegrityError
 from noiseforge.ldp.tasks import LDPTask, get_task, task_cloud_model
 from noiseforge.ldp.zest import make_probe, normalized_zest_distance, zest_distance, zest_distances
+from noiseforge.ops.noise_spec import DiscreteLaplace, Gaussian, Laplace
 from noiseforge.random import ReleaseKey
 
 __all__ = [
@@ -35,10 +36,13 @@ __all__ = [
     "CloudAnswerError",
     "CloudModel",
     "CloudQueryError",
+    "DiscreteLaplace",
+    "Gaussian",
     "IdempotencyConflictError",
     "InProcessCloud",
     "LDPKiTResult",
     "LDPTask",
+    "Laplace",
     "LedgerCorruptError",
     "LedgerStoreError",
     "NoiseSpec",

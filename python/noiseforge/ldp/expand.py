@@ -9,45 +9,62 @@ same release.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from noiseforge.ldp.release import NoisedBatch, _derive
 from noiseforge.ops import ldp_noise
+from noiseforge.ops.noise_spec import (
+    _DEFAULT_CLAMP,
+    _DEFAULT_MECHANISM,
+    _DEFAULT_UNIT,
+    Mechanism,
+    NoiseSpec,
+    resolve_noise,
+)
 
 
 def add_noise_copies(
     batch: NoisedBatch,
     copies: int,
+    noise: NoiseSpec | None = None,
     *,
-    epsilon: float,
-    lower,
-    upper,
-    mechanism: str = "laplace",
+    epsilon: float | None = None,
+    lower: Any = None,
+    upper: Any = None,
+    mechanism: str | Mechanism = _DEFAULT_MECHANISM,
     delta: float | None = None,
-    unit: str = "feature",
+    unit: str = _DEFAULT_UNIT,
+    levels: int | None = None,
+    clamp: bool = _DEFAULT_CLAMP,
     seed: int | None = None,
     backend: str | None = None,
 ) -> NoisedBatch:
-    """K extra noisy copies of every released row (noise calibrated as for ``epsilon``).
+    """K extra noisy copies of every released row, with the noise of ``noise``.
 
-    Returns a NoisedBatch of ``len(batch) * copies`` rows, grouped by source row
-    (row i's copies are adjacent), each tagged with the source row's record.
+    ``noise`` is a :class:`noiseforge.ops.NoiseSpec` (typically the release's own),
+    or give the keyword form of :func:`noiseforge.ops.ldp_noise` (``epsilon``,
+    ``lower``, ``upper``, ...), which builds the same spec; not both. Returns a
+    NoisedBatch of ``len(batch) * copies`` rows, grouped by source row (row i's
+    copies are adjacent), each tagged with the source row's record.
     """
     if not isinstance(batch, NoisedBatch):
         raise TypeError("add_noise_copies expands a NoisedBatch (released data), not raw data")
     data, records = batch._verified()
-    y = ldp_noise(
-        data,
+    noise = resolve_noise(
+        noise,
+        "add_noise_copies",
         epsilon=epsilon,
         lower=lower,
         upper=upper,
         mechanism=mechanism,
         delta=delta,
         unit=unit,
-        copies=copies,
-        seed=seed,
-        backend=backend,
+        levels=levels,
+        clamp=clamp,
     )
+    y = ldp_noise(data, noise, copies=copies, seed=seed, backend=backend)
     rows = y.reshape(len(batch) * copies, *data.shape[1:])
     return _derive(batch, rows, records.repeat_interleave(copies))
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from noiseforge.ldp.cloud import CloudModel
@@ -25,27 +24,11 @@ from noiseforge.ldp.query import query_cloud
 from noiseforge.ldp.release import NoisedBatch, release
 from noiseforge.ops import soft_label_sum
 
+# Layer-1 noise as one value; it lives with the op that accepts it (this module's name
+# for it is kept for the code that imports it from here).
+from noiseforge.ops.noise_spec import NoiseSpec
 
-@dataclass
-class NoiseSpec:
-    """Layer-1 noise: the arguments of :func:`noiseforge.ops.ldp_noise`."""
-
-    epsilon: float
-    lower: float | np.ndarray = 0.0
-    upper: float | np.ndarray = 1.0
-    mechanism: str = "laplace"
-    delta: float | None = None
-    unit: str = "feature"
-
-    def kwargs(self) -> dict:
-        return dict(
-            epsilon=self.epsilon,
-            lower=self.lower,
-            upper=self.upper,
-            mechanism=self.mechanism,
-            delta=self.delta,
-            unit=self.unit,
-        )
+__all__ = ["LDPKiTResult", "NoiseSpec", "ldpkit", "standard_ldp"]
 
 
 @dataclass
@@ -71,8 +54,9 @@ def standard_ldp(
 ) -> torch.Tensor:
     """The baseline: one noised release per input, the cloud's top answer as the label.
 
-    ``release_id`` names the release in the ledger (default: a new id)."""
-    released = release(x, records, ledger, seed=seed, release_id=release_id, **noise.kwargs())
+    ``noise`` is the release's :class:`NoiseSpec`; ``release_id`` names the release in
+    the ledger (default: a new id)."""
+    released = release(x, records, ledger, noise, seed=seed, release_id=release_id)
     return query_cloud(cloud, released, batch_size=batch_size, progress=progress).argmax(1)
 
 
@@ -98,7 +82,9 @@ def ldpkit(
 ) -> LDPKiTResult:
     """Private inference through the cloud by knowledge transfer to a local model.
 
-    ``noise_copies``: extra noisy copies of each released row (layer 2, free);
+    ``noise``: the :class:`NoiseSpec` of the release (layer 1) and of the extra
+    noise copies (layer 2, free);
+    ``noise_copies``: extra noisy copies of each released row;
     ``superimposed``: superimposed pairs as a fraction of N; ``targets``:
     ``"answers"`` trains on each query's own cloud probabilities,
     ``"aggregated"`` gives an input's rows the mean answer over its copies.
@@ -110,11 +96,11 @@ def ldpkit(
         raise ValueError(f"targets must be 'answers' or 'aggregated', got {targets!r}")
     if noise_copies < 0 or superimposed < 0:
         raise ValueError("noise_copies and superimposed must be >= 0")
-    released = release(x, records, ledger, seed=seed, release_id=release_id, **noise.kwargs())
+    released = release(x, records, ledger, noise, seed=seed, release_id=release_id)
     parts = [released]
     s = None if seed is None else seed + 1
     if noise_copies:
-        parts.append(add_noise_copies(released, noise_copies, seed=s, **noise.kwargs()))
+        parts.append(add_noise_copies(released, noise_copies, noise, seed=s))
     pairs = round(superimposed * len(released))
     if pairs:
         parts.append(superimpose(released, pairs, weight=weight, seed=s))

@@ -34,6 +34,14 @@ from noiseforge.ldp.seal import ReleaseIntegrityError, Seal, seal
 from noiseforge.ops import registry
 from noiseforge.ops.calibration import NoiseCalibration
 from noiseforge.ops.ldp_noise import plan_ldp_noise, run_plan
+from noiseforge.ops.noise_spec import (
+    _DEFAULT_CLAMP,
+    _DEFAULT_MECHANISM,
+    _DEFAULT_UNIT,
+    Mechanism,
+    NoiseSpec,
+    resolve_noise,
+)
 from noiseforge.random import ReleaseKey
 
 _MINT = object()  # held by this module: the capability to create a NoisedBatch
@@ -236,15 +244,16 @@ def release(
     x: torch.Tensor | np.ndarray,
     records: Any,
     ledger: PrivacyLedger,
+    noise: NoiseSpec | None = None,
     *,
-    epsilon: float,
-    lower: Any,
-    upper: Any,
-    mechanism: str = "laplace",
+    epsilon: float | None = None,
+    lower: Any = None,
+    upper: Any = None,
+    mechanism: str | Mechanism = _DEFAULT_MECHANISM,
     delta: float | None = None,
-    unit: str = "feature",
+    unit: str = _DEFAULT_UNIT,
     levels: int | None = None,
-    clamp: bool = True,
+    clamp: bool = _DEFAULT_CLAMP,
     seed: int | None = None,
     key: ReleaseKey | None = None,
     release_id: str | None = None,
@@ -255,7 +264,11 @@ def release(
     """Release each private input once with eps-LDP noise, charging the ledger.
 
     ``records`` are the (N,) integer ids (>= 0, each once) of the rows of ``x``.
-    The charge is the calibration's per-record total (``epsilon_total``,
+    The noise is ``noise``, a :class:`noiseforge.ops.NoiseSpec` (e.g.
+    ``NoiseSpec(Laplace(2.0), lower=0.0, upper=1.0)``), or the keyword form of
+    :func:`noiseforge.ops.ldp_noise` (``epsilon``, ``lower``, ``upper``,
+    ``mechanism``, ``delta``, ``unit``, ``levels``, ``clamp``), which builds the same
+    spec; giving both is a TypeError. The charge is the calibration's per-record total (``epsilon_total``,
     ``delta_total``), made in one ledger transaction before any noise is drawn;
     a refused charge raises BudgetExceededError and releases nothing. Returns a
     sealed (N, ...) NoisedBatch.
@@ -294,7 +307,9 @@ def release(
         key = ReleaseKey.from_seed(seed, release_id)
     elif key is None:
         key = ReleaseKey()
-    kwargs = dict(
+    noise = resolve_noise(
+        noise,
+        "release",
         epsilon=epsilon,
         lower=lower,
         upper=upper,
@@ -304,14 +319,14 @@ def release(
         levels=levels,
         clamp=clamp,
     )
-    plan = plan_ldp_noise(x, **kwargs)  # validates everything before the ledger is touched
+    plan = plan_ldp_noise(x, noise)  # validates everything before the ledger is touched
     registry.select("ldp_noise", backend, plan, plan.device.type)
     cal = plan.calibration
     entry = ledger.charge(
         rs,
         cal.epsilon_total,
         cal.delta_total,
-        mechanism=mechanism,
+        mechanism=noise.mechanism.name,
         note=note,
         release_id=release_id,
         batch=batch,

@@ -106,36 +106,41 @@ def triton_supports(inputs) -> list[str]:
     return triton_device_reasons(getattr(inputs, "device", inputs))
 
 
-def register_backends(
-    op: str,
+def add_backends(
+    op,
     *,
     cuda=None,
     triton=None,
     cpu=None,
     torch_ref=None,
     tolerance=None,
-    cuda_tolerance=None,
+    gpu_tolerance=None,
     triton_check=None,
 ) -> None:
-    """Register an op's backends in the standard priority order (cuda, triton,
-    cpu, torch); ``None`` leaves a backend out. ``triton_check`` adds per-input
-    reasons to the Triton device check."""
-    from noiseforge.ops import registry
+    """Add an op's backends to the :class:`~noiseforge.ops.registry.Op` ``op`` in the
+    standard priority order (cuda, triton, cpu, torch); ``None`` leaves a backend
+    out. ``tolerance`` is stated for CPU tensors, ``gpu_tolerance`` for CUDA tensors
+    (the cuda backend, and Triton compiled for the GPU). ``triton_check`` adds
+    per-plan reasons to the Triton device check."""
+    from noiseforge.ops.registry import BackendRecord
 
     tol = tolerance or {}
+    gpu = gpu_tolerance if gpu_tolerance is not None else tol
 
-    def triton_reasons_for(inputs) -> list[str]:
-        why = triton_supports(inputs)
-        return why if why or triton_check is None else triton_check(inputs)
+    def triton_reasons_for(plan) -> list[str]:
+        why = triton_supports(plan)
+        return why if why or triton_check is None else triton_check(plan)
 
+    # the torch backend is the reference itself: exact on every device
     entries = [
-        ("cuda", ("cuda",), cuda_reasons, on_device("cuda"), cuda, cuda_tolerance or tol),
-        ("triton", ("cuda",), triton_reasons, triton_reasons_for, triton, tol),
-        ("cpu", ("cpu",), native_reasons, on_device("cpu"), cpu, tol),
-        ("torch", ("cpu", "cuda"), list, lambda inputs: [], torch_ref, tol),
+        ("cuda", ("cuda",), cuda_reasons, on_device("cuda"), cuda, gpu),
+        ("triton", ("cuda",), triton_reasons, triton_reasons_for, triton, gpu),
+        ("cpu", ("cpu",), native_reasons, on_device("cpu"), cpu, None),
+        ("torch", ("cpu", "cuda"), list, lambda plan: [], torch_ref, None),
     ]
-    for priority, (name, auto, available, supports, run, t) in enumerate(entries):
+    for priority, (name, auto, available, supports, run, on_gpu) in enumerate(entries):
         if run is not None:
-            registry.register(
-                registry.BackendRecord(op, name, priority, auto, available, supports, run, t)
+            rec = BackendRecord(
+                op.name, name, priority, auto, available, supports, run, tol, on_gpu
             )
+            op.add(rec)

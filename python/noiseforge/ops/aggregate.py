@@ -19,6 +19,7 @@ from typing import NamedTuple
 import torch
 
 from noiseforge import _native
+from noiseforge._common.validation import check_int
 from noiseforge.ops import _backends as B
 from noiseforge.ops import registry
 from noiseforge.reference.aggregate import (
@@ -38,7 +39,10 @@ _MODES = {"counts": 0, "weighted": 1, "soft": 2}
 
 
 @dataclass
-class _AggPlan:
+class AggregatePlan:
+    """A validated :func:`vote_histogram` / :func:`soft_label_sum` /
+    :func:`aggregate_labels` call."""
+
     mode: str  # "counts" | "weighted" | "soft"
     index: torch.Tensor  # (M,) int32/int64, contiguous
     labels: torch.Tensor | None  # (M,) int32/int64, contiguous
@@ -56,13 +60,10 @@ class _AggPlan:
         return self.index.shape[0]
 
 
+_AggPlan = AggregatePlan  # the name before plans were public
+
+
 # --------------------------------------------------------------------------- validation
-
-
-def _check_size(name: str, value: int, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
 
 
 def _check_ints(
@@ -107,7 +108,7 @@ def _first(bad: torch.Tensor) -> int:
     return int(torch.nonzero(flat)[0]) if bool(flat.any()) else -1
 
 
-def _raise_for(p: _AggPlan, bad_index: int, bad_label: int, bad_value: int) -> None:
+def _raise_for(p: AggregatePlan, bad_index: int, bad_label: int, bad_value: int) -> None:
     """The error for the first offending position the checks found (if any)."""
     if bad_index >= 0:
         v = int(p.index[bad_index])
@@ -131,7 +132,7 @@ def _raise_for(p: _AggPlan, bad_index: int, bad_label: int, bad_value: int) -> N
         )
 
 
-def _validate_with_torch(p: _AggPlan) -> None:
+def _validate_with_torch(p: AggregatePlan) -> None:
     """Content checks for the backends that do not check natively."""
     bad_index = _first((p.index < 0) | (p.index >= p.num_inputs))
     bad_label = -1 if p.labels is None else _first((p.labels < 0) | (p.labels >= p.num_classes))
@@ -147,7 +148,7 @@ def _validate_with_torch(p: _AggPlan) -> None:
 # --------------------------------------------------------------------------- backends
 
 
-def _run_torch(p: _AggPlan) -> torch.Tensor:
+def _run_torch(p: AggregatePlan) -> torch.Tensor:
     _validate_with_torch(p)
     if p.mode == "soft":
         return soft_label_sum_reference(p.index, p.values, p.num_inputs)
@@ -156,7 +157,9 @@ def _run_torch(p: _AggPlan) -> torch.Tensor:
     )
 
 
-def _native_aggregate(p: _AggPlan, out: torch.Tensor | None, top1: tuple | None = None) -> None:
+def _native_aggregate(
+    p: AggregatePlan, out: torch.Tensor | None, top1: tuple | None = None
+) -> None:
     """The C++ pass: into the (N, C) table ``out``, or (fused) into the four
     ``top1`` outputs; raises the error for the first offending position."""
     labels = p.labels if p.labels is not None else p.index
@@ -191,14 +194,14 @@ def _native_aggregate(p: _AggPlan, out: torch.Tensor | None, top1: tuple | None 
     _raise_for(p, bad_index, bad_label, bad_value)
 
 
-def _run_cpu(p: _AggPlan) -> torch.Tensor:
+def _run_cpu(p: AggregatePlan) -> torch.Tensor:
     out_dtype = p.count_dtype if p.mode == "counts" else torch.float32
     out = torch.empty((p.num_inputs, p.num_classes), dtype=out_dtype)
     _native_aggregate(p, out)
     return out
 
 
-def _quantized(p: _AggPlan) -> tuple[torch.Tensor | None, int]:
+def _quantized(p: AggregatePlan) -> tuple[torch.Tensor | None, int]:
     if p.values is None:
         return None, 0
     rows = p.m
@@ -206,12 +209,12 @@ def _quantized(p: _AggPlan) -> tuple[torch.Tensor | None, int]:
     return quantize(p.values, shift), shift
 
 
-def _table_dtype(p: _AggPlan) -> torch.dtype:
+def _table_dtype(p: AggregatePlan) -> torch.dtype:
     """The integer table of the GPU backends: the count dtype, or int64 fixed point."""
     return p.count_dtype if p.mode == "counts" else torch.int64
 
 
-def _cuda_table(p: _AggPlan, acc_dtype: torch.dtype) -> tuple[torch.Tensor, int]:
+def _cuda_table(p: AggregatePlan, acc_dtype: torch.dtype) -> tuple[torch.Tensor, int]:
     """The (N, C) integer table filled by the CUDA kernels, and its fixed-point shift."""
     _validate_with_torch(p)
     q, shift = _quantized(p)
@@ -222,12 +225,12 @@ def _cuda_table(p: _AggPlan, acc_dtype: torch.dtype) -> tuple[torch.Tensor, int]
     return acc, shift
 
 
-def _run_cuda(p: _AggPlan) -> torch.Tensor:
+def _run_cuda(p: AggregatePlan) -> torch.Tensor:
     acc, shift = _cuda_table(p, _table_dtype(p))
     return acc if p.mode == "counts" else dequantize(acc, shift)
 
 
-def _launch_cuda(mod, p: _AggPlan, q, acc, acc_dtype, stream) -> None:
+def _launch_cuda(mod, p: AggregatePlan, q, acc, acc_dtype, stream) -> None:
     if p.mode == "soft":
         mod.scatter_rows_cuda(
             p.index.data_ptr(),
@@ -253,7 +256,7 @@ def _launch_cuda(mod, p: _AggPlan, q, acc, acc_dtype, stream) -> None:
         )
 
 
-def _triton_table(p: _AggPlan, acc_dtype: torch.dtype) -> tuple[torch.Tensor, int]:
+def _triton_table(p: AggregatePlan, acc_dtype: torch.dtype) -> tuple[torch.Tensor, int]:
     """The (N, C) integer table filled by the Triton kernels, and its fixed-point shift."""
     _validate_with_torch(p)
     q, shift = _quantized(p)
@@ -264,12 +267,12 @@ def _triton_table(p: _AggPlan, acc_dtype: torch.dtype) -> tuple[torch.Tensor, in
     return acc, shift
 
 
-def _run_triton(p: _AggPlan) -> torch.Tensor:
+def _run_triton(p: AggregatePlan) -> torch.Tensor:
     acc, shift = _triton_table(p, _table_dtype(p))
     return acc if p.mode == "counts" else dequantize(acc, shift)
 
 
-def _launch_triton(p: _AggPlan, q, acc) -> None:
+def _launch_triton(p: AggregatePlan, q, acc) -> None:
     from noiseforge.kernels.aggregate import scatter_add_kernel, scatter_rows_kernel
 
     if p.mode == "soft":
@@ -284,7 +287,7 @@ def _launch_triton(p: _AggPlan, q, acc) -> None:
         )
 
 
-def _triton_limits(p: _AggPlan) -> list[str]:
+def _triton_limits(p: AggregatePlan) -> list[str]:
     # soft labels: class blocks of 64 on the grid's second axis, which stops at 65535
     if p.mode == "soft" and B.cdiv(p.num_classes, 64) > 65535:
         return [
@@ -294,9 +297,24 @@ def _triton_limits(p: _AggPlan) -> list[str]:
     return []
 
 
+def _example(device: torch.device) -> AggregatePlan:
+    index = torch.tensor([0, 1, 1], dtype=torch.int64, device=device)
+    labels = torch.tensor([2, 0, 0], dtype=torch.int64, device=device)
+    return plan_vote_histogram(index, labels, 2, 3)
+
+
 _EXACT = {torch.float32: (0.0, 0.0)}
-B.register_backends(
-    OP,
+VOTE_HISTOGRAM: registry.Op[AggregatePlan, torch.Tensor] = registry.register_op(
+    registry.Op(
+        OP,
+        AggregatePlan,
+        lambda *args, **kwargs: plan_vote_histogram(*args, **kwargs),
+        _example,
+        "per-input vote histograms and soft-label sums (exact fixed point)",
+    )
+)
+B.add_backends(
+    VOTE_HISTOGRAM,
     cuda=_run_cuda,
     triton=_run_triton,
     cpu=_run_cpu,
@@ -309,18 +327,18 @@ B.register_backends(
 # --------------------------------------------------------------------------- fused top-1
 
 
-def _top1(p: _AggPlan, acc: torch.Tensor, shift: int) -> Top1:
+def _top1(p: AggregatePlan, acc: torch.Tensor, shift: int) -> Top1:
     return Top1(*top1_from_sums(acc, None if p.mode == "counts" else shift))
 
 
-def _run_top1_torch(p: _AggPlan) -> Top1:
+def _run_top1_torch(p: AggregatePlan) -> Top1:
     _validate_with_torch(p)
     labels = None if p.mode == "soft" else p.labels
     acc, shift = accumulate_reference(p.index, p.num_inputs, p.num_classes, labels, p.values)
     return Top1(*top1_from_sums(acc, shift))
 
 
-def _run_top1_cpu(p: _AggPlan) -> Top1:
+def _run_top1_cpu(p: AggregatePlan) -> Top1:
     n = p.num_inputs
     label = torch.empty(n, dtype=torch.int64)
     top = torch.empty(n, dtype=torch.int64 if p.mode == "counts" else torch.float32)
@@ -332,16 +350,25 @@ def _run_top1_cpu(p: _AggPlan) -> Top1:
 
 
 # the GPU backends build the int64 table on the device, then torch reduces it
-def _run_top1_cuda(p: _AggPlan) -> Top1:
+def _run_top1_cuda(p: AggregatePlan) -> Top1:
     return _top1(p, *_cuda_table(p, torch.int64))
 
 
-def _run_top1_triton(p: _AggPlan) -> Top1:
+def _run_top1_triton(p: AggregatePlan) -> Top1:
     return _top1(p, *_triton_table(p, torch.int64))
 
 
-B.register_backends(
-    OP_TOP1,
+AGGREGATE_LABELS: registry.Op[AggregatePlan, Top1] = registry.register_op(
+    registry.Op(
+        OP_TOP1,
+        AggregatePlan,
+        lambda *args, **kwargs: plan_aggregate_labels(*args, **kwargs),
+        _example,
+        "fused vote histogram + top-1 label, share and margin per input",
+    )
+)
+B.add_backends(
+    AGGREGATE_LABELS,
     cuda=_run_top1_cuda,
     triton=_run_top1_triton,
     cpu=_run_top1_cpu,
@@ -356,10 +383,10 @@ B.register_backends(
 
 def plan_vote_histogram(
     index, labels, num_inputs, num_classes, *, weights=None, dtype: torch.dtype = torch.int64
-) -> _AggPlan:
+) -> AggregatePlan:
     """Validate shapes, dtypes and devices of a :func:`vote_histogram` call."""
-    _check_size("num_inputs", num_inputs, 0)
-    _check_size("num_classes", num_classes, 1)
+    num_inputs = check_int("num_inputs", num_inputs, 0)
+    num_classes = check_int("num_classes", num_classes, 1)
     index = _check_ints("index", index, None, None)
     labels = _check_ints("labels", labels, index.shape[0], index.device)
     if dtype not in (torch.int32, torch.int64):
@@ -375,7 +402,7 @@ def plan_vote_histogram(
     if num_inputs == 0 and index.shape[0]:
         raise ValueError("num_inputs is 0 but there are answers; every answer must name an input")
     mode = "counts" if weights is None else "weighted"
-    return _AggPlan(mode, index, labels, weights, num_inputs, num_classes, dtype)
+    return AggregatePlan(mode, index, labels, weights, num_inputs, num_classes, dtype)
 
 
 def vote_histogram(
@@ -422,11 +449,12 @@ def vote_histogram(
         Wrong dtypes.
     """
     p = plan_vote_histogram(index, labels, num_inputs, num_classes, weights=weights, dtype=dtype)
-    return registry.select(OP, backend, p, p.device.type).run(p)
+    return VOTE_HISTOGRAM.run(p, backend)
 
 
-def _plan_soft(index, probs, num_inputs) -> _AggPlan:
-    _check_size("num_inputs", num_inputs, 0)
+def plan_soft_label_sum(index, probs, num_inputs) -> AggregatePlan:
+    """Validate a :func:`soft_label_sum` call."""
+    num_inputs = check_int("num_inputs", num_inputs, 0)
     index = _check_ints("index", index, None, None)
     if not isinstance(probs, torch.Tensor) or probs.dim() != 2:
         raise ValueError("probs must be a (M, C) tensor of class probabilities")
@@ -435,7 +463,10 @@ def _plan_soft(index, probs, num_inputs) -> _AggPlan:
     probs = _check_floats("probs", probs, (index.shape[0], probs.shape[1]), index.device)
     if num_inputs == 0 and index.shape[0]:
         raise ValueError("num_inputs is 0 but there are answers; every answer must name an input")
-    return _AggPlan("soft", index, None, probs, num_inputs, probs.shape[1], torch.int64)
+    return AggregatePlan("soft", index, None, probs, num_inputs, probs.shape[1], torch.int64)
+
+
+_plan_soft = plan_soft_label_sum
 
 
 def soft_label_sum(
@@ -455,8 +486,8 @@ def soft_label_sum(
     answers get a row of zeros. Raises ValueError naming the first offending
     position for an index outside [0, N) or a bad probability.
     """
-    p = _plan_soft(index, probs, num_inputs)
-    sums = registry.select(OP, backend, p, p.device.type).run(p)
+    p = plan_soft_label_sum(index, probs, num_inputs)
+    sums = VOTE_HISTOGRAM.run(p, backend)
     if not mean:
         return sums
     counts = torch.zeros(num_inputs, dtype=torch.int64, device=index.device)
@@ -499,6 +530,27 @@ def aggregate_top1(hist: torch.Tensor) -> Top1:
     return Top1(label, top, share, margin)
 
 
+def plan_aggregate_labels(
+    index: torch.Tensor,
+    num_inputs: int,
+    *,
+    labels: torch.Tensor | None = None,
+    num_classes: int | None = None,
+    weights: torch.Tensor | None = None,
+    probs: torch.Tensor | None = None,
+) -> AggregatePlan:
+    """Validate an :func:`aggregate_labels` call (hard answers or soft answers)."""
+    if probs is not None:
+        if labels is not None or weights is not None or num_classes is not None:
+            raise ValueError(
+                "give either probs (soft answers) or labels/num_classes/weights (hard answers)"
+            )
+        return plan_soft_label_sum(index, probs, num_inputs)
+    if labels is None or num_classes is None:
+        raise ValueError("give labels and num_classes (hard answers), or probs (soft answers)")
+    return plan_vote_histogram(index, labels, num_inputs, num_classes, weights=weights)
+
+
 def aggregate_labels(
     index: torch.Tensor,
     num_inputs: int,
@@ -533,14 +585,7 @@ def aggregate_labels(
     ``cuda``, ``triton`` and ``torch`` backends build the int64 table on the
     device and reduce it.
     """
-    if probs is not None:
-        if labels is not None or weights is not None or num_classes is not None:
-            raise ValueError(
-                "give either probs (soft answers) or labels/num_classes/weights (hard answers)"
-            )
-        p = _plan_soft(index, probs, num_inputs)
-    else:
-        if labels is None or num_classes is None:
-            raise ValueError("give labels and num_classes (hard answers), or probs (soft answers)")
-        p = plan_vote_histogram(index, labels, num_inputs, num_classes, weights=weights)
-    return registry.select(OP_TOP1, backend, p, p.device.type).run(p)
+    p = plan_aggregate_labels(
+        index, num_inputs, labels=labels, num_classes=num_classes, weights=weights, probs=probs
+    )
+    return AGGREGATE_LABELS.run(p, backend)

@@ -31,10 +31,20 @@ import functools
 import itertools
 import math
 from dataclasses import dataclass
+from numbers import Integral, Real
+from typing import Any
 
 import numpy as np
+import torch
 
 MAX_LEVELS = 4097
+#: the mechanisms :func:`calibrate_noise` calibrates (their types: :mod:`noiseforge.ops.noise_spec`)
+MECHANISM_NAMES = ("laplace", "gaussian", "discrete_laplace")
+#: what one epsilon covers: one feature, or the whole record
+UNITS = ("feature", "record")
+#: how far the realized discrete-Laplace loss may exceed the epsilon asked for (the
+#: 64-bit tables' rounding); beyond it the epsilon is refused as too small
+REALIZED_SLACK = 0.01
 
 
 def laplace_scale(epsilon: float, sensitivity: float) -> float:
@@ -232,3 +242,280 @@ class NoiseCalibration:
             "computed from the 64-bit tables); outputs lie on the quantisation grid",
         }[self.mechanism]
         return f"{head} ({copies}; {per_feature}); {caveat}"
+
+
+# --------------------------------------------------------------------------- argument checks
+
+
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
+def _check_number(name: str, value: Any, *, positive: bool = True) -> float:
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    try:
+        value = float(value)
+    except OverflowError:  # an int beyond float64
+        raise ValueError(
+            f"{name} must be a finite number > 0, got an integer of {int(value).bit_length()} "
+            "bits (beyond float64)"
+        ) from None
+    if not math.isfinite(value) or (positive and value <= 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value}")
+    return value
+
+
+def _bound_array(name: str, value: Any) -> np.ndarray:
+    """A bound (number, array or tensor) as a numpy array of its own shape; refuses
+    non-numeric values (bfloat16 and float16 tensors become float32, exactly)."""
+    if isinstance(value, torch.Tensor):
+        t = value.detach()
+        if t.is_floating_point() and t.dtype != torch.float64:
+            t = t.float()  # numpy has no bfloat16; float16 -> float32 is exact
+        arr = t.cpu().numpy()
+    else:
+        arr = np.asarray(value)
+    if arr.dtype.kind not in "fiu":
+        raise TypeError(
+            f"{name} must be a number or a numeric array within float32's range, got dtype "
+            f"{arr.dtype}"
+        )
+    return arr
+
+
+def _check_bound_values(name: str, wide: np.ndarray) -> None:
+    """Every value of a flat float64 bound finite and within float32 (index = feature)."""
+    bad = np.flatnonzero(~np.isfinite(wide))
+    if bad.size:
+        raise ValueError(f"{name} must be finite; feature {bad[0]} is {wide[bad[0]]}")
+    bad = np.flatnonzero(np.abs(wide) > _F32_MAX)
+    if bad.size:
+        raise ValueError(
+            f"{name} must lie within float32's range (+-{_F32_MAX:.4g}), the precision of the "
+            f"op; feature {bad[0]} is {wide[bad[0]]:.4g}: rescale the data"
+        )
+
+
+def _feature_vector(name: str, value: Any, feature_shape: tuple[int, ...], d: int) -> np.ndarray:
+    """A bound broadcast to the feature shape of x, as (D,) float32, checked."""
+    arr = _bound_array(name, value)
+    try:
+        arr = np.broadcast_to(arr, feature_shape)
+    except ValueError:
+        raise ValueError(
+            f"{name} has shape {arr.shape}, which does not broadcast to the feature shape "
+            f"{feature_shape} of x; give a scalar or an array of that shape"
+        ) from None
+    wide = np.asarray(arr, dtype=np.float64).reshape(d)
+    _check_bound_values(name, wide)
+    return wide.astype(np.float32)
+
+
+def _check_epsilon(epsilon: Any) -> float:
+    """epsilon as a float: a finite real number > 0."""
+    return _check_number("epsilon", epsilon)
+
+
+def _check_gaussian_delta(delta: Any) -> float:
+    """The Gaussian mechanism's delta as a float in (0, 1)."""
+    if delta is None:
+        raise ValueError("the Gaussian mechanism needs delta in (0, 1), e.g. delta=1e-5")
+    delta = _check_number("delta", delta)
+    if not delta < 1:
+        raise ValueError(f"delta must be in (0, 1), got {delta}")
+    return delta
+
+
+def _check_pure_delta(mechanism: str, delta: Any) -> None:
+    """A pure eps-LDP mechanism takes no delta (None or 0 are accepted, as no delta)."""
+    if delta not in (None, 0, 0.0):
+        raise ValueError(f"delta applies to mechanism='gaussian' only; {mechanism} is pure eps-LDP")
+
+
+def _check_levels(levels: Any) -> int:
+    """discrete_laplace's grid points per feature as an int in [2, MAX_LEVELS]."""
+    if (
+        isinstance(levels, bool)
+        or not isinstance(levels, Integral)
+        or not 2 <= levels <= MAX_LEVELS
+    ):
+        raise ValueError(f"levels must be an int in [2, {MAX_LEVELS}], got {levels!r}")
+    return int(levels)
+
+
+def _check_mechanism_name(mechanism: Any) -> str:
+    if not isinstance(mechanism, str) or mechanism not in MECHANISM_NAMES:
+        raise ValueError(f"mechanism must be one of {sorted(MECHANISM_NAMES)}, got {mechanism!r}")
+    return mechanism
+
+
+def _check_unit(unit: Any) -> str:
+    if not isinstance(unit, str) or unit not in UNITS:
+        raise ValueError(f"unit must be 'feature' or 'record', got {unit!r}")
+    return unit
+
+
+# --------------------------------------------------------------------------- calibration
+
+
+def _bounds_vector(name: str, value: Any) -> np.ndarray:
+    """(D,) float32 bounds for :func:`calibrate_noise` (any shape, flattened)."""
+    arr = value if isinstance(value, np.ndarray) else np.asarray(value)
+    d = int(arr.size)
+    return _feature_vector(name, arr.reshape(d) if arr.dtype.kind in "fiu" else arr, (d,), d)
+
+
+def _check_grid(lower: np.ndarray, upper: np.ndarray, levels: int) -> None:
+    """discrete_laplace computes ``(x - lower) / step`` and ``lower + q * step`` in float32
+    (step = the grid step): the width must be finite there and the step a normal float32."""
+    with np.errstate(over="ignore"):
+        width32 = upper - lower  # float32, as the kernels compute it
+    bad = np.flatnonzero(~np.isfinite(width32))
+    if bad.size:
+        j = int(bad[0])
+        raise ValueError(
+            f"discrete_laplace: the domain [{lower[j]:.4g}, {upper[j]:.4g}] of feature {j} is "
+            "wider than float32's range, in which the grid is computed; rescale the data"
+        )
+    step = (upper.astype(np.float64) - lower.astype(np.float64)) / (levels - 1)
+    bad = np.flatnonzero(step.astype(np.float32) < np.finfo(np.float32).tiny)
+    if bad.size:
+        j = int(bad[0])
+        raise ValueError(
+            f"discrete_laplace: the grid step (upper - lower) / (levels - 1) = {step[j]:.3g} "
+            f"of feature {j} is below float32's normal range (~1.2e-38); widen the domain "
+            "(rescale the data) or use fewer levels"
+        )
+
+
+def _round_up_f32(values: np.ndarray) -> np.ndarray:
+    """float64 -> float32, rounding up, so that noise is never smaller than calibrated."""
+    out = values.astype(np.float32)
+    low = out.astype(np.float64) < values
+    out[low] = np.nextafter(out[low], np.float32(np.inf))
+    return out
+
+
+def calibrate_noise(
+    *,
+    mechanism: str,
+    epsilon: float,
+    delta: float | None,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    unit: str = "feature",
+    levels: int | None = None,
+    copies: int = 1,
+) -> NoiseCalibration:
+    """Per-feature noise scales and the guarantee for float32 (D,) domain bounds.
+
+    The formulas are this module's (see its docstring); the mechanism types of
+    :mod:`noiseforge.ops.noise_spec` calibrate through this function. ``copies`` (K) enters
+    the guarantee only: every copy is a fresh release of the same record, so a
+    record's K copies together cost K times the budget of one. Raises ValueError
+    on an unknown mechanism or unit, a bad epsilon/delta/levels, lower >= upper,
+    bounds beyond float32, a noise scale beyond float32, or (discrete_laplace) an
+    epsilon that the 64-bit sampling tables cannot realise (too small: the noise
+    is flatter than they resolve; too large: some outputs become unreachable), a
+    domain wider than float32 or a grid step below float32's normal range.
+    """
+    lower = _bounds_vector("lower", lower)
+    upper = _bounds_vector("upper", upper)
+    if lower.shape != upper.shape:
+        raise ValueError(
+            f"lower and upper must have one value per feature each; got {lower.size} and "
+            f"{upper.size} values"
+        )
+    _check_mechanism_name(mechanism)
+    _check_unit(unit)
+    epsilon = _check_epsilon(epsilon)
+    if mechanism == "gaussian":
+        delta = _check_gaussian_delta(delta)
+    else:
+        _check_pure_delta(mechanism, delta)
+    bad = np.flatnonzero(~(lower < upper))
+    if bad.size:
+        j = int(bad[0])
+        raise ValueError(
+            f"lower must be < upper for every feature; feature {j} has lower={lower[j]} "
+            f">= upper={upper[j]}"
+        )
+    d = lower.size
+    width = upper.astype(np.float64) - lower.astype(np.float64)
+    feature = unit == "feature"
+    extra: dict[str, Any] = {}
+    delta_one = 0.0
+    if mechanism == "laplace":
+        with np.errstate(over="ignore"):  # an infinite scale is refused below
+            scale = width / epsilon if feature else np.full(d, width.sum() / epsilon)
+        eps_f = epsilon if feature else math.nan
+        eps_r = epsilon * d if feature else epsilon
+    elif mechanism == "gaussian":
+        assert delta is not None
+        unit_sigma = analytic_gaussian_sigma(epsilon, delta, 1.0)  # sigma scales with Delta
+        if feature:
+            scale = width * unit_sigma
+            eps_f, eps_r, delta_one = epsilon, epsilon * d, min(1.0, delta * d)
+        else:
+            scale = np.full(d, math.sqrt(float(np.sum(width**2))) * unit_sigma)
+            eps_f, eps_r, delta_one = math.nan, epsilon, delta
+    else:  # discrete_laplace
+        levels = _check_levels(256 if levels is None else levels)
+        _check_grid(lower, upper, levels)
+        grid = (levels - 1) * (1 if feature else max(d, 1))  # D = 0: nothing is released
+        alpha = geometric_alpha(epsilon, grid)
+        too_small = (
+            f"epsilon={epsilon} is too small for discrete_laplace with {levels} levels"
+            f"{'' if feature else f' over {d} features'}: its noise (alpha = exp(-epsilon / "
+            f"{grid}) = {alpha!r}) is flatter than the 64-bit sampling tables resolve, so some "
+            "outputs would be unreachable; raise epsilon or use fewer levels"
+        )
+        # 2 alpha / (1 + alpha) = P(|Z| >= 1) rounding to 1 would overflow the uint64 table
+        if not 2.0 * alpha / (1.0 + alpha) < 1.0:
+            raise ValueError(too_small)
+        per_feature = realized_epsilon(alpha, levels)
+        if not math.isfinite(per_feature):
+            if geometric_table(alpha, levels)[-1] != 0:  # no threshold reached 0: too flat
+                raise ValueError(too_small)
+            raise ValueError(
+                f"epsilon={epsilon} is too large for discrete_laplace with {levels} levels: the "
+                "64-bit sampling tables cannot reach every output; lower epsilon or the levels"
+            )
+        wanted = epsilon if feature else epsilon / max(d, 1)
+        if per_feature > wanted * (1 + REALIZED_SLACK):
+            raise ValueError(
+                f"epsilon={epsilon} is too small for discrete_laplace with {levels} levels"
+                f"{'' if feature else f' over {d} features'}: the 64-bit sampling tables' "
+                f"rounding would make the privacy loss {per_feature:.3g} per feature, not the "
+                f"{wanted:.3g} asked for; raise epsilon, use fewer levels, or use laplace"
+            )
+        scale = width / (levels - 1)  # the grid step (privacy does not depend on it)
+        eps_f = per_feature if feature else math.nan
+        eps_r = math.nextafter(per_feature * d, math.inf) if d > 1 else per_feature * d
+        extra = {"levels": levels, "alpha": alpha}
+    # Noise draws reach about 17 scales (Laplace) from the input; all of it must stay finite.
+    if (
+        d
+        and not float(np.max(scale)) * 20 + float(np.max(np.abs(np.concatenate([lower, upper]))))
+        < _F32_MAX
+    ):
+        raise ValueError(
+            f"the noise scale {float(np.max(scale)):.3g} is too large for float32 (domain width "
+            f"/ epsilon); rescale the data to a smaller domain or raise epsilon"
+        )
+    scale = np.asarray(scale, np.float64)
+    # continuous scales round up (never less noise than calibrated); the grid step rounds to nearest
+    scale32 = scale.astype(np.float32) if extra else _round_up_f32(scale)
+    return NoiseCalibration(
+        mechanism,
+        unit,
+        epsilon,
+        delta or 0.0,
+        d,
+        scale32,
+        eps_f,
+        eps_r,
+        delta_one,
+        copies=copies,
+        **extra,
+    )

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from numbers import Integral
 
 import numpy as np
 import torch
 
 from noiseforge import _native
+from noiseforge._common.validation import check_int
 from noiseforge._common.vectors import METRICS, exclusion_csr
 from noiseforge.ops import _backends as B
 from noiseforge.ops import registry
@@ -25,7 +25,9 @@ OP = "knn_topk"
 
 
 @dataclass
-class _KnnPlan:
+class KnnTopkPlan:
+    """A validated :func:`knn_topk` call."""
+
     queries: torch.Tensor  # (Q, D) float32 contiguous
     corpus: torch.Tensor  # (N, D) float32 contiguous
     k: int
@@ -36,6 +38,9 @@ class _KnnPlan:
     @property
     def device(self) -> torch.device:
         return self.queries.device
+
+
+_KnnPlan = KnnTopkPlan  # the name before plans were public
 
 
 def _matrix(name: str, x, device=None) -> torch.Tensor:
@@ -56,7 +61,7 @@ def _matrix(name: str, x, device=None) -> torch.Tensor:
     return x
 
 
-def plan_knn_topk(queries, corpus, k: int, *, metric: str = "cosine", exclude=None) -> _KnnPlan:
+def plan_knn_topk(queries, corpus, k: int, *, metric: str = "cosine", exclude=None) -> KnnTopkPlan:
     """Validate a :func:`knn_topk` call (shapes, dtypes, devices, exclusions)."""
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {sorted(METRICS)}, got {metric!r}")
@@ -64,8 +69,7 @@ def plan_knn_topk(queries, corpus, k: int, *, metric: str = "cosine", exclude=No
     c = _matrix("corpus", corpus, q.device)
     if q.shape[1] != c.shape[1]:
         raise ValueError(f"queries have dimension {q.shape[1]} but the corpus has {c.shape[1]}")
-    if isinstance(k, bool) or not isinstance(k, Integral) or k < 1:
-        raise ValueError(f"k must be an int >= 1, got {k!r}")
+    k = check_int("k", k, 1)
     if k > c.shape[0]:
         raise ValueError(f"k={k} is larger than the corpus ({c.shape[0]} vectors)")
     if metric == "cosine":
@@ -83,14 +87,14 @@ def plan_knn_topk(queries, corpus, k: int, *, metric: str = "cosine", exclude=No
     csr = exclusion_csr(exclude, q.shape[0])
     if csr is not None:
         offsets, excluded = torch.from_numpy(csr[0]), torch.from_numpy(csr[1])
-    return _KnnPlan(q, c, int(k), metric, offsets, excluded)
+    return KnnTopkPlan(q, c, int(k), metric, offsets, excluded)
 
 
-def _run_torch(p: _KnnPlan):
+def _run_torch(p: KnnTopkPlan):
     return knn_topk_reference(p.queries, p.corpus, p.k, p.metric, p.offsets, p.excluded)
 
 
-def _run_cpu(p: _KnnPlan):
+def _run_cpu(p: KnnTopkPlan):
     nq, d = p.queries.shape
     ids = torch.empty((nq, p.k), dtype=torch.int64)
     scores = torch.empty((nq, p.k), dtype=torch.float32)
@@ -156,7 +160,7 @@ def triton_tile(kp: int) -> tuple[int, int, int, int, int]:
     return block_q, max(block_n, kp), block_d, warps, splits
 
 
-def _triton_width(p: _KnnPlan) -> int:
+def _triton_width(p: KnnTopkPlan) -> int:
     """Keys kept per query: k plus the longest exclusion list, as a power of two >= 16."""
     longest = 0
     if p.offsets is not None and p.offsets.numel() > 1:
@@ -165,7 +169,7 @@ def _triton_width(p: _KnnPlan) -> int:
     return max(16, 1 << (need - 1).bit_length())
 
 
-def _triton_limits(p: _KnnPlan) -> list[str]:
+def _triton_limits(p: KnnTopkPlan) -> list[str]:
     why = []
     if _triton_width(p) > _TRITON_MAX_KP:
         why.append(
@@ -192,7 +196,7 @@ def _unpack(
     return ids, scores, valid
 
 
-def _run_triton(p: _KnnPlan):
+def _run_triton(p: KnnTopkPlan):
     from noiseforge.kernels.knn_topk import knn_topk_kernel
 
     nq, d = p.queries.shape
@@ -255,8 +259,17 @@ def _run_triton(p: _KnnPlan):
 
 
 # No CUDA C++ kernel: on GPUs the Triton kernel is the fast path.
-B.register_backends(
-    OP, triton=_run_triton, cpu=_run_cpu, torch_ref=_run_torch, triton_check=_triton_limits
+def _example(device: torch.device) -> KnnTopkPlan:
+    queries = torch.tensor([[1.0, 0.0], [0.5, 0.5]], device=device)
+    corpus = torch.tensor([[0.0, 1.0], [1.0, 1.0], [1.0, 0.0]], device=device)
+    return plan_knn_topk(queries, corpus, 2, exclude=[[0], []])
+
+
+KNN_TOPK: registry.Op[KnnTopkPlan, tuple[torch.Tensor, torch.Tensor]] = registry.register_op(
+    registry.Op(OP, KnnTopkPlan, plan_knn_topk, _example, "exact top-k neighbours with exclusions")
+)
+B.add_backends(
+    KNN_TOPK, triton=_run_triton, cpu=_run_cpu, torch_ref=_run_torch, triton_check=_triton_limits
 )
 
 
@@ -292,4 +305,4 @@ def knn_topk(
     float32 sums could overflow are scored in float64 throughout).
     """
     p = plan_knn_topk(queries, corpus, k, metric=metric, exclude=exclude)
-    return registry.select(OP, backend, p, p.device.type).run(p)
+    return KNN_TOPK.run(p, backend)

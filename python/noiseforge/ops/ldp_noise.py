@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
-from numbers import Integral, Real
+from dataclasses import dataclass, replace
+from numbers import Integral
 from typing import Any
 
 import numpy as np
@@ -14,13 +14,31 @@ import torch
 from noiseforge import _native
 from noiseforge.ops import _backends as B
 from noiseforge.ops import registry
-from noiseforge.ops.calibration import (
+from noiseforge.ops.calibration import (  # noqa: F401 (names this module has always offered)
+    _F32_MAX,
     MAX_LEVELS,
+    REALIZED_SLACK,
+    UNITS,
     NoiseCalibration,
+    _bounds_vector,
+    _check_grid,
+    _check_number,
+    _feature_vector,
+    _round_up_f32,
     analytic_gaussian_sigma,
+    calibrate_noise,
     geometric_alpha,
     geometric_table,
     realized_epsilon,
+)
+from noiseforge.ops.noise_spec import (
+    _DEFAULT_CLAMP,
+    _DEFAULT_MECHANISM,
+    _DEFAULT_UNIT,
+    Bound,
+    Mechanism,
+    NoiseSpec,
+    resolve_noise,
 )
 from noiseforge.random import (
     MAX_COUNTER,
@@ -33,20 +51,16 @@ from noiseforge.reference.ldp_noise import ldp_noise_reference
 
 OP = "ldp_noise"
 MECHANISMS = {"laplace": 0, "gaussian": 1, "discrete_laplace": 2}
-UNITS = ("feature", "record")
 _DTYPE_CODES = B.DTYPE_CODES
-
-Bound = float | int | torch.Tensor | np.ndarray
-
-
-#: how far the realized discrete-Laplace loss may exceed the epsilon asked for (the
-#: 64-bit tables' rounding); beyond it the epsilon is refused as too small
-REALIZED_SLACK = 0.01
 
 
 @dataclass
-class _Plan:
-    """A validated call: everything a backend needs besides the random key."""
+class LdpNoisePlan:
+    """A validated :func:`ldp_noise` call; every backend's ``run(plan)`` takes one.
+
+    :func:`plan_ldp_noise` fills in the call; :func:`run_plan` then adds where the
+    noise goes and which random words it uses (``out``, ``seed``, ``offset``,
+    ``keys``) in a copy of the plan, so that a plan can be run again."""
 
     x: torch.Tensor  # (N, D), any strides
     n: int
@@ -63,6 +77,10 @@ class _Plan:
     calibration: NoiseCalibration
     keys: torch.Tensor | None = None  # (N,) int64 per-input Philox keys (uint64 bits), or None
     source: torch.Tensor | None = None  # the caller's x (x above may be a reshaped copy)
+    out: torch.Tensor | None = None  # (N, copies, D) view of the output (set by run_plan)
+    seed: int = 0  # the Philox key of the call (unused with per-input keys)
+    offset: int = 0  # the first Philox counter
+    noise: NoiseSpec | None = None  # the call's noise (calibration above: its values for x)
 
     @property
     def device(self) -> torch.device:
@@ -81,58 +99,10 @@ class _Plan:
         return int(self.table_len).bit_length()
 
 
+_Plan = LdpNoisePlan  # the name before plans were public
+
+
 # --------------------------------------------------------------------------- validation
-
-
-_F32_MAX = float(np.finfo(np.float32).max)
-
-
-def _check_number(name: str, value: Any, *, positive: bool = True) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    try:
-        value = float(value)
-    except OverflowError:  # an int beyond float64
-        raise ValueError(
-            f"{name} must be a finite number > 0, got an integer of {int(value).bit_length()} "
-            "bits (beyond float64)"
-        ) from None
-    if not math.isfinite(value) or (positive and value <= 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {value}")
-    return value
-
-
-def _feature_vector(name: str, value: Bound, feature_shape: tuple[int, ...], d: int) -> np.ndarray:
-    if isinstance(value, torch.Tensor):
-        t = value.detach()
-        if t.is_floating_point() and t.dtype != torch.float64:
-            t = t.float()  # numpy has no bfloat16; float16 -> float32 is exact
-        arr = t.cpu().numpy()
-    else:
-        arr = np.asarray(value)
-    if arr.dtype.kind not in "fiu":
-        raise TypeError(
-            f"{name} must be a number or a numeric array within float32's range, got dtype "
-            f"{arr.dtype}"
-        )
-    try:
-        arr = np.broadcast_to(arr, feature_shape)
-    except ValueError:
-        raise ValueError(
-            f"{name} has shape {arr.shape}, which does not broadcast to the feature shape "
-            f"{feature_shape} of x; give a scalar or an array of that shape"
-        ) from None
-    wide = np.asarray(arr, dtype=np.float64).reshape(d)
-    bad = np.flatnonzero(~np.isfinite(wide))
-    if bad.size:
-        raise ValueError(f"{name} must be finite; feature {bad[0]} is {wide[bad[0]]}")
-    bad = np.flatnonzero(np.abs(wide) > _F32_MAX)
-    if bad.size:
-        raise ValueError(
-            f"{name} must lie within float32's range (+-{_F32_MAX:.4g}), the precision of the "
-            f"op; feature {bad[0]} is {wide[bad[0]]:.4g}: rescale the data"
-        )
-    return wide.astype(np.float32)
 
 
 def _check_x(x: torch.Tensor) -> None:
@@ -170,199 +140,26 @@ def _output_dtype(
     return torch.uint8 if integral else torch.float32
 
 
-def _bounds_vector(name: str, value: Any) -> np.ndarray:
-    """(D,) float32 bounds for :func:`calibrate_noise` (any shape, flattened)."""
-    arr = value if isinstance(value, np.ndarray) else np.asarray(value)
-    d = int(arr.size)
-    return _feature_vector(name, arr.reshape(d) if arr.dtype.kind in "fiu" else arr, (d,), d)
-
-
-def _check_grid(lower: np.ndarray, upper: np.ndarray, levels: int) -> None:
-    """discrete_laplace computes ``(x - lower) / step`` and ``lower + q * step`` in float32
-    (step = the grid step): the width must be finite there and the step a normal float32."""
-    with np.errstate(over="ignore"):
-        width32 = upper - lower  # float32, as the kernels compute it
-    bad = np.flatnonzero(~np.isfinite(width32))
-    if bad.size:
-        j = int(bad[0])
-        raise ValueError(
-            f"discrete_laplace: the domain [{lower[j]:.4g}, {upper[j]:.4g}] of feature {j} is "
-            "wider than float32's range, in which the grid is computed; rescale the data"
-        )
-    step = (upper.astype(np.float64) - lower.astype(np.float64)) / (levels - 1)
-    bad = np.flatnonzero(step.astype(np.float32) < np.finfo(np.float32).tiny)
-    if bad.size:
-        j = int(bad[0])
-        raise ValueError(
-            f"discrete_laplace: the grid step (upper - lower) / (levels - 1) = {step[j]:.3g} "
-            f"of feature {j} is below float32's normal range (~1.2e-38); widen the domain "
-            "(rescale the data) or use fewer levels"
-        )
-
-
-def _round_up_f32(values: np.ndarray) -> np.ndarray:
-    """float64 -> float32, rounding up, so that noise is never smaller than calibrated."""
-    out = values.astype(np.float32)
-    low = out.astype(np.float64) < values
-    out[low] = np.nextafter(out[low], np.float32(np.inf))
-    return out
-
-
-def calibrate_noise(
-    *,
-    mechanism: str,
-    epsilon: float,
-    delta: float | None,
-    lower: np.ndarray,
-    upper: np.ndarray,
-    unit: str = "feature",
-    levels: int | None = None,
-    copies: int = 1,
-) -> NoiseCalibration:
-    """Per-feature noise scales and the guarantee for float32 (D,) domain bounds.
-
-    See :mod:`noiseforge.ops.calibration` for the formulas. ``copies`` (K) enters
-    the guarantee only: every copy is a fresh release of the same record, so a
-    record's K copies together cost K times the budget of one. Raises ValueError
-    on an unknown mechanism or unit, a bad epsilon/delta/levels, lower >= upper,
-    bounds beyond float32, a noise scale beyond float32, or (discrete_laplace) an
-    epsilon that the 64-bit sampling tables cannot realise (too small: the noise
-    is flatter than they resolve; too large: some outputs become unreachable), a
-    domain wider than float32 or a grid step below float32's normal range.
-    """
-    lower = _bounds_vector("lower", lower)
-    upper = _bounds_vector("upper", upper)
-    if lower.shape != upper.shape:
-        raise ValueError(
-            f"lower and upper must have one value per feature each; got {lower.size} and "
-            f"{upper.size} values"
-        )
-    if not isinstance(mechanism, str) or mechanism not in MECHANISMS:
-        raise ValueError(f"mechanism must be one of {sorted(MECHANISMS)}, got {mechanism!r}")
-    if not isinstance(unit, str) or unit not in UNITS:
-        raise ValueError(f"unit must be 'feature' or 'record', got {unit!r}")
-    epsilon = _check_number("epsilon", epsilon)
-    if mechanism == "gaussian":
-        if delta is None:
-            raise ValueError("the Gaussian mechanism needs delta in (0, 1), e.g. delta=1e-5")
-        delta = _check_number("delta", delta)
-        if not delta < 1:
-            raise ValueError(f"delta must be in (0, 1), got {delta}")
-    elif delta not in (None, 0, 0.0):
-        raise ValueError(f"delta applies to mechanism='gaussian' only; {mechanism} is pure eps-LDP")
-    bad = np.flatnonzero(~(lower < upper))
-    if bad.size:
-        j = int(bad[0])
-        raise ValueError(
-            f"lower must be < upper for every feature; feature {j} has lower={lower[j]} "
-            f">= upper={upper[j]}"
-        )
-    d = lower.size
-    width = upper.astype(np.float64) - lower.astype(np.float64)
-    feature = unit == "feature"
-    extra: dict[str, Any] = {}
-    delta_one = 0.0
-    if mechanism == "laplace":
-        with np.errstate(over="ignore"):  # an infinite scale is refused below
-            scale = width / epsilon if feature else np.full(d, width.sum() / epsilon)
-        eps_f = epsilon if feature else math.nan
-        eps_r = epsilon * d if feature else epsilon
-    elif mechanism == "gaussian":
-        assert delta is not None
-        unit_sigma = analytic_gaussian_sigma(epsilon, delta, 1.0)  # sigma scales with Delta
-        if feature:
-            scale = width * unit_sigma
-            eps_f, eps_r, delta_one = epsilon, epsilon * d, min(1.0, delta * d)
-        else:
-            scale = np.full(d, math.sqrt(float(np.sum(width**2))) * unit_sigma)
-            eps_f, eps_r, delta_one = math.nan, epsilon, delta
-    else:  # discrete_laplace
-        if levels is None:
-            levels = 256
-        if (
-            isinstance(levels, bool)
-            or not isinstance(levels, Integral)
-            or not 2 <= levels <= MAX_LEVELS
-        ):
-            raise ValueError(f"levels must be an int in [2, {MAX_LEVELS}], got {levels!r}")
-        levels = int(levels)
-        _check_grid(lower, upper, levels)
-        grid = (levels - 1) * (1 if feature else max(d, 1))  # D = 0: nothing is released
-        alpha = geometric_alpha(epsilon, grid)
-        too_small = (
-            f"epsilon={epsilon} is too small for discrete_laplace with {levels} levels"
-            f"{'' if feature else f' over {d} features'}: its noise (alpha = exp(-epsilon / "
-            f"{grid}) = {alpha!r}) is flatter than the 64-bit sampling tables resolve, so some "
-            "outputs would be unreachable; raise epsilon or use fewer levels"
-        )
-        # 2 alpha / (1 + alpha) = P(|Z| >= 1) rounding to 1 would overflow the uint64 table
-        if not 2.0 * alpha / (1.0 + alpha) < 1.0:
-            raise ValueError(too_small)
-        per_feature = realized_epsilon(alpha, levels)
-        if not math.isfinite(per_feature):
-            if geometric_table(alpha, levels)[-1] != 0:  # no threshold reached 0: too flat
-                raise ValueError(too_small)
-            raise ValueError(
-                f"epsilon={epsilon} is too large for discrete_laplace with {levels} levels: the "
-                "64-bit sampling tables cannot reach every output; lower epsilon or the levels"
-            )
-        wanted = epsilon if feature else epsilon / max(d, 1)
-        if per_feature > wanted * (1 + REALIZED_SLACK):
-            raise ValueError(
-                f"epsilon={epsilon} is too small for discrete_laplace with {levels} levels"
-                f"{'' if feature else f' over {d} features'}: the 64-bit sampling tables' "
-                f"rounding would make the privacy loss {per_feature:.3g} per feature, not the "
-                f"{wanted:.3g} asked for; raise epsilon, use fewer levels, or use laplace"
-            )
-        scale = width / (levels - 1)  # the grid step (privacy does not depend on it)
-        eps_f = per_feature if feature else math.nan
-        eps_r = math.nextafter(per_feature * d, math.inf) if d > 1 else per_feature * d
-        extra = {"levels": levels, "alpha": alpha}
-    # Noise draws reach about 17 scales (Laplace) from the input; all of it must stay finite.
-    if (
-        d
-        and not float(np.max(scale)) * 20 + float(np.max(np.abs(np.concatenate([lower, upper]))))
-        < _F32_MAX
-    ):
-        raise ValueError(
-            f"the noise scale {float(np.max(scale)):.3g} is too large for float32 (domain width "
-            f"/ epsilon); rescale the data to a smaller domain or raise epsilon"
-        )
-    scale = np.asarray(scale, np.float64)
-    # continuous scales round up (never less noise than calibrated); the grid step rounds to nearest
-    scale32 = scale.astype(np.float32) if extra else _round_up_f32(scale)
-    return NoiseCalibration(
-        mechanism,
-        unit,
-        epsilon,
-        delta or 0.0,
-        d,
-        scale32,
-        eps_f,
-        eps_r,
-        delta_one,
-        copies=copies,
-        **extra,
-    )
-
-
 def plan_ldp_noise(
     x: torch.Tensor | np.ndarray,
+    noise: NoiseSpec | None = None,
     *,
-    epsilon: float,
-    lower: Bound,
-    upper: Bound,
-    mechanism: str = "laplace",
+    epsilon: float | None = None,
+    lower: Bound | None = None,
+    upper: Bound | None = None,
+    mechanism: str | Mechanism = _DEFAULT_MECHANISM,
     delta: float | None = None,
     copies: int = 1,
-    unit: str = "feature",
+    unit: str = _DEFAULT_UNIT,
     levels: int | None = None,
-    clamp: bool = True,
-) -> _Plan:
+    clamp: bool = _DEFAULT_CLAMP,
+) -> LdpNoisePlan:
     """Validate the arguments of :func:`ldp_noise` and calibrate, without drawing noise.
 
-    The result is what the backend registry's ``supports`` checks receive, so
-    ``why_not("ldp_noise", backend, plan_ldp_noise(x, ...))`` tells whether a
+    The noise is ``noise`` (a :class:`~noiseforge.ops.noise_spec.NoiseSpec`) or the
+    keyword form, as for :func:`ldp_noise`. The result is what the backend
+    registry's ``supports`` checks receive, so
+    ``why_not("ldp_noise", backend, plan_ldp_noise(x, spec))`` tells whether a
     backend can run a call. Raises what :func:`ldp_noise` raises for bad input.
     """
     if isinstance(x, np.ndarray):
@@ -377,9 +174,20 @@ def plan_ldp_noise(
     if isinstance(copies, bool) or not isinstance(copies, Integral) or copies < 1:
         raise ValueError(f"copies must be an int >= 1, got {copies!r}")
     copies = int(copies)
-    if not isinstance(clamp, bool | np.bool_):
-        raise TypeError(f"clamp must be True or False, got {clamp!r}")
-    clamp = bool(clamp)
+    noise = resolve_noise(
+        noise,
+        "ldp_noise",
+        epsilon=epsilon,
+        lower=lower,
+        upper=upper,
+        mechanism=mechanism,
+        delta=delta,
+        unit=unit,
+        levels=levels,
+        clamp=clamp,
+    )
+    mech = noise.mechanism
+    mechanism, clamp = mech.name, noise.clamp
     n = x.shape[0]
     feature_shape = tuple(x.shape[1:])
     d = math.prod(feature_shape)
@@ -389,15 +197,10 @@ def plan_ldp_noise(
             f"{n} inputs x {copies} copies x {d} features is too many outputs for one call; "
             "split x or lower copies"
         )
-    lo = _feature_vector("lower", lower, feature_shape, d)
-    hi = _feature_vector("upper", upper, feature_shape, d)
-    if mechanism == "discrete_laplace":
-        if not clamp:
-            raise ValueError(
-                "discrete_laplace always clamps to the grid (the truncated geometric "
-                "mechanism); call it with clamp=True"
-            )
-        if levels is None and x.dtype == torch.uint8 and d:
+    lo = _feature_vector("lower", noise.lower, feature_shape, d)
+    hi = _feature_vector("upper", noise.upper, feature_shape, d)
+    if mechanism == "discrete_laplace":  # (the spec refuses it unclamped)
+        if mech.levels is None and x.dtype == torch.uint8 and d:
             widths = np.unique(hi.astype(np.float64) - lo.astype(np.float64))
             if widths.size != 1 or widths[0] != np.round(widths[0]):
                 raise ValueError(
@@ -409,19 +212,8 @@ def plan_ldp_noise(
                     f"uint8 domain [{lo[0]:g}, {hi[0]:g}] has {widths[0] + 1:.6g} grid points, "
                     f"more than discrete_laplace supports ({MAX_LEVELS}); give levels= explicitly"
                 )
-            levels = int(widths[0]) + 1
-    elif levels is not None:
-        raise ValueError("levels applies to mechanism='discrete_laplace' only")
-    cal = calibrate_noise(
-        mechanism=mechanism,
-        epsilon=epsilon,
-        delta=delta,
-        lower=lo,
-        upper=hi,
-        unit=unit,
-        levels=levels,
-        copies=copies,
-    )
+            mech = replace(mech, levels=int(widths[0]) + 1)  # this call's grid
+    cal = mech.calibrate(lo, hi, unit=noise.unit, copies=copies)
     table = None
     if mechanism == "discrete_laplace":
         assert cal.alpha is not None and cal.levels is not None
@@ -430,7 +222,7 @@ def plan_ldp_noise(
     out_dtype = _output_dtype(x, mechanism, lo, hi, cal.levels)
     _check_output_range(out_dtype, lo, hi, cal.scale, noisy_tail=not clamp)
     dev = x.device
-    return _Plan(
+    return LdpNoisePlan(
         x=x.reshape(n, d),
         n=n,
         d=d,
@@ -445,6 +237,7 @@ def plan_ldp_noise(
         out_dtype=out_dtype,
         calibration=cal,
         source=x,
+        noise=noise,
     )
 
 
@@ -476,8 +269,8 @@ def _check_output_range(
 # --------------------------------------------------------------------------- backends
 
 
-def _run_torch(p: _Plan, out: torch.Tensor, seed: int, offset: int) -> None:
-    out.copy_(
+def _run_torch(p: LdpNoisePlan) -> torch.Tensor:
+    p.out.copy_(
         ldp_noise_reference(
             p.x,
             mechanism=p.mechanism,
@@ -486,53 +279,56 @@ def _run_torch(p: _Plan, out: torch.Tensor, seed: int, offset: int) -> None:
             scale=p.scale,
             copies=p.copies,
             clamp=p.clamp,
-            seed=seed,
-            offset=offset,
+            seed=p.seed,
+            offset=p.offset,
             out_dtype=p.out_dtype,
             table=p.table,
             keys=p.keys,
         )
     )
+    return p.out
 
 
-def _native_args(p: _Plan, out: torch.Tensor, seed: int, offset: int) -> tuple:
+def _native_args(p: LdpNoisePlan) -> tuple[Any, torch.Tensor]:
+    """The native kernels' argument struct (``_C.LdpNoiseArgs``) for one call.
+
+    Returns the struct and the contiguous input, which must outlive the call
+    (the struct holds its address).
+    """
     x = p.x.contiguous()
     table = p.table if p.table is not None else p.scale  # any valid pointer when unused
-    keys = 0 if p.keys is None else p.keys.data_ptr()  # 0: one stream `seed` for the call
-    return (
-        x.data_ptr(),
-        out.data_ptr(),
-        p.n,
-        p.d,
-        p.copies,
-        _DTYPE_CODES[x.dtype],
-        _DTYPE_CODES[p.out_dtype],
-        p.lower.data_ptr(),
-        p.upper.data_ptr(),
-        p.scale.data_ptr(),
-        table.data_ptr(),
-        p.table_len,
-        p.table_bits,
-        MECHANISMS[p.mechanism],
-        p.clamp,
-        seed,
-        offset,
-        keys,
-    ), x
+    a = _native.native().LdpNoiseArgs()
+    a.x = x.data_ptr()
+    a.out = p.out.data_ptr()
+    a.n, a.d, a.copies = p.n, p.d, p.copies
+    a.in_dtype = _DTYPE_CODES[x.dtype]
+    a.out_dtype = _DTYPE_CODES[p.out_dtype]
+    a.lower = p.lower.data_ptr()
+    a.upper = p.upper.data_ptr()
+    a.scale = p.scale.data_ptr()
+    a.table = table.data_ptr()
+    a.table_len, a.table_bits = p.table_len, p.table_bits
+    a.mechanism = MECHANISMS[p.mechanism]
+    a.clamp = p.clamp
+    a.seed, a.offset = p.seed, p.offset
+    a.row_keys = 0 if p.keys is None else p.keys.data_ptr()  # 0: one stream `seed` for the call
+    return a, x
 
 
-def _run_cpu(p: _Plan, out: torch.Tensor, seed: int, offset: int) -> None:
-    args, _keep = _native_args(p, out, seed, offset)
-    _native.native().ldp_noise_cpu(*args, B.cpu_threads())
+def _run_cpu(p: LdpNoisePlan) -> torch.Tensor:
+    args, _keep = _native_args(p)
+    _native.native().ldp_noise_cpu(args, B.cpu_threads())
+    return p.out
 
 
-def _run_cuda(p: _Plan, out: torch.Tensor, seed: int, offset: int) -> None:
-    args, _keep = _native_args(p, out, seed, offset)
+def _run_cuda(p: LdpNoisePlan) -> torch.Tensor:
+    args, _keep = _native_args(p)
     with B.device_guard(p.device):
-        _native.native().ldp_noise_cuda(*args, B.cuda_stream(p.device))
+        _native.native().ldp_noise_cuda(args, B.cuda_stream(p.device))
+    return p.out
 
 
-def _run_triton(p: _Plan, out: torch.Tensor, seed: int, offset: int) -> None:
+def _run_triton(p: LdpNoisePlan) -> torch.Tensor:
     from noiseforge.kernels.ldp_noise import ldp_noise_kernel
 
     x = p.x.contiguous()
@@ -546,22 +342,25 @@ def _run_triton(p: _Plan, out: torch.Tensor, seed: int, offset: int) -> None:
             ldp_noise_kernel,
             grid,
             x,
-            out.view(torch.int16) if bf16 else out,
+            p.out.view(torch.int16) if bf16 else p.out,
             p,
             table,
             keys,
-            seed,
-            offset,
+            p.seed,
+            p.offset,
             bf16,
             block,
         )
+    return p.out
 
 
 # "1" forces the Triton kernel's 64-bit index path (tests cover both paths)
 _INDEX64_ENV = "NOISEFORGE_LDP_INDEX64"
 
 
-def _launch_triton(kernel, grid, x, out, p: _Plan, table, keys, seed, offset, bf16, block) -> None:
+def _launch_triton(
+    kernel, grid, x, out, p: LdpNoisePlan, table, keys, seed, offset, bf16, block
+) -> None:
     kernel[grid](
         x,
         out,
@@ -592,21 +391,34 @@ _EXACT = {torch.float32: (0.0, 0.0), torch.float16: (0.0, 0.0), torch.bfloat16: 
 # stated tolerance leaves room for a device conversion we have not yet measured.
 _GPU = {torch.float32: (1e-6, 1e-6), torch.float16: (1e-3, 1e-3), torch.bfloat16: (1e-2, 1e-2)}
 
-B.register_backends(
-    OP,
+
+def _example(device: torch.device) -> LdpNoisePlan:
+    x = torch.linspace(0.0, 1.0, 6, device=device).reshape(2, 3)
+    p = plan_ldp_noise(x, epsilon=1.0, lower=0.0, upper=1.0)
+    out = torch.empty((p.n, p.copies, p.d), dtype=p.out_dtype, device=device)
+    return replace(p, out=out, seed=7, offset=0)
+
+
+LDP_NOISE: registry.Op[LdpNoisePlan, torch.Tensor] = registry.register_op(
+    registry.Op(OP, LdpNoisePlan, plan_ldp_noise, _example, "fused clamp + calibrated LDP noise")
+)
+B.add_backends(
+    LDP_NOISE,
     cuda=_run_cuda,
     triton=_run_triton,
     cpu=_run_cpu,
     torch_ref=_run_torch,
     tolerance=_EXACT,
-    cuda_tolerance=_GPU,
+    gpu_tolerance=_GPU,
 )
 
 
 # --------------------------------------------------------------------------- public op
 
 
-def _check_out(out: torch.Tensor, shape: tuple[int, ...], p: _Plan) -> None:
+def _check_out(
+    out: torch.Tensor, shape: tuple[int, ...], p: LdpNoisePlan, keys: torch.Tensor | None
+) -> None:
     if not isinstance(out, torch.Tensor):
         raise TypeError(f"out must be a torch.Tensor, got {type(out).__name__}")
     problems = []
@@ -620,7 +432,7 @@ def _check_out(out: torch.Tensor, shape: tuple[int, ...], p: _Plan) -> None:
         problems.append("non-contiguous storage (expected contiguous)")
     if problems:
         raise ValueError("out has " + ", ".join(problems))
-    for name, t in (("x", p.source), ("x", p.x), ("keys", p.keys)):
+    for name, t in (("x", p.source), ("x", p.x), ("keys", keys)):
         if t is not None and _overlap(out, t):
             (o0, o1), (t0, t1) = _span(out), _span(t)
             raise ValueError(
@@ -651,16 +463,17 @@ def _overlap(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 def ldp_noise(
     x: torch.Tensor | np.ndarray,
+    noise: NoiseSpec | None = None,
     *,
-    epsilon: float,
-    lower: Bound,
-    upper: Bound,
-    mechanism: str = "laplace",
+    epsilon: float | None = None,
+    lower: Bound | None = None,
+    upper: Bound | None = None,
+    mechanism: str | Mechanism = _DEFAULT_MECHANISM,
     delta: float | None = None,
     copies: int = 1,
-    unit: str = "feature",
+    unit: str = _DEFAULT_UNIT,
     levels: int | None = None,
-    clamp: bool = True,
+    clamp: bool = _DEFAULT_CLAMP,
     seed: int | None = None,
     generator: PhiloxGenerator | None = None,
     offset: int | None = None,
@@ -687,27 +500,37 @@ def ldp_noise(
     x:
         (N, ...) float32, float16, bfloat16 or uint8 tensor (or numpy array), any
         strides, on CPU or CUDA. Feature shape ``x.shape[1:]`` has D elements.
+    noise:
+        The noise as one value, a :class:`~noiseforge.ops.noise_spec.NoiseSpec`
+        (mechanism, domain, unit, clamp), e.g.
+        ``NoiseSpec(Laplace(1.0), lower=0.0, upper=1.0)``. Or leave it out and give
+        the keyword form below (``epsilon``, ``lower`` and ``upper`` required),
+        which builds the same spec; giving both is a TypeError.
     epsilon:
         Privacy parameter, > 0: per feature (``unit="feature"``) or per record.
     lower, upper:
         The domain, scalars or arrays broadcastable to the feature shape, with
         ``lower < upper``. Clipping to it is what bounds the sensitivity.
     mechanism:
-        ``"laplace"`` (scale ``(u - l) / eps``), ``"gaussian"`` (analytic Gaussian
-        calibration for ``(eps, delta)``), or ``"discrete_laplace"`` (hardened).
+        ``"laplace"`` (default; scale ``(u - l) / eps``), ``"gaussian"`` (analytic
+        Gaussian calibration for ``(eps, delta)``), or ``"discrete_laplace"``
+        (hardened); or a mechanism value (``Laplace``, ``Gaussian``,
+        ``DiscreteLaplace``) holding epsilon, delta and levels itself.
     delta:
         Gaussian only, in (0, 1).
-    copies:
-        K >= 1 independent noisy copies of every input.
     unit:
-        ``"feature"``: each feature is an eps-LDP release; a record of D features is
+        ``"feature"`` (default): each feature is an eps-LDP release; a record of D features is
         then ``D * eps``-LDP (basic composition). ``"record"``: the record is one
         eps-LDP release (noise calibrated to the L1 / L2 sensitivity of all features).
     levels:
         discrete_laplace only: grid points per feature (default 256, or
         ``upper - lower + 1`` for uint8 input).
     clamp:
-        Clamp the noisy value back to the domain (always on for discrete_laplace).
+        Clamp the noisy value back to the domain (default True; always on for
+        discrete_laplace).
+    copies:
+        K >= 1 independent noisy copies of every input (a choice of the call, not
+        part of the spec: K copies cost K times one).
     seed, generator, offset:
         Randomness. By default a **secret** OS-seeded stream that advances with
         every call (no stream is reused). ``seed=int`` uses a reproducible stream
@@ -749,7 +572,8 @@ def ldp_noise(
     ------
     TypeError, ValueError
         Bad dtype or shape, NaN/inf in x, lower >= upper, eps <= 0, delta outside
-        (0, 1), unknown mechanism, a mismatched ``out``; the message says what to do.
+        (0, 1), unknown mechanism, a mismatched ``out``, ``noise`` given beside noise
+        keywords (or neither); the message says what to do.
     BackendUnavailableError
         An explicit backend cannot run this input (the message lists why).
     """
@@ -758,6 +582,7 @@ def ldp_noise(
         x = torch.from_numpy(x)
     p = plan_ldp_noise(
         x,
+        noise,
         mechanism=mechanism,
         epsilon=epsilon,
         delta=delta,
@@ -777,7 +602,7 @@ def ldp_noise(
 
 
 def run_plan(
-    p: _Plan,
+    p: LdpNoisePlan,
     *,
     backend: str | None = None,
     out: torch.Tensor | None = None,
@@ -790,8 +615,7 @@ def run_plan(
     :func:`ldp_noise` does after validation, for callers that planned themselves
     (``noiseforge.ldp.release`` plans once, before it charges the ledger)."""
     shape = (p.n, p.copies, *p.feature_shape)
-    # (a plan run again without keys must not keep the keys of an earlier run)
-    p.keys = None if keys is None else _check_keys(keys, p.n, p.device)
+    row_keys = None if keys is None else _check_keys(keys, p.n, p.device)
     if out is None:
         try:
             out = torch.empty(shape, dtype=p.out_dtype, device=p.device)
@@ -802,14 +626,16 @@ def run_plan(
                 f"{p.device}; split x or lower copies"
             ) from None
     else:
-        _check_out(out, shape, p)
-    rec = registry.select(OP, backend, p, p.device.type)
+        _check_out(out, shape, p, row_keys)
+    rec = LDP_NOISE.select(backend, p)
     if keys is not None:
         key, start = 0, _check_offset(0 if offset is None else offset, p.copies * p.d)
     else:
         key, start = _draw_counters(p.numel, seed, generator, offset)
     if p.numel:
-        rec.run(p, out.view(p.n, p.copies, p.d), key, start)
+        # the launch is a copy: the caller's plan keeps no keys, output or counters
+        view = out.view(p.n, p.copies, p.d)
+        rec.run(replace(p, keys=row_keys, out=view, seed=key, offset=start))
     return out
 
 
@@ -859,7 +685,10 @@ def _check_keys(keys: Any, n: int, device: torch.device) -> torch.Tensor:
     return keys.to(device).contiguous()
 
 
-def ldp_noise_calibration(x: torch.Tensor | np.ndarray, **kwargs: Any) -> NoiseCalibration:
+def ldp_noise_calibration(
+    x: torch.Tensor | np.ndarray, noise: NoiseSpec | None = None, **kwargs: Any
+) -> NoiseCalibration:
     """The :class:`NoiseCalibration` that :func:`ldp_noise` would use for these
-    arguments (same validation and defaults), without drawing noise."""
-    return plan_ldp_noise(x, **kwargs).calibration
+    arguments (a NoiseSpec or the keyword form; same validation and defaults), without
+    drawing noise."""
+    return plan_ldp_noise(x, noise, **kwargs).calibration

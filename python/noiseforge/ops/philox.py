@@ -3,9 +3,12 @@ backend draws the same random numbers."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from noiseforge import _native
+from noiseforge._common.validation import check_int
 from noiseforge.ops import _backends as B
 from noiseforge.ops import registry
 from noiseforge.random import MAX_COUNTER, check_seed
@@ -14,22 +17,46 @@ from noiseforge.reference.philox import philox_words_reference
 OP = "philox_words"
 
 
+@dataclass(frozen=True)
+class PhiloxPlan:
+    """A validated :func:`philox_words` call: ``count`` counters from ``offset``."""
+
+    count: int
+    seed: int
+    offset: int
+    device: torch.device
+
+
+def plan_philox_words(
+    count: int, *, seed: int, offset: int = 0, device: torch.device | str = "cpu"
+) -> PhiloxPlan:
+    """Validate a :func:`philox_words` call (see there)."""
+    check_seed(seed)
+    check_int("count", count, 0, MAX_COUNTER)
+    check_int("offset", offset, 0, MAX_COUNTER)
+    if offset + count > MAX_COUNTER:
+        raise ValueError(f"counters offset..offset+count must lie in [0, 2**63); offset={offset}")
+    return PhiloxPlan(int(count), int(seed), int(offset), torch.device(device))
+
+
 def _to_int64_words(raw: torch.Tensor) -> torch.Tensor:
     return raw.to(torch.int64) & 0xFFFFFFFF
 
 
-def _run_torch(count: int, seed: int, offset: int, device: torch.device) -> torch.Tensor:
-    return philox_words_reference(count, seed, offset, device)
+def _run_torch(p: PhiloxPlan) -> torch.Tensor:
+    return philox_words_reference(p.count, p.seed, p.offset, p.device)
 
 
-def _run_cpu(count: int, seed: int, offset: int, device: torch.device) -> torch.Tensor:
+def _run_cpu(p: PhiloxPlan) -> torch.Tensor:
+    count, seed, offset = p.count, p.seed, p.offset
     raw = torch.empty((count, 4), dtype=torch.int32)
     if count:
         _native.native().philox_words_cpu(raw.data_ptr(), count, seed, offset, B.cpu_threads())
     return _to_int64_words(raw)
 
 
-def _run_cuda(count: int, seed: int, offset: int, device: torch.device) -> torch.Tensor:
+def _run_cuda(p: PhiloxPlan) -> torch.Tensor:
+    count, seed, offset, device = p.count, p.seed, p.offset, p.device
     raw = torch.empty((count, 4), dtype=torch.int32, device=device)
     if count:
         with B.device_guard(device):
@@ -39,8 +66,9 @@ def _run_cuda(count: int, seed: int, offset: int, device: torch.device) -> torch
     return _to_int64_words(raw)
 
 
-def _run_triton(count: int, seed: int, offset: int, device: torch.device) -> torch.Tensor:
-    from noiseforge.kernels.ldp_noise import philox_words_kernel
+def _run_triton(p: PhiloxPlan) -> torch.Tensor:
+    count, seed, offset, device = p.count, p.seed, p.offset, p.device
+    from noiseforge.kernels.philox import philox_words_kernel
 
     raw = torch.empty((count, 4), dtype=torch.int32, device=device)
     if count:
@@ -50,7 +78,16 @@ def _run_triton(count: int, seed: int, offset: int, device: torch.device) -> tor
     return _to_int64_words(raw)
 
 
-B.register_backends(OP, cuda=_run_cuda, triton=_run_triton, cpu=_run_cpu, torch_ref=_run_torch)
+PHILOX_WORDS: registry.Op[PhiloxPlan, torch.Tensor] = registry.register_op(
+    registry.Op(
+        OP,
+        PhiloxPlan,
+        plan_philox_words,
+        lambda device: plan_philox_words(5, seed=1, offset=3, device=device),
+        "raw Philox4x32-10 words of consecutive counters",
+    )
+)
+B.add_backends(PHILOX_WORDS, cuda=_run_cuda, triton=_run_triton, cpu=_run_cpu, torch_ref=_run_torch)
 
 
 def philox_words(
@@ -79,11 +116,5 @@ def philox_words(
     BackendUnavailableError
         The backend cannot run on ``device`` (the message says why).
     """
-    check_seed(seed)
-    if count < 0:
-        raise ValueError(f"count must be >= 0, got {count}")
-    if offset < 0 or offset + count > MAX_COUNTER:
-        raise ValueError(f"counters offset..offset+count must lie in [0, 2**63); offset={offset}")
-    device = torch.device(device)
-    rec = registry.select(OP, backend, device, device.type)
-    return rec.run(count, seed, offset, device)
+    p = plan_philox_words(count, seed=seed, offset=offset, device=device)
+    return PHILOX_WORDS.run(p, backend)

@@ -1,11 +1,21 @@
-"""The backend registry: one record per (op, backend).
+"""Ops and their backends.
 
-Each record says where it runs and returns *reasons* when it cannot run an
-input. ``backend="auto"`` takes the first record, by priority, whose reason list
-is empty and that may be auto-selected on the input's device; an explicit
+An :class:`Op` is an object: its name, its public plan type, the function that
+validates a call into a plan, a small example plan for a device (what
+``noiseforge info``, the tests and the benchmarks run), and one
+:class:`BackendRecord` per backend, each with one typed ``run(plan)``.
+
+Each record says where it runs and returns *reasons* when it cannot run a
+plan. ``backend="auto"`` takes the first record, by priority, whose reason list
+is empty and that may be auto-selected on the plan's device; an explicit
 backend that cannot run raises :class:`BackendUnavailableError` listing why.
-Every backend follows the same numerical contract, so ``auto`` never changes
-results beyond the record's stated tolerance.
+Every backend follows the same numerical contract -- it is deterministic
+(repeated runs give identical bits; the op tests check it on every backend) and
+matches the torch reference within the record's stated tolerance -- so ``auto``
+never changes results beyond that tolerance.
+
+The module-level functions (:func:`ops`, :func:`records`, :func:`record`,
+:func:`select`, :func:`why_not`) look ops up by name.
 """
 
 from __future__ import annotations
@@ -13,20 +23,33 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 import torch
 
 BACKENDS: tuple[str, ...] = ("torch", "cpu", "cuda", "triton")
 BACKEND_ENV = "NOISEFORGE_BACKEND"
 
+Tolerance = Mapping[torch.dtype, tuple[float, float]]
+
 
 class BackendUnavailableError(RuntimeError):
     """The requested backend cannot run this input; the message lists why."""
 
 
+class Plan(Protocol):
+    """What every op's plan offers the registry: the device it runs on."""
+
+    @property
+    def device(self) -> torch.device: ...
+
+
+P = TypeVar("P", bound=Plan)
+R = TypeVar("R")
+
+
 @dataclass(frozen=True)
-class BackendRecord:
+class BackendRecord(Generic[P, R]):
     """What one backend of one op supports.
 
     Attributes
@@ -42,14 +65,16 @@ class BackendRecord:
         ``() -> list[str]``: reasons the backend cannot run at all (not built,
         package missing, no device).
     supports:
-        ``(inputs) -> list[str]``: reasons it cannot run these inputs.
+        ``(plan) -> list[str]``: reasons it cannot run this plan.
     run:
-        The implementation.
+        ``(plan) -> result``: the implementation.
     tolerance:
         ``{dtype: (atol, rtol)}`` of its float outputs against the torch
-        reference on the same random words; integer outputs are always exact.
-    deterministic:
-        Whether repeated runs give identical bits.
+        reference on the same random words, on CPU tensors; integer outputs are
+        always exact.
+    gpu_tolerance:
+        The same on CUDA tensors (GPU math libraries may round differently);
+        ``None`` means the same as ``tolerance``.
     """
 
     op: str
@@ -57,42 +82,161 @@ class BackendRecord:
     priority: int
     auto_devices: tuple[str, ...]
     available: Callable[[], list[str]]
-    supports: Callable[[Any], list[str]]
-    run: Callable[..., Any]
-    tolerance: Mapping[torch.dtype, tuple[float, float]] = field(default_factory=dict)
-    deterministic: bool = True
+    supports: Callable[[P], list[str]]
+    run: Callable[[P], R]
+    tolerance: Tolerance = field(default_factory=dict)
+    gpu_tolerance: Tolerance | None = None
 
-    def reasons(self, inputs: Any) -> list[str]:
+    def reasons(self, plan: P) -> list[str]:
+        """Why this backend cannot run ``plan`` ([] when it can)."""
         why = list(self.available())
-        return why if why else list(self.supports(inputs))
+        return why if why else list(self.supports(plan))
+
+    def tolerance_for(self, device: torch.device | str) -> Tolerance:
+        """The stated tolerance on ``device``'s type."""
+        kind = torch.device(device).type
+        if kind == "cuda" and self.gpu_tolerance is not None:
+            return self.gpu_tolerance
+        return self.tolerance
 
 
-_REGISTRY: dict[str, dict[str, BackendRecord]] = {}
+class Op(Generic[P, R]):
+    """One op: how to plan it, an example input, and its backends.
+
+    Parameters
+    ----------
+    name:
+        The registry name ("knn_topk").
+    plan_type:
+        The public plan class ``plan`` returns and every backend's ``run`` takes.
+    plan:
+        Validates a call's arguments and returns a ``plan_type``.
+    example_inputs:
+        ``(device) -> plan``: a small representative plan on ``device`` (used by
+        ``noiseforge info`` to say which backend can run where, and by the tests).
+    summary:
+        One line for tables and docs.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        plan_type: type[P],
+        plan: Callable[..., P],
+        example_inputs: Callable[[torch.device], P],
+        summary: str = "",
+    ) -> None:
+        self.name = name
+        self.plan_type = plan_type
+        self.plan = plan
+        self.example_inputs = example_inputs
+        self.summary = summary
+        self._records: dict[str, BackendRecord[P, R]] = {}
+
+    def __repr__(self) -> str:
+        return f"Op({self.name!r}, backends={self.backends})"
+
+    def add(self, record: BackendRecord[P, R]) -> BackendRecord[P, R]:
+        """Register ``record`` (replacing a record of the same backend name)."""
+        if record.name not in BACKENDS:
+            raise ValueError(f"unknown backend name {record.name!r}; expected one of {BACKENDS}")
+        if record.op != self.name:
+            raise ValueError(f"record of op {record.op!r} added to op {self.name!r}")
+        self._records[record.name] = record
+        return record
+
+    def remove(self, backend: str) -> BackendRecord[P, R] | None:
+        """Unregister ``backend`` (tests use it); returns the record it removed."""
+        return self._records.pop(backend, None)
+
+    @property
+    def backends(self) -> tuple[str, ...]:
+        """Backend names, by priority."""
+        return tuple(rec.name for rec in self.records())
+
+    def records(self) -> list[BackendRecord[P, R]]:
+        """The records, by priority."""
+        return sorted(self._records.values(), key=lambda r: r.priority)
+
+    def record(self, backend: str) -> BackendRecord[P, R]:
+        """The record of ``backend``."""
+        rec = self._records.get(backend)
+        if rec is None:
+            raise BackendUnavailableError(f"op {self.name!r} has no {backend!r} backend")
+        return rec
+
+    def why_not(self, backend: str, plan: P) -> list[str]:
+        """Reasons ``backend`` cannot run ``plan`` ([] when it can)."""
+        return self.record(backend).reasons(plan)
+
+    def usable(self, plan: P) -> list[str]:
+        """Names of the backends that can run ``plan``, by priority."""
+        return [rec.name for rec in self.records() if not rec.reasons(plan)]
+
+    def select(self, backend: str | None, plan: P) -> BackendRecord[P, R]:
+        """The record that runs ``plan`` (see the module docstring)."""
+        name = requested_backend(backend)
+        if name != "auto":
+            rec = self.record(name)
+            why = rec.reasons(plan)
+            if why:
+                raise BackendUnavailableError(
+                    f"backend {name!r} cannot run {self.name} on this input: {'; '.join(why)}. "
+                    f"Use backend='auto' or one of: {', '.join(self.usable(plan)) or 'none'}."
+                )
+            return rec
+        device_type = plan.device.type
+        collected = []
+        for rec in self.records():
+            if device_type not in rec.auto_devices:
+                collected.append(f"{rec.name}: not auto-selected for {device_type} tensors")
+                continue
+            why = rec.reasons(plan)
+            if not why:
+                return rec
+            collected.append(f"{rec.name}: {'; '.join(why)}")
+        raise BackendUnavailableError(
+            f"no backend can run {self.name} on this input:\n  " + "\n  ".join(collected)
+        )
+
+    def run(self, plan: P, backend: str | None = None) -> R:
+        """Run ``plan`` on the selected backend."""
+        return self.select(backend, plan).run(plan)
 
 
-def register(record: BackendRecord) -> BackendRecord:
-    if record.name not in BACKENDS:
-        raise ValueError(f"unknown backend name {record.name!r}; expected one of {BACKENDS}")
-    _REGISTRY.setdefault(record.op, {})[record.name] = record
-    return record
+_OPS: dict[str, Op[Any, Any]] = {}
+
+
+def register_op(op: Op[P, R]) -> Op[P, R]:
+    """Add ``op`` to the registry (an op of the same name is replaced)."""
+    _OPS[op.name] = op
+    return op
+
+
+def get_op(name: str) -> Op[Any, Any]:
+    """The op called ``name``."""
+    if name not in _OPS:
+        raise KeyError(f"no op named {name!r} is registered; known ops: {ops()}")
+    return _OPS[name]
+
+
+def all_ops() -> list[Op[Any, Any]]:
+    """Every registered op, by name."""
+    return [_OPS[name] for name in ops()]
 
 
 def ops() -> list[str]:
-    return sorted(_REGISTRY)
+    """Names of the registered ops."""
+    return sorted(_OPS)
 
 
 def records(op: str) -> list[BackendRecord]:
     """The records of ``op``, by priority."""
-    if op not in _REGISTRY:
-        raise KeyError(f"no op named {op!r} is registered; known ops: {ops()}")
-    return sorted(_REGISTRY[op].values(), key=lambda r: r.priority)
+    return get_op(op).records()
 
 
 def record(op: str, backend: str) -> BackendRecord:
-    for rec in records(op):
-        if rec.name == backend:
-            return rec
-    raise BackendUnavailableError(f"op {op!r} has no {backend!r} backend")
+    return get_op(op).record(backend)
 
 
 def requested_backend(backend: str | None) -> str:
@@ -107,34 +251,14 @@ def requested_backend(backend: str | None) -> str:
 
 def why_not(op: str, backend: str, inputs: Any) -> list[str]:
     """Reasons ``backend`` cannot run ``op`` on ``inputs`` ([] when it can)."""
-    return record(op, backend).reasons(inputs)
+    return get_op(op).why_not(backend, inputs)
 
 
-def select(op: str, backend: str | None, inputs: Any, device_type: str) -> BackendRecord:
-    """The record that runs ``op`` on ``inputs`` (see the module docstring)."""
-    name = requested_backend(backend)
-    if name != "auto":
-        rec = record(op, name)
-        why = rec.reasons(inputs)
-        if why:
-            raise BackendUnavailableError(
-                f"backend {name!r} cannot run {op} on this input: {'; '.join(why)}. "
-                f"Use backend='auto' or one of: {', '.join(_usable(op, inputs)) or 'none'}."
-            )
-        return rec
-    collected = []
-    for rec in records(op):
-        if device_type not in rec.auto_devices:
-            collected.append(f"{rec.name}: not auto-selected for {device_type} tensors")
-            continue
-        why = rec.reasons(inputs)
-        if not why:
-            return rec
-        collected.append(f"{rec.name}: {'; '.join(why)}")
-    raise BackendUnavailableError(
-        f"no backend can run {op} on this input:\n  " + "\n  ".join(collected)
-    )
+def select(op: str, backend: str | None, inputs: Any, device_type: str | None = None):
+    """The record that runs ``op`` on the plan ``inputs``.
 
-
-def _usable(op: str, inputs: Any) -> list[str]:
-    return [rec.name for rec in records(op) if not rec.reasons(inputs)]
+    ``device_type`` is accepted for older callers and must match the plan's."""
+    the_op = get_op(op)
+    if device_type is not None and device_type != inputs.device.type:
+        raise ValueError(f"device_type {device_type!r} is not the plan's ({inputs.device.type})")
+    return the_op.select(backend, inputs)

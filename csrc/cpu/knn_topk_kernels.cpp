@@ -16,18 +16,46 @@
 //    scoring everything in double.
 // Vectors so large that float32 sums could overflow, very long vectors and a
 // thread that flushes subnormals to zero take the double path.
+//
+// Compiled once per instruction set (NF_ISA_NAMESPACE is set by CMake) and
+// chosen at run time by dispatch.cpp; with -ffp-contract=fast, as the float32
+// bound holds for any use of FMAs and the double scores are the contract's
+// arithmetic in any order.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <functional>
 #include <limits>
+#include <memory>
 #include <utility>
 #include <vector>
 
 #include "cpu_kernels.h"
 
-namespace noiseforge::cpu {
+#ifndef NF_ISA_NAMESPACE
+#error "NF_ISA_NAMESPACE must be defined by the build"
+#endif
+
+namespace noiseforge::NF_ISA_NAMESPACE {
 namespace {
+
+// Containers with an allocator of this file's own (internal linkage), so that
+// the std:: code instantiated for them is private to each instruction set's
+// object: a shared instantiation (of std::vector<double>, say) compiled for
+// AVX-512 could otherwise be the one the linker keeps for every CPU.
+template <typename T>
+struct Allocator : std::allocator<T> {
+  using value_type = T;
+  Allocator() = default;
+  template <typename U>
+  Allocator(const Allocator<U>&) {}  // NOLINT: rebinding copies nothing
+  template <typename U>
+  struct rebind {
+    using other = Allocator<U>;
+  };
+};
+template <typename T>
+using Vec = std::vector<T, Allocator<T>>;
 
 constexpr int kQueryBlock = 32;      // queries scored together (their rows stay in cache)
 constexpr int64_t kCorpusTile = 32;  // corpus rows scored per pass over the query block
@@ -41,7 +69,7 @@ inline bool better(const Hit& a, const Hit& b) {
 }
 
 // Offers a hit to the bounded max-heap (worst on top) of a query's k best.
-inline void offer(std::vector<Hit>& h, int k, const Hit& hit) {
+inline void offer(Vec<Hit>& h, int k, const Hit& hit) {
   if (static_cast<int>(h.size()) < k) {
     h.push_back(hit);
     std::push_heap(h.begin(), h.end(), better);
@@ -59,91 +87,86 @@ inline float contract_key(int metric, double raw, double qn, double cn) {
   return -static_cast<float>(raw / (qn * cn));
 }
 
-// Overloads for double and float: one pair, four queries x one row, four
-// queries x four rows (sums of q . c, or of (q - c)^2 for l2). Queries are rows q + r * d,
-// corpus rows c + s * d; the 4 x 4 tile writes out[r * ld + s].
+// One pair, four queries x one row, four queries x four rows: sums of q . c,
+// or of (q - c)^2 for l2. Queries are rows q + r * d, corpus rows c + s * d.
 #define NF_ACC16(X) \
   X(0, 0) X(0, 1) X(0, 2) X(0, 3) X(1, 0) X(1, 1) X(1, 2) X(1, 3) \
   X(2, 0) X(2, 1) X(2, 2) X(2, 3) X(3, 0) X(3, 1) X(3, 2) X(3, 3)
 #define NF_DECL(R, S) T s##R##S = 0;
 #define NF_STORE(R, S) out[(R) * ld + (S)] = s##R##S;
 #define NF_DOT(R, S) s##R##S += q##R * c##S;
-#define NF_L2(R, S)               \
-  {                               \
-    const T t = q##R - c##S;      \
-    s##R##S += t * t;             \
-  }
-#define NF_REDUCE16                                                                             \
-  reduction(+ : s00, s01, s02, s03, s10, s11, s12, s13, s20, s21, s22, s23, s30, s31, s32, s33)
-#define NF_PRAGMA(x) _Pragma(#x)
-#define NF_TILE_KERNELS(TYPE)                                                                 \
-  NF_TARGET_CLONES TYPE dot_pair(const TYPE* a, const TYPE* b, int64_t d) {                             \
-    using T = TYPE; \
-    T s = 0;                                                                                    \
-    NF_PRAGMA(omp simd reduction(+ : s))                                                        \
-    for (int64_t i = 0; i < d; ++i) s += a[i] * b[i];                                           \
-    return s;                                                                                   \
-  }                                                                                             \
-  NF_TARGET_CLONES TYPE l2_pair(const TYPE* a, const TYPE* b, int64_t d) {                              \
-    using T = TYPE; \
-    T s = 0;                                                                                    \
-    NF_PRAGMA(omp simd reduction(+ : s))                                                        \
-    for (int64_t i = 0; i < d; ++i) {                                                           \
-      const T t = a[i] - b[i];                                                                  \
-      s += t * t;                                                                               \
-    }                                                                                           \
-    return s;                                                                                   \
-  }                                                                                             \
-  NF_TARGET_CLONES void tile4x1(bool l2, const TYPE* q, const TYPE* c, int64_t d, TYPE* out,      \
-                                      int64_t ld) {                                             \
-    using T = TYPE; \
-    T s00 = 0, s10 = 0, s20 = 0, s30 = 0;                                                       \
-    if (l2) {                                                                                   \
-      NF_PRAGMA(omp simd reduction(+ : s00, s10, s20, s30))                                     \
-      for (int64_t i = 0; i < d; ++i) {                                                         \
-        const T q0 = q[i], q1 = q[d + i], q2 = q[2 * d + i], q3 = q[3 * d + i], c0 = c[i];      \
-        NF_L2(0, 0) NF_L2(1, 0) NF_L2(2, 0) NF_L2(3, 0)                                         \
-      }                                                                                         \
-    } else {                                                                                    \
-      NF_PRAGMA(omp simd reduction(+ : s00, s10, s20, s30))                                     \
-      for (int64_t i = 0; i < d; ++i) {                                                         \
-        const T q0 = q[i], q1 = q[d + i], q2 = q[2 * d + i], q3 = q[3 * d + i], c0 = c[i];      \
-        NF_DOT(0, 0) NF_DOT(1, 0) NF_DOT(2, 0) NF_DOT(3, 0)                                     \
-      }                                                                                         \
-    }                                                                                           \
-    out[0] = s00;                                                                               \
-    out[ld] = s10;                                                                              \
-    out[2 * ld] = s20;                                                                          \
-    out[3 * ld] = s30;                                                                          \
-  }                                                                                             \
-  NF_TARGET_CLONES void tile4x4(bool l2, const TYPE* q, const TYPE* c, int64_t d, TYPE* out,      \
-                                      int64_t ld) {                                             \
-    using T = TYPE; \
-    NF_ACC16(NF_DECL)                                                                           \
-    if (l2) {                                                                                   \
-      NF_PRAGMA(omp simd NF_REDUCE16)                                                           \
-      for (int64_t i = 0; i < d; ++i) {                                                         \
-        const T q0 = q[i], q1 = q[d + i], q2 = q[2 * d + i], q3 = q[3 * d + i];                 \
-        const T c0 = c[i], c1 = c[d + i], c2 = c[2 * d + i], c3 = c[3 * d + i];                 \
-        NF_ACC16(NF_L2)                                                                         \
-      }                                                                                         \
-    } else {                                                                                    \
-      NF_PRAGMA(omp simd NF_REDUCE16)                                                           \
-      for (int64_t i = 0; i < d; ++i) {                                                         \
-        const T q0 = q[i], q1 = q[d + i], q2 = q[2 * d + i], q3 = q[3 * d + i];                 \
-        const T c0 = c[i], c1 = c[d + i], c2 = c[2 * d + i], c3 = c[3 * d + i];                 \
-        NF_ACC16(NF_DOT)                                                                        \
-      }                                                                                         \
-    }                                                                                           \
-    NF_ACC16(NF_STORE)                                                                          \
+#define NF_L2(R, S)          \
+  {                          \
+    const T t = q##R - c##S; \
+    s##R##S += t * t;        \
   }
 
-NF_TILE_KERNELS(double)
-NF_TILE_KERNELS(float)
+template <typename T>
+T dot_pair(const T* a, const T* b, int64_t d) {
+  T s = 0;
+#pragma omp simd reduction(+ : s)
+  for (int64_t i = 0; i < d; ++i) s += a[i] * b[i];
+  return s;
+}
 
-#undef NF_TILE_KERNELS
-#undef NF_PRAGMA
-#undef NF_REDUCE16
+template <typename T>
+T l2_pair(const T* a, const T* b, int64_t d) {
+  T s = 0;
+#pragma omp simd reduction(+ : s)
+  for (int64_t i = 0; i < d; ++i) {
+    const T t = a[i] - b[i];
+    s += t * t;
+  }
+  return s;
+}
+
+// Queries q + r * d (r < 4) against the corpus row c: out[r * ld].
+template <typename T>
+void tile4x1(bool l2, const T* q, const T* c, int64_t d, T* out, int64_t ld) {
+  T s00 = 0, s10 = 0, s20 = 0, s30 = 0;
+  if (l2) {
+#pragma omp simd reduction(+ : s00, s10, s20, s30)
+    for (int64_t i = 0; i < d; ++i) {
+      const T q0 = q[i], q1 = q[d + i], q2 = q[2 * d + i], q3 = q[3 * d + i], c0 = c[i];
+      NF_L2(0, 0) NF_L2(1, 0) NF_L2(2, 0) NF_L2(3, 0)
+    }
+  } else {
+#pragma omp simd reduction(+ : s00, s10, s20, s30)
+    for (int64_t i = 0; i < d; ++i) {
+      const T q0 = q[i], q1 = q[d + i], q2 = q[2 * d + i], q3 = q[3 * d + i], c0 = c[i];
+      NF_DOT(0, 0) NF_DOT(1, 0) NF_DOT(2, 0) NF_DOT(3, 0)
+    }
+  }
+  out[0] = s00;
+  out[ld] = s10;
+  out[2 * ld] = s20;
+  out[3 * ld] = s30;
+}
+
+// Queries q + r * d against corpus rows c + s * d (r, s < 4): out[r * ld + s].
+template <typename T>
+void tile4x4(bool l2, const T* q, const T* c, int64_t d, T* out, int64_t ld) {
+  NF_ACC16(NF_DECL)
+  if (l2) {
+#pragma omp simd reduction(+ : s00, s01, s02, s03, s10, s11, s12, s13, s20, s21, s22, s23, s30, \
+                               s31, s32, s33)
+    for (int64_t i = 0; i < d; ++i) {
+      const T q0 = q[i], q1 = q[d + i], q2 = q[2 * d + i], q3 = q[3 * d + i];
+      const T c0 = c[i], c1 = c[d + i], c2 = c[2 * d + i], c3 = c[3 * d + i];
+      NF_ACC16(NF_L2)
+    }
+  } else {
+#pragma omp simd reduction(+ : s00, s01, s02, s03, s10, s11, s12, s13, s20, s21, s22, s23, s30, \
+                               s31, s32, s33)
+    for (int64_t i = 0; i < d; ++i) {
+      const T q0 = q[i], q1 = q[d + i], q2 = q[2 * d + i], q3 = q[3 * d + i];
+      const T c0 = c[i], c1 = c[d + i], c2 = c[2 * d + i], c3 = c[3 * d + i];
+      NF_ACC16(NF_DOT)
+    }
+  }
+  NF_ACC16(NF_STORE)
+}
+
 #undef NF_L2
 #undef NF_DOT
 #undef NF_STORE
@@ -195,14 +218,14 @@ double exact_score(int metric, const double* qd, const float* c, int64_t d) {
 
 struct Block {
   int64_t q0, rows;
-  std::vector<std::vector<Hit>> heaps;    // the k best of each query (exact keys)
-  std::vector<std::vector<int64_t>> excl; // sorted exclusions of each query
-  std::vector<size_t> cursor;             // position in excl while rows ascend
-  std::vector<double> qnorm;
+  Vec<Vec<Hit>> heaps;    // the k best of each query (exact keys)
+  Vec<Vec<int64_t>> excl; // sorted exclusions of each query
+  Vec<size_t> cursor;             // position in excl while rows ascend
+  Vec<double> qnorm;
 
   // Whether query b excludes corpus row j (rows must be asked in ascending order).
   bool excluded(size_t b, int64_t j) {
-    const std::vector<int64_t>& ex = excl[b];
+    const Vec<int64_t>& ex = excl[b];
     while (cursor[b] < ex.size() && ex[cursor[b]] < j) ++cursor[b];
     return cursor[b] < ex.size() && ex[cursor[b]] == j;
   }
@@ -210,13 +233,13 @@ struct Block {
 
 // Everything in double: queries and each corpus tile widened once.
 void exact_pass(Block& blk, const float* queries, const float* corpus, int64_t n, int64_t d,
-                int k, int metric, const std::vector<double>& cnorm) {
+                int k, int metric, const Vec<double>& cnorm) {
   const int64_t rows = blk.rows;
-  std::vector<double> qd(static_cast<size_t>(rows * d));
+  Vec<double> qd(static_cast<size_t>(rows * d));
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t i = 0; i < d; ++i) qd[r * d + i] = static_cast<double>(queries[(blk.q0 + r) * d + i]);
-  std::vector<double> cd(static_cast<size_t>(kCorpusTile * d));
-  std::vector<double> raw(static_cast<size_t>(rows * kCorpusTile));
+  Vec<double> cd(static_cast<size_t>(kCorpusTile * d));
+  Vec<double> raw(static_cast<size_t>(rows * kCorpusTile));
   for (int64_t j0 = 0; j0 < n; j0 += kCorpusTile) {
     const int64_t nb = std::min(kCorpusTile, n - j0);
     for (int64_t t = 0; t < nb * d; ++t) cd[t] = static_cast<double>(corpus[j0 * d + t]);
@@ -243,7 +266,7 @@ bool gradual_underflow() {
 
 // The float32 pass and the double rescoring of its candidates (see the top).
 void filtered_pass(Block& blk, const float* queries, const float* corpus, int64_t n, int64_t d,
-                   int k, int metric, const std::vector<double>& cnorm) {
+                   int k, int metric, const Vec<double>& cnorm) {
   const int64_t rows = blk.rows;
   const float* q = queries + blk.q0 * d;
   // |float32 sum - exact| <= gamma * (sum of |terms|) for any order and any
@@ -258,16 +281,16 @@ void filtered_pass(Block& blk, const float* queries, const float* corpus, int64_
   const double tiny = nd * std::ldexp(1.0, -148);
   const double ulp2 = std::ldexp(1.0, -22);
   // T of a query: its k-th largest lower bound so far (-inf until it has k)
-  const auto threshold_of = [k](const std::vector<double>& low) {
+  const auto threshold_of = [k](const Vec<double>& low) {
     return static_cast<int>(low.size()) < k ? -std::numeric_limits<double>::infinity()
                                             : low.front();
   };
   // per query: the k largest lower bounds (a min-heap: T on top) and the candidates (hi, id)
-  std::vector<std::vector<double>> lows(static_cast<size_t>(rows));
-  std::vector<std::vector<std::pair<double, int64_t>>> cand(static_cast<size_t>(rows));
-  std::vector<float> raw(static_cast<size_t>(rows * kCorpusTile));
+  Vec<Vec<double>> lows(static_cast<size_t>(rows));
+  Vec<Vec<std::pair<double, int64_t>>> cand(static_cast<size_t>(rows));
+  Vec<float> raw(static_cast<size_t>(rows * kCorpusTile));
   // The block's queries in double, for rescoring.
-  std::vector<double> qd(static_cast<size_t>(rows * d));
+  Vec<double> qd(static_cast<size_t>(rows * d));
   for (int64_t i = 0; i < rows * d; ++i) qd[i] = static_cast<double>(q[i]);
   const auto rescore = [&](int64_t b, int64_t j) {
     const double cn = metric == 2 ? cnorm[j] : 1.0;
@@ -283,8 +306,8 @@ void filtered_pass(Block& blk, const float* queries, const float* corpus, int64_
     const int64_t nb = std::min(kCorpusTile, n - j0);
     score_tile<float>(metric == 0, q, rows, corpus + j0 * d, nb, d, raw.data());
     for (int64_t b = 0; b < rows; ++b) {
-      std::vector<double>& low = lows[b];
-      std::vector<std::pair<double, int64_t>>& cs = cand[b];
+      Vec<double>& low = lows[b];
+      Vec<std::pair<double, int64_t>>& cs = cand[b];
       const double qn = blk.qnorm[b];
       for (int64_t t = 0; t < nb; ++t) {
         const int64_t j = j0 + t;
@@ -309,11 +332,11 @@ void filtered_pass(Block& blk, const float* queries, const float* corpus, int64_
         cs.emplace_back(hi, j);
         if (static_cast<int>(low.size()) < k) {
           low.push_back(lo);
-          std::push_heap(low.begin(), low.end(), std::greater<double>());
+          std::push_heap(low.begin(), low.end(), std::greater<>());
         } else if (lo > low.front()) {
-          std::pop_heap(low.begin(), low.end(), std::greater<double>());
+          std::pop_heap(low.begin(), low.end(), std::greater<>());
           low.back() = lo;
-          std::push_heap(low.begin(), low.end(), std::greater<double>());
+          std::push_heap(low.begin(), low.end(), std::greater<>());
         }
         if (cs.size() >= cap) {  // drop candidates the risen T rules out
           const double th = threshold_of(low);
@@ -340,7 +363,7 @@ void knn_topk(const float* queries, int64_t nq, const float* corpus, int64_t n, 
               int metric, const int64_t* offsets, const int64_t* excluded, int64_t* out_ids,
               float* out_scores, int num_threads) {
   // metric: 0 = l2, 1 = ip, 2 = cosine
-  std::vector<double> cnorm(static_cast<size_t>(n)), qnorm(static_cast<size_t>(nq));
+  Vec<double> cnorm(static_cast<size_t>(n)), qnorm(static_cast<size_t>(nq));
 #pragma omp parallel for schedule(static) num_threads(num_threads)
   for (int64_t j = 0; j < n; ++j) cnorm[j] = norm_f64(corpus + j * d, d);
 #pragma omp parallel for schedule(static) num_threads(num_threads)
@@ -379,7 +402,7 @@ void knn_topk(const float* queries, int64_t nq, const float* corpus, int64_t n, 
     else
       exact_pass(blk, queries, corpus, n, d, k, metric, cnorm);
     for (int64_t b = 0; b < blk.rows; ++b) {
-      std::vector<Hit>& h = blk.heaps[b];
+      Vec<Hit>& h = blk.heaps[b];
       std::sort(h.begin(), h.end(), better);
       const int64_t q = blk.q0 + b;
       for (int i = 0; i < k; ++i) {
@@ -395,4 +418,4 @@ void knn_topk(const float* queries, int64_t nq, const float* corpus, int64_t n, 
   }
 }
 
-}  // namespace noiseforge::cpu
+}  // namespace noiseforge::NF_ISA_NAMESPACE
