@@ -5,21 +5,12 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
-#include <stdexcept>
-#include <string>
 
 #include "cuda_kernels.h"
+#include "launch.h"
 
 namespace noiseforge::cuda {
 namespace {
-
-constexpr int kThreads = 256;
-
-void check(cudaError_t err, const char* what) {
-  if (err != cudaSuccess)
-    throw std::runtime_error(std::string("noiseforge CUDA backend: ") + what + ": " +
-                             cudaGetErrorString(err));
-}
 
 __device__ __forceinline__ void atomic_add(int64_t* p, int64_t v) {
   // Two's-complement addition is the same operation on unsigned 64-bit words.

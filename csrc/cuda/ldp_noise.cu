@@ -7,21 +7,13 @@
 #include <cstdint>
 #include <cstdio>
 #include <stdexcept>
-#include <string>
 
 #include "cuda_kernels.h"
+#include "launch.h"
 #include "noiseforge/ldp_noise.h"
-#include "noiseforge/philox.h"
 
 namespace noiseforge::cuda {
 namespace {
-
-void check(cudaError_t err, const char* what) {
-  if (err != cudaSuccess) {
-    throw std::runtime_error(std::string("noiseforge CUDA backend: ") + what + ": " +
-                             cudaGetErrorString(err));
-  }
-}
 
 // TIdx: int32_t when every index (and index + grid stride) fits, int64_t
 // otherwise -- the two divisions per element are emulated on the GPU, and a
@@ -48,28 +40,6 @@ __global__ void ldp_noise_kernel(const TIn* __restrict__ x, TOut* __restrict__ o
                                                  table, table_len, table_bits);
     out[e] = DTypeIO<TOut>::store(y);
   }
-}
-
-__global__ void philox_words_kernel(uint32_t* __restrict__ out, int64_t count, uint64_t seed,
-                                    uint64_t offset) {
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < count;
-       i += stride) {
-    const PhiloxWords w = philox4x32_10(offset + static_cast<uint64_t>(i), seed);
-    reinterpret_cast<uint4*>(out)[i] = make_uint4(w.w0, w.w1, w.w2, w.w3);
-  }
-}
-
-constexpr int kThreads = 256;
-
-unsigned grid_for(int64_t total) {
-  int device = 0;
-  int sms = 0;
-  check(cudaGetDevice(&device), "cudaGetDevice");
-  check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), "SM count");
-  const int64_t needed = (total + kThreads - 1) / kThreads;
-  const int64_t cap = static_cast<int64_t>(sms) * 32;  // enough blocks to fill the card
-  return static_cast<unsigned>(needed < cap ? needed : cap);
 }
 
 template <Mechanism M, bool kClamp, typename TIn, typename TOut>
@@ -132,13 +102,6 @@ void ldp_noise(const LdpNoiseArgs& a, void* stream) {
     case Mechanism::kDiscreteLaplace: return dispatch_in<Mechanism::kDiscreteLaplace>(a, s);
   }
   throw std::invalid_argument("ldp_noise: unknown mechanism");
-}
-
-void philox_words(uint32_t* out, int64_t count, uint64_t seed, uint64_t offset, void* stream) {
-  if (count == 0) return;
-  philox_words_kernel<<<grid_for(count), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
-      out, count, seed, offset);
-  check(cudaGetLastError(), "philox_words kernel launch");
 }
 
 int device_count(const char** error_message) {

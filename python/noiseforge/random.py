@@ -24,16 +24,18 @@ import weakref
 
 import numpy as np
 
+from noiseforge._common.validation import is_int
+
 SEED_BITS = 63
 MAX_COUNTER = 1 << 63  # counters are carried as int64 by the Triton kernel
 
 
 def check_seed(seed: int) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, int):
+    if not is_int(seed):
         raise TypeError(f"seed must be an int, got {type(seed).__name__}")
     if not 0 <= seed < (1 << SEED_BITS):
         raise ValueError(f"seed must be in [0, 2**{SEED_BITS}), got {seed}")
-    return seed
+    return int(seed)
 
 
 class PhiloxGenerator:

@@ -31,11 +31,13 @@ import functools
 import itertools
 import math
 from dataclasses import dataclass
-from numbers import Integral, Real
+from numbers import Real
 from typing import Any
 
 import numpy as np
 import torch
+
+from noiseforge._common.validation import is_int
 
 MAX_LEVELS = 4097
 #: the mechanisms :func:`calibrate_noise` calibrates (their types: :mod:`noiseforge.ops.noise_spec`)
@@ -334,11 +336,7 @@ def _check_pure_delta(mechanism: str, delta: Any) -> None:
 
 def _check_levels(levels: Any) -> int:
     """discrete_laplace's grid points per feature as an int in [2, MAX_LEVELS]."""
-    if (
-        isinstance(levels, bool)
-        or not isinstance(levels, Integral)
-        or not 2 <= levels <= MAX_LEVELS
-    ):
+    if not is_int(levels) or not 2 <= levels <= MAX_LEVELS:
         raise ValueError(f"levels must be an int in [2, {MAX_LEVELS}], got {levels!r}")
     return int(levels)
 

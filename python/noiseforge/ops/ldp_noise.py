@@ -5,13 +5,13 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, replace
-from numbers import Integral
 from typing import Any
 
 import numpy as np
 import torch
 
 from noiseforge import _native
+from noiseforge._common.validation import check_int
 from noiseforge.ops import _backends as B
 from noiseforge.ops import registry
 from noiseforge.ops.calibration import (  # noqa: F401 (names this module has always offered)
@@ -171,9 +171,7 @@ def plan_ldp_noise(
             f"x is on a {x.device.type} device; ldp_noise runs on CPU and CUDA tensors"
         )
     _check_x(x)
-    if isinstance(copies, bool) or not isinstance(copies, Integral) or copies < 1:
-        raise ValueError(f"copies must be an int >= 1, got {copies!r}")
-    copies = int(copies)
+    copies = check_int("copies", copies, 1)
     noise = resolve_noise(
         noise,
         "ldp_noise",
@@ -660,11 +658,10 @@ def _draw_counters(
 
 
 def _check_offset(offset: Any, count: int) -> int:
-    if isinstance(offset, bool) or not isinstance(offset, Integral) or offset < 0:
-        raise ValueError(f"offset must be an int >= 0, got {offset!r}")
-    if int(offset) + count > MAX_COUNTER:
+    offset = check_int("offset", offset, 0)
+    if offset + count > MAX_COUNTER:
         raise ValueError("offset + number of outputs exceeds the 2**63 counter space")
-    return int(offset)
+    return offset
 
 
 def _check_keys(keys: Any, n: int, device: torch.device) -> torch.Tensor:
