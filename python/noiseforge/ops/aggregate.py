@@ -304,23 +304,23 @@ def _example(device: torch.device) -> AggregatePlan:
 
 
 _EXACT = {torch.float32: (0.0, 0.0)}
-VOTE_HISTOGRAM: registry.Op[AggregatePlan, torch.Tensor] = registry.register_op(
-    registry.Op(
-        OP,
-        AggregatePlan,
-        lambda *args, **kwargs: plan_vote_histogram(*args, **kwargs),
-        _example,
-        "per-input vote histograms and soft-label sums (exact fixed point)",
-    )
-)
-B.add_backends(
-    VOTE_HISTOGRAM,
+
+
+def _declare(name: str, plan, summary: str, **runs) -> registry.Op:
+    """Register one of the scatter ops: exact on every backend, the same Triton limits."""
+    op = registry.register_op(registry.Op(name, AggregatePlan, plan, _example, summary))
+    B.add_backends(op, tolerance=_EXACT, triton_check=_triton_limits, **runs)
+    return op
+
+
+VOTE_HISTOGRAM: registry.Op[AggregatePlan, torch.Tensor] = _declare(
+    OP,
+    lambda *args, **kwargs: plan_vote_histogram(*args, **kwargs),
+    "per-input vote histograms and soft-label sums (exact fixed point)",
     cuda=_run_cuda,
     triton=_run_triton,
     cpu=_run_cpu,
     torch_ref=_run_torch,
-    tolerance=_EXACT,
-    triton_check=_triton_limits,
 )
 
 
@@ -358,23 +358,14 @@ def _run_top1_triton(p: AggregatePlan) -> Top1:
     return _top1(p, *_triton_table(p, torch.int64))
 
 
-AGGREGATE_LABELS: registry.Op[AggregatePlan, Top1] = registry.register_op(
-    registry.Op(
-        OP_TOP1,
-        AggregatePlan,
-        lambda *args, **kwargs: plan_aggregate_labels(*args, **kwargs),
-        _example,
-        "fused vote histogram + top-1 label, share and margin per input",
-    )
-)
-B.add_backends(
-    AGGREGATE_LABELS,
+AGGREGATE_LABELS: registry.Op[AggregatePlan, Top1] = _declare(
+    OP_TOP1,
+    lambda *args, **kwargs: plan_aggregate_labels(*args, **kwargs),
+    "fused vote histogram + top-1 label, share and margin per input",
     cuda=_run_top1_cuda,
     triton=_run_top1_triton,
     cpu=_run_top1_cpu,
     torch_ref=_run_top1_torch,
-    tolerance=_EXACT,
-    triton_check=_triton_limits,
 )
 
 

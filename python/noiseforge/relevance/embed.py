@@ -193,30 +193,10 @@ def embed_cached(
 ) -> np.ndarray:
     """Embeddings of ``texts``, each distinct text encoded at most once per encoder.
 
-    The shared embedding cache (:func:`noiseforge._common.embedding_cache.embed_cached`)
-    with a progress bar: it lives in ``cache_dir/<encoder.name>-d<dim>/`` (default
-    ``default_cache_dir()/embeddings``) as append-only shards: each call that
-    meets new texts writes one ``<uuid>.npy`` (vectors) and, after it,
-    ``<uuid>.keys`` (SHA-1 of each text, one a line), both atomically (temporary
-    file, then rename). A shard counts only once its keys file exists, so an
-    interrupted or concurrent writer never leaves a half-written entry.
-
-    Parameters
-    ----------
-    encoder: an :class:`Encoder`.
-    texts: (n,) strings; duplicates are embedded once.
-    batch_size: texts per ``encoder.encode`` call (the progress bar's step).
-    progress: show a progress bar while new texts are encoded.
-
-    Returns
-    -------
-    (n, encoder.dim) float32, row i the vector of ``texts[i]``.
-
-    Raises
-    ------
-    ValueError
-        The encoder returned the wrong shape or non-finite values, or a cache
-        shard does not match its keys file.
+    The shared embedding cache, :func:`noiseforge._common.embedding_cache.embed_cached`
+    (where the cache lives, how it is written, what it returns and raises), with a
+    progress bar while new texts are encoded (``progress``; ``batch_size`` texts per
+    ``encoder.encode`` call is the bar's step).
     """
 
     def bar(total: int, desc: str) -> ProgressReport:
