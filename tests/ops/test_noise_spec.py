@@ -396,3 +396,43 @@ def test_no_deprecated_call_inside_the_package():
     with warnings.catch_warnings():
         warnings.simplefilter("error", DeprecationWarning)
         ldp_noise(x, NoiseSpec(1.0), seed=1)
+
+
+def test_the_calibration_matches_the_formulas_worked_by_hand():
+    # Laplace, eps 2 on [0, 4]: b = 4 / 2 per feature; per record over 3 features each
+    # feature gets eps 2/3, so b = 4 / (2/3) = 6; K copies cost K times one release
+    x = torch.zeros(5, 3)
+    per_feature = plan_ldp_noise(x, NoiseSpec(Laplace(2.0), 0.0, 4.0), copies=2).calibration
+    assert per_feature.scale.tolist() == [2.0, 2.0, 2.0]
+    assert per_feature.epsilon_total == pytest.approx(2 * 3 * 2.0)
+    per_record = plan_ldp_noise(
+        x, NoiseSpec(Laplace(2.0), 0.0, 4.0, unit="record"), copies=2
+    ).calibration
+    assert per_record.scale.tolist() == [6.0, 6.0, 6.0]
+    assert per_record.epsilon_total == pytest.approx(2 * 2.0)
+
+
+def test_a_spec_bound_cannot_be_made_writeable_again():
+    spec = NoiseSpec(Laplace(1.0), np.zeros(3), np.ones(3))
+    for bound in (spec.lower, spec.upper):
+        with pytest.raises(ValueError, match="WRITEABLE"):
+            bound.setflags(write=True)
+
+
+def test_replace_is_how_a_frozen_spec_changes():
+    spec = NoiseSpec(Gaussian(1.0, 1e-5), 0.0, 2.0)
+    assert spec.replace(epsilon=3.0) == NoiseSpec(Gaussian(3.0, 1e-5), 0.0, 2.0)
+    assert spec.replace(mechanism="laplace") == NoiseSpec(Laplace(1.0), 0.0, 2.0)
+    assert spec.replace(upper=5.0, unit="record").upper == 5.0
+    assert spec.replace(mechanism=DiscreteLaplace(2.0, levels=8)).mechanism.levels == 8
+    with pytest.raises(TypeError, match="unknown parameters"):
+        spec.replace(eps=1.0)
+
+
+def test_comparing_a_mechanism_with_its_old_string_warns_and_still_answers():
+    spec = NoiseSpec(epsilon=1.0, mechanism="gaussian", delta=1e-5)
+    with pytest.warns(DeprecationWarning, match="mechanism.name"):
+        assert spec.mechanism == "gaussian"
+    with pytest.warns(DeprecationWarning):
+        assert spec.mechanism != "laplace"
+    assert spec.mechanism.name == "gaussian"

@@ -149,3 +149,28 @@ def test_cuda_reason_on_a_cpu_machine():
     op = registry.get_op("ldp_noise")
     why = op.why_not("cuda", op.example_inputs(torch.device("cpu")))
     assert why and all(isinstance(w, str) and w for w in why)
+
+
+def test_older_callers_still_work():
+    plan_device = torch.device("cpu")
+    assert registry.select("philox_words", "torch", plan_device, "cpu").name == "torch"
+    op = registry.get_op("philox_words")
+    rec = op.record("torch")
+    with pytest.warns(DeprecationWarning, match="get_op"):
+        assert registry.register(rec) is rec
+    assert op.record("torch") is rec
+
+
+def test_an_ldp_noise_plan_without_a_launch_is_refused():
+    # a plan from plan() has no output and no counters: no backend may run it on a
+    # default (public, repeated) stream
+    op = registry.get_op("ldp_noise")
+    plan = op.plan(torch.zeros(2, 3), epsilon=1.0, lower=0.0, upper=1.0)
+    assert plan.seed is None and plan.offset is None and plan.out is None
+    for rec in op.records():
+        if not rec.reasons(plan):
+            with pytest.raises(ValueError, match="run_plan"):
+                rec.run(plan)
+    launched = dataclasses.replace(plan, out=torch.empty(2, 1, 3))
+    with pytest.raises(ValueError, match="no launch"):
+        op.run(launched)

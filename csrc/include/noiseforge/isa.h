@@ -8,10 +8,11 @@ namespace noiseforge {
 enum class Isa : int { kBase = 0, kAvx2 = 1, kAvx512 = 2 };
 
 // The widest instruction set this build has kernels for and the CPU supports
-// (AVX-512: F, BW, DQ and VL; AVX2: with FMA), capped by
+// (AVX2: with FMA and F16C; AVX-512: F, BW, DQ and VL besides), capped by
 // $NOISEFORGE_CPU_ISA=base|avx2|avx512 (tests use it to run every compiled
 // variant on one machine; it never selects an ISA the CPU lacks). Decided once
-// per process, on the first call.
+// per process, when the native module is loaded (static initialisers of the
+// kernel tables call it): set the variable before importing noiseforge.
 Isa detect_isa();
 
 // "base", "avx2" or "avx512".

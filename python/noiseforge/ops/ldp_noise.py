@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from dataclasses import dataclass, replace
@@ -77,9 +78,11 @@ class LdpNoisePlan:
     calibration: NoiseCalibration
     keys: torch.Tensor | None = None  # (N,) int64 per-input Philox keys (uint64 bits), or None
     source: torch.Tensor | None = None  # the caller's x (x above may be a reshaped copy)
-    out: torch.Tensor | None = None  # (N, copies, D) view of the output (set by run_plan)
-    seed: int = 0  # the Philox key of the call (unused with per-input keys)
-    offset: int = 0  # the first Philox counter
+    # the launch, set by run_plan in a copy of the plan: a plan from plan_ldp_noise has
+    # none, and no backend runs it (a default key would be a public, repeated stream)
+    out: torch.Tensor | None = None  # (N, copies, D) view of the output
+    seed: int | None = None  # the Philox key of the call (0 with per-input keys)
+    offset: int | None = None  # the first Philox counter
     noise: NoiseSpec | None = None  # the call's noise (calibration above: its values for x)
 
     @property
@@ -397,15 +400,31 @@ def _example(device: torch.device) -> LdpNoisePlan:
     return replace(p, out=out, seed=7, offset=0)
 
 
+def _launched(run):
+    """``run`` refusing a plan without a launch (see :class:`LdpNoisePlan`)."""
+
+    @functools.wraps(run)
+    def checked(p: LdpNoisePlan) -> torch.Tensor:
+        if p.out is None or p.seed is None or p.offset is None:
+            raise ValueError(
+                "this ldp_noise plan has no launch (out, seed, offset): run it with "
+                "noiseforge.ops.ldp_noise.run_plan(plan, ...), which draws fresh counters "
+                "from a secret (or your seeded) stream, or call ldp_noise()"
+            )
+        return run(p)
+
+    return checked
+
+
 LDP_NOISE: registry.Op[LdpNoisePlan, torch.Tensor] = registry.register_op(
     registry.Op(OP, LdpNoisePlan, plan_ldp_noise, _example, "fused clamp + calibrated LDP noise")
 )
 B.add_backends(
     LDP_NOISE,
-    cuda=_run_cuda,
-    triton=_run_triton,
-    cpu=_run_cpu,
-    torch_ref=_run_torch,
+    cuda=_launched(_run_cuda),
+    triton=_launched(_run_triton),
+    cpu=_launched(_run_cpu),
+    torch_ref=_launched(_run_torch),
     tolerance=_EXACT,
     gpu_tolerance=_GPU,
 )
@@ -625,15 +644,14 @@ def run_plan(
             ) from None
     else:
         _check_out(out, shape, p, row_keys)
+    p = replace(p, keys=row_keys)  # a copy: the caller's plan keeps no keys
     rec = LDP_NOISE.select(backend, p)
     if keys is not None:
         key, start = 0, _check_offset(0 if offset is None else offset, p.copies * p.d)
     else:
         key, start = _draw_counters(p.numel, seed, generator, offset)
     if p.numel:
-        # the launch is a copy: the caller's plan keeps no keys, output or counters
-        view = out.view(p.n, p.copies, p.d)
-        rec.run(replace(p, keys=row_keys, out=view, seed=key, offset=start))
+        rec.run(replace(p, out=out.view(p.n, p.copies, p.d), seed=key, offset=start))
     return out
 
 

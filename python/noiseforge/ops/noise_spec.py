@@ -20,6 +20,7 @@ spec.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -92,8 +93,30 @@ class Mechanism:
             copies=copies,
         )
 
+    # value semantics: equal when the type and every field are equal
+    def _fields(self) -> tuple:
+        return tuple(getattr(self, f.name) for f in dataclasses.fields(self))  # type: ignore[arg-type]
 
-@dataclass(frozen=True)
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, str):
+            # specs once held the mechanism as its name: keep `spec.mechanism == "gaussian"`
+            # true where it was, and say how to write it now
+            warnings.warn(
+                "comparing a mechanism with a string is deprecated: compare "
+                f"spec.mechanism.name (here {self.name!r}) or use isinstance",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            return self.name == other
+        if type(other) is not type(self):
+            return NotImplemented
+        return self._fields() == other._fields()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, self._fields()))
+
+
+@dataclass(frozen=True, eq=False)
 class Laplace(Mechanism):
     """The Laplace mechanism, pure eps-LDP: scale ``b = sensitivity / epsilon``.
 
@@ -115,7 +138,7 @@ class Laplace(Mechanism):
         return laplace_scale(self.epsilon, sensitivity)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Gaussian(Mechanism):
     """The analytic Gaussian mechanism (Balle & Wang, 2018), (eps, delta)-LDP.
 
@@ -141,7 +164,7 @@ class Gaussian(Mechanism):
         return analytic_gaussian_sigma(self.epsilon, self.delta, sensitivity)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class DiscreteLaplace(Mechanism):
     """The hardened mechanism: inputs quantised to ``levels`` grid points per feature,
     two-sided geometric integer noise sampled by integer comparisons, clamped to the
@@ -207,6 +230,13 @@ class _Default:
     def __repr__(self) -> str:
         return repr(self.value)
 
+    # code that reads the signature (inspect, docs) sees the default it always had
+    def __eq__(self, other: object) -> bool:
+        return self.value == (other.value if isinstance(other, _Default) else other)
+
+    def __hash__(self) -> int:
+        return hash(self.value)
+
 
 _DEFAULT_MECHANISM: Any = _Default("laplace")
 _DEFAULT_UNIT: Any = _Default("feature")
@@ -223,9 +253,10 @@ def _spec_bound(name: str, value: Any) -> float | np.ndarray:
     _check_bound_values(name, np.asarray(arr, dtype=np.float64).reshape(-1))
     if arr.ndim == 0:
         return float(arr)
-    own = np.array(arr, copy=True)  # never the caller's memory (nor a tensor's)
-    own.setflags(write=False)
-    return own
+    # never the caller's memory (nor a tensor's), and an array over immutable bytes:
+    # numpy refuses to make it writeable again
+    data = np.ascontiguousarray(arr)
+    return np.frombuffer(data.tobytes(), dtype=data.dtype).reshape(data.shape)
 
 
 def _check_order(lower: float | np.ndarray, upper: float | np.ndarray) -> None:
@@ -414,6 +445,36 @@ class NoiseSpec:
         if not self.clamp:
             out["clamp"] = False
         return out
+
+    def replace(self, **changes: Any) -> NoiseSpec:
+        """A copy with some parameters changed: ``epsilon``, ``delta``, ``levels``,
+        ``mechanism`` (a name or a :class:`Mechanism`), ``lower``, ``upper``, ``unit``,
+        ``clamp``. (A spec is frozen; this is how ``spec.epsilon = e`` and
+        ``dataclasses.replace(spec, epsilon=e)`` are written now.)"""
+        unknown = set(changes) - {
+            "epsilon",
+            "delta",
+            "levels",
+            "mechanism",
+            "lower",
+            "upper",
+            "unit",
+            "clamp",
+        }
+        if unknown:
+            raise TypeError(f"NoiseSpec.replace() got unknown parameters {sorted(unknown)}")
+        bounds = {k: changes.get(k, getattr(self, k)) for k in ("lower", "upper", "unit", "clamp")}
+        mechanism = changes.get("mechanism", self.mechanism)
+        if isinstance(mechanism, Mechanism) and not {"epsilon", "delta", "levels"} & set(changes):
+            return NoiseSpec(mechanism, **bounds)
+        name = mechanism.name if isinstance(mechanism, Mechanism) else mechanism
+        same = name == self.mechanism.name
+        params = {
+            "epsilon": changes.get("epsilon", self.epsilon),
+            "delta": changes.get("delta", self.delta if same else None),
+            "levels": changes.get("levels", self.levels if same else None),
+        }
+        return NoiseSpec(mechanism=name, **params, **bounds)
 
     # ------------------------------------------------------------------ value semantics
     def _key(self) -> tuple:

