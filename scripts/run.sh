@@ -55,7 +55,7 @@ setup() {
   # torch first and pinned: an unpinned torch would pull a multi-GB CUDA build.
   $VENV/bin/python -c "import torch" 2>/dev/null || { echo "== installing $TORCH_SPEC"; $pip install -q "$TORCH_SPEC"; }
   echo "== building and installing noiseforge (NOISEFORGE_CUDA=${NOISEFORGE_CUDA:-AUTO})"
-  $pip install -q "$TRITON_SPEC" ".[test,dev,plot,ldp-data,hf,postgres,serve,parquet]"
+  $pip install -q "$TRITON_SPEC" ".[test,dev,plot,ldp-data,hf,postgres,serve,parquet,ray]"
 }
 
 # The ledger tests run against a real PostgreSQL server: use $NOISEFORGE_TEST_POSTGRES_URL

@@ -147,6 +147,17 @@ def _stdout_is_broken() -> bool:
     return False
 
 
+def _ldp_engine(args: argparse.Namespace):
+    """The engine of ``noiseforge ldp run|sweep --engine ray`` (None: the local one).
+    Built here, where the command line composes the layers: ``noiseforge.distributed``
+    builds on ``ldp``, so ``ldp`` cannot import it."""
+    if getattr(args, "engine", "local") != "ray":
+        return None
+    from noiseforge.distributed.engine import ldp_engine
+
+    return ldp_engine(args.ray_address)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``noiseforge`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
     name = ["noiseforge"]  # the full command name, once the arguments are parsed
@@ -209,7 +220,7 @@ def _main(argv: list[str] | None, command_name: list[str]) -> int:
             print(info_text())
             return 0
         if args.command == "ldp":
-            return ldp_command.run(args)
+            return ldp_command.run(args, engine=_ldp_engine(args))
         if args.command == "relevance":
             return relevance_command.run(args)
         if args.command == "cloud":

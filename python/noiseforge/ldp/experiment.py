@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -93,6 +94,22 @@ class Point:
         return self.ldpkit - self.standard
 
 
+@dataclass(frozen=True)
+class Engine:
+    """Where :func:`run_point` runs the two methods: ``standard_ldp`` and ``ldpkit``
+    with the signatures of :mod:`noiseforge.ldp.pipeline`, and ``new_ledger(budget)``
+    for each method's own ledger. :data:`LOCAL` (this process) is the default; the
+    command line builds the Ray engine (``noiseforge.distributed.engine``)."""
+
+    name: str = "local"
+    standard_ldp: Callable[..., torch.Tensor] = standard_ldp
+    ldpkit: Callable[..., Any] = ldpkit
+    new_ledger: Callable[[float], PrivacyLedger] = PrivacyLedger
+
+
+LOCAL = Engine()
+
+
 def task_setup(
     name: str = "fashion", limit: int | None = None, *, progress: bool = True, seed: int = 0
 ) -> Setup:
@@ -133,11 +150,14 @@ def run_point(
     *,
     seed: int | None = None,
     progress: bool = True,
+    engine: Engine | None = None,
 ) -> Point:
-    """Standard eps-LDP and LDPKiT at ``epsilon`` per feature (Laplace, pure eps-LDP)."""
+    """Standard eps-LDP and LDPKiT at ``epsilon`` per feature (Laplace, pure eps-LDP),
+    run by ``engine`` (default :data:`LOCAL`)."""
     if not (epsilon > 0):
         raise ValueError(f"epsilon must be > 0 (or inf for the no-noise reference), got {epsilon}")
     settings = settings or Settings()
+    engine = engine or LOCAL
     t0 = time.perf_counter()
     x, y = setup.x, setup.y
     if setup.remote is not None and math.isinf(epsilon):
@@ -154,15 +174,15 @@ def run_point(
         noise = NoiseSpec(epsilon=epsilon, lower=setup.lower, upper=setup.upper)
         records = np.arange(len(x))
         budget = epsilon * setup.features
-        std = standard_ldp(
-            x, records, cloud, PrivacyLedger(budget), noise, seed=seed, progress=progress
+        std = engine.standard_ldp(
+            x, records, cloud, engine.new_ledger(budget), noise, seed=seed, progress=progress
         )
         standard = float((std == y).float().mean())
-        kit = ldpkit(
+        kit = engine.ldpkit(
             x,
             records,
             cloud,
-            PrivacyLedger(budget),
+            engine.new_ledger(budget),
             noise,
             setup.make_model,
             noise_copies=settings.noise_copies,
@@ -223,14 +243,20 @@ def sweep(
     seed: int | None = None,
     progress: bool = True,
     on_point: Callable[[Point], None] | None = None,
+    engine: Engine | None = None,
 ) -> list[Point]:
-    """:func:`run_point` at every epsilon, in the order given."""
+    """:func:`run_point` at every epsilon, in the order given (by ``engine``)."""
     if not epsilons:
         raise ValueError("give at least one epsilon")
     points = []
     for i, eps in enumerate(epsilons):
         point = run_point(
-            setup, eps, settings, seed=None if seed is None else seed + 10 * i, progress=progress
+            setup,
+            eps,
+            settings,
+            seed=None if seed is None else seed + 10 * i,
+            progress=progress,
+            engine=engine,
         )
         points.append(point)
         if on_point is not None:
