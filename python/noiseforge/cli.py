@@ -158,6 +158,17 @@ def _ldp_engine(args: argparse.Namespace):
     return ldp_engine(args.ray_address)
 
 
+def _relevance_engine(args: argparse.Namespace):
+    """What ``noiseforge relevance filter --engine ray`` filters with (None: the local
+    engine). Built here for the same reason as :func:`_ldp_engine`: ``noiseforge.distributed``
+    builds on ``relevance``, so ``relevance`` cannot import it."""
+    if getattr(args, "relevance_command", None) != "filter" or args.engine != "ray":
+        return None
+    from noiseforge.distributed.filtering import filter_engine
+
+    return filter_engine(args.ray_address)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``noiseforge`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
     name = ["noiseforge"]  # the full command name, once the arguments are parsed
@@ -222,7 +233,7 @@ def _main(argv: list[str] | None, command_name: list[str]) -> int:
         if args.command == "ldp":
             return ldp_command.run(args, engine=_ldp_engine(args))
         if args.command == "relevance":
-            return relevance_command.run(args)
+            return relevance_command.run(args, engine=_relevance_engine(args))
         if args.command == "cloud":
             return serve_command.run(args)
         return demo.run(args)

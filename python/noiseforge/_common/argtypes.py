@@ -214,3 +214,37 @@ def add_quiet(parser: argparse.ArgumentParser) -> None:
 def add_out_folder(parser: argparse.ArgumentParser, help: str) -> None:
     """``--out FOLDER`` (an :func:`output_folder`, default None: the command's own)."""
     parser.add_argument("--out", type=output_folder, default=None, help=help)
+
+
+ENGINES = ("local", "ray")
+
+
+def add_engine(parser: argparse.ArgumentParser, ray_does: str) -> None:
+    """``--engine local|ray`` and ``--ray-address``; ``ray_does`` says what the Ray
+    engine runs for this command."""
+    parser.add_argument(
+        "--engine",
+        default="local",
+        choices=ENGINES,
+        help=f"local: this process (default); ray: {ray_does} (pip install 'noiseforge[ray]')",
+    )
+    parser.add_argument(
+        "--ray-address",
+        default=None,
+        metavar="HOST:PORT",
+        help="the Ray cluster of --engine ray (default: $RAY_ADDRESS, else a local Ray "
+        "instance on this machine); 'auto' for the cluster 'ray start' began here",
+    )
+
+
+def check_engine(args: argparse.Namespace, engine: object, from_python: str) -> None:
+    """The engine flags agree, and a non-local engine was built (by the command line,
+    or passed from Python: ``from_python`` names the function that builds it)."""
+    chosen = getattr(args, "engine", "local")
+    if getattr(args, "ray_address", None) and chosen != "ray":
+        raise UsageError("--ray-address needs --engine ray")
+    if chosen != "local" and engine is None:
+        raise UsageError(
+            f"--engine {chosen} is set up by the noiseforge command line; from Python, "
+            f"pass engine= ({from_python})"
+        )

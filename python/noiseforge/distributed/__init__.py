@@ -3,10 +3,13 @@
 ``runtime`` connects to a cluster and sets every task's threads from its CPUs;
 ``ldpkit`` runs LDPKiT and standard eps-LDP with one privacy ledger shared by every
 worker (:func:`ldpkit_ray`, :func:`standard_ldp_ray`); ``engine`` is what
-``noiseforge ldp run|sweep --engine ray`` runs. Needs ``pip install 'noiseforge[ray]'``.
+``noiseforge ldp run|sweep --engine ray`` runs; ``filtering`` is the relevance
+self-validation filter with one task per (model, seed, fold)
+(:func:`self_validation_filter_ray`, what ``noiseforge relevance filter --engine ray`` runs). Needs ``pip install 'noiseforge[ray]'``.
 Nothing else in noiseforge imports this package except the command line.
 """
 
+from noiseforge.distributed.filtering import self_validation_filter_ray
 from noiseforge.distributed.ldpkit import (
     CloudQuery,
     MixedQuery,
@@ -41,6 +44,7 @@ __all__ = [
     "private_dataset",
     "ray_release",
     "release_block",
+    "self_validation_filter_ray",
     "standard_ldp_ray",
     "verified_rows",
 ]

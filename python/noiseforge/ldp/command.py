@@ -13,7 +13,7 @@ from noiseforge.ldp.cloud import CloudQueryError
 from noiseforge.ldp.ledger import command as ledger_command
 
 TASKS = ("fashion", "digits", "mnist5k", "text")
-ENGINES = ("local", "ray")
+ENGINES = argtypes.ENGINES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -88,19 +88,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             help="torch CPU threads for the models (default: torch's choice); on a machine "
             "busy with other work, 1 avoids spinning threads that slow small models down",
         )
-        p.add_argument(
-            "--engine",
-            default="local",
-            choices=ENGINES,
-            help="local: this process (default); ray: a Ray Data job on the cluster of "
-            "--ray-address, one privacy ledger for every worker (pip install 'noiseforge[ray]')",
-        )
-        p.add_argument(
-            "--ray-address",
-            default=None,
-            metavar="HOST:PORT",
-            help="the Ray cluster of --engine ray (default: $RAY_ADDRESS, else a local Ray "
-            "instance on this machine); 'auto' for the cluster 'ray start' began here",
+        argtypes.add_engine(
+            p, "a Ray Data job on the cluster of --ray-address, one privacy ledger for every worker"
         )
         argtypes.add_quiet(p)
 
@@ -142,13 +131,7 @@ def run(args: argparse.Namespace, engine: ex.Engine | None = None) -> int:
     command line passes the Ray engine for ``--engine ray``)."""
     if args.ldp_command == "ledger":
         return ledger_command.run(args)
-    if getattr(args, "ray_address", None) and getattr(args, "engine", "local") != "ray":
-        raise argtypes.UsageError("--ray-address needs --engine ray")
-    if getattr(args, "engine", "local") != "local" and engine is None:
-        raise argtypes.UsageError(
-            f"--engine {args.engine} is set up by the noiseforge command line; from Python, "
-            "pass engine= (noiseforge.distributed.engine.ldp_engine())"
-        )
+    argtypes.check_engine(args, engine, "noiseforge.distributed.engine.ldp_engine()")
     t0 = time.perf_counter()
     progress = not args.quiet
     settings = ex.Settings(

@@ -10,13 +10,17 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from noiseforge._common import argtypes
 
 #: the file types `relevance` reads and writes
 SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 TRANSLATORS = ("auto", "apertium", "freedict")
+#: where `relevance filter` trains its out-of-fold models
+ENGINES = argtypes.ENGINES
 
 STEP_HELP = {
     "augment": "translate training queries into other languages (new rows with provenance)",
@@ -113,6 +117,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="also write flagged rows (with probabilities) to this CSV",
     )
+    argtypes.add_engine(
+        p["filter"], "one Ray task per fold on the cluster of --ray-address, the same result"
+    )
     p["train"].add_argument(
         "--dev",
         nargs="+",
@@ -174,7 +181,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         argtypes.add_quiet(p[name])
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, engine: Callable[..., Any] | None = None) -> int:
+    """Run the parsed command. ``engine``: what ``filter`` runs in place of
+    :func:`~noiseforge.relevance.filtering.self_validation_filter` (same arguments and
+    result); the command line passes the Ray one for ``--engine ray``."""
+    argtypes.check_engine(args, engine, "noiseforge.distributed.filtering.filter_engine()")
     if args.relevance_command != "run":
         outputs = [getattr(args, n, None) for n in ("out", "review", "model_out")]
         outputs = [p for p in outputs if p]
@@ -182,10 +193,11 @@ def run(args: argparse.Namespace) -> int:
             _check_output(path, args)
         if len({Path(p).resolve() for p in outputs}) < len(outputs):
             raise argtypes.UsageError("--out and --review name the same file: give two files")
+    if args.relevance_command == "filter":
+        return _filter(args, engine)
     return {
         "augment": _augment,
         "mine": _mine,
-        "filter": _filter,
         "train": _train,
         "evaluate": _evaluate,
         "run": _run,
@@ -322,15 +334,20 @@ def _mine(args) -> int:
     return 0
 
 
-def _filter(args) -> int:
+def _filter(args, engine: Callable[..., Any] | None = None) -> int:
     from noiseforge.relevance.filtering import self_validation_filter
     from noiseforge.relevance.model import EmbeddingMLP
 
     df = _read(args.data)
     encoder = _encoder(args)
-    result = self_validation_filter(
+    opts: dict[str, Any] = dict(progress=not args.quiet)
+    if engine is not None:  # workers embed into this process's cache folder
+        from noiseforge._common.paths import default_cache_dir
+
+        opts["cache_dir"] = default_cache_dir() / "embeddings"
+    result = (engine or self_validation_filter)(
         df,
-        lambda: EmbeddingMLP(encoder=encoder, progress=not args.quiet),
+        lambda: EmbeddingMLP(encoder=encoder, **opts),
         k=args.folds,
         confidence=args.confidence,
         action="review" if args.review else "remove",

@@ -127,6 +127,25 @@ def self_validation_filter(
     -------
     FilterResult.
     """
+    df, labels, factories = prepare_filter(df, model_factories, confidence, action, review_path)
+    runs, probas = [], []
+    for factory in factories:
+        for seed in seeds:
+            p = out_of_fold_proba(df, factory, k=k, seed=seed)
+            probas.append(p)
+            runs.append(flag_votes(labels, p, confidence, band))
+    return reduce_votes(df, labels, runs, probas, band, min_votes, action, review_path)
+
+
+def prepare_filter(
+    df: pd.DataFrame,
+    model_factories: Callable[[], RelevanceModel] | Sequence[Callable[[], RelevanceModel]],
+    confidence: float,
+    action: str,
+    review_path: str | os.PathLike | None,
+) -> tuple[pd.DataFrame, np.ndarray, list[Callable[[], RelevanceModel]]]:
+    """The checks of :func:`self_validation_filter` (every engine runs them before any
+    model is fitted): the table with a 0..n-1 index, its 0/1 labels, the factories."""
     if not 0.5 < confidence < 1:
         raise ValueError(f"confidence must be in (0.5, 1), got {confidence}")
     if action not in ("remove", "flag", "review"):
@@ -138,12 +157,21 @@ def self_validation_filter(
     labels = df["label"].to_numpy()
     if np.isin(labels, (0, 1), invert=True).any():
         raise ValueError("self_validation_filter needs labelled rows (0/1)")
-    runs, probas = [], []
-    for factory in factories:
-        for seed in seeds:
-            p = out_of_fold_proba(df, factory, k=k, seed=seed)
-            probas.append(p)
-            runs.append(flag_votes(labels, p, confidence, band))
+    return df, labels, factories
+
+
+def reduce_votes(
+    df: pd.DataFrame,
+    labels: np.ndarray,
+    runs: list[np.ndarray],
+    probas: list[np.ndarray],
+    band: tuple[float, float] | None,
+    min_votes: int | None,
+    action: str,
+    review_path: str | os.PathLike | None,
+) -> FilterResult:
+    """The runs' votes (:func:`flag_votes` of each run) counted with ``vote_histogram``,
+    and the :class:`FilterResult` built from them (every engine ends here)."""
     r = len(runs)
     index = torch.arange(len(df)).repeat(r)
     hist = vote_histogram(index, torch.from_numpy(np.concatenate(runs)), len(df), 3).numpy()
