@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,6 +10,7 @@ from noiseforge.cli import main
 from noiseforge.relevance.data import load, write
 from noiseforge.relevance.filtering import self_validation_filter
 from noiseforge.relevance.fixture import make_fixture
+from tests.support.faults import run_against_no_ray_cluster
 
 
 @pytest.fixture(scope="module")
@@ -115,13 +113,6 @@ def test_the_engine_is_chosen_by_the_command_line_only(tmp_path, noisy):
 
 def test_a_bad_address_fails_with_one_line(tmp_path, noisy):
     data = write(noisy, tmp_path / "train.jsonl")
-    cmd = [sys.executable, "-m", "noiseforge", "relevance", "filter", str(data)]
-    cmd += ["--out", str(tmp_path / "o.jsonl"), "--encoder", "hashing", "--quiet"]
-    cmd += ["--engine", "ray", "--ray-address", "127.0.0.1:9"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 1, done.stderr
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1, done.stderr
-    assert "no Ray cluster answers at 127.0.0.1:9" in lines[0]
-    assert "ray start --head --num-cpus=N" in lines[0] and "--engine local" in lines[0]
+    argv = ["relevance", "filter", str(data), "--out", str(tmp_path / "o.jsonl")]
+    run_against_no_ray_cluster([*argv, "--encoder", "hashing", "--quiet"])
     assert not (tmp_path / "o.jsonl").exists()

@@ -1,4 +1,4 @@
-"""Injected faults for the tests of atomic writes."""
+"""Injected faults: a disk that fills up mid-write, a Ray address where no cluster answers."""
 
 from __future__ import annotations
 
@@ -24,3 +24,21 @@ class DiskFull:
 
     def __exit__(self, *exc) -> None:
         self._fh.close()
+
+
+def run_against_no_ray_cluster(argv: list[str]):
+    """Run ``noiseforge *argv --engine ray --ray-address 127.0.0.1:9`` (nothing listens on
+    port 9) and check it stops with exit status 1 and the one line that says how to start
+    a cluster; returns the finished process."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "noiseforge", *argv, "--engine", "ray"]
+    cmd += ["--ray-address", "127.0.0.1:9"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "no Ray cluster answers at 127.0.0.1:9" in lines[0]
+    assert "ray start --head --num-cpus=N" in lines[0] and "--engine local" in lines[0]
+    return done
