@@ -111,6 +111,22 @@ def test_threads_and_separate_handles_share_one_budget(ledger_location):
     first.verify()
 
 
+def _settled(ledger, timeout: float = 30.0):
+    """The audit and the entries, read once the store has settled. A client killed
+    right after sending COMMIT leaves a PostgreSQL backend that still commits its
+    transaction a moment later: until it has, an audit and a later read of the
+    entries can see different snapshots (an entry that is complete in both, but
+    present in only one). SQLite has no such server-side tail."""
+    deadline = time.monotonic() + timeout
+    while True:
+        before = len(ledger.releases)
+        audit = ledger.verify()
+        stored = {e.seq: e for e in ledger.releases}
+        if before == audit.entries == len(stored) or time.monotonic() > deadline:
+            return audit, stored
+        time.sleep(0.2)
+
+
 def test_kill_9_loses_no_acknowledged_charge(ledger_location, tmp_path):
     ledger = ledger_location.open(epsilon_budget=1e9)
     rng = random.Random(5)
@@ -129,8 +145,7 @@ def test_kill_9_loses_no_acknowledged_charge(ledger_location, tmp_path):
             p.stdout.close()
             p.stderr.close()
         # after every round: no partial entry, totals equal the entries, every ack stored
-        audit = ledger.verify()
-        stored = {e.seq: e for e in ledger.releases}
+        audit, stored = _settled(ledger)
         acked = [
             json.loads(line)
             for log in logs
