@@ -26,6 +26,7 @@ from noiseforge.distributed import (
 from noiseforge.distributed.ldpkit import _CloudSpec
 from noiseforge.ldp import (
     BudgetExceededError,
+    IdempotencyConflictError,
     InProcessCloud,
     NoiseSpec,
     PrivacyLedger,
@@ -34,6 +35,7 @@ from noiseforge.ldp import (
 )
 from noiseforge.ldp.models import train_classifier
 from noiseforge.ldp.pipeline import ldpkit, standard_ldp
+from noiseforge.ldp.query import CloudQueryError
 from tests.support.ldp_task import band_mlp, band_task
 
 EPS = 0.5  # per pixel; a record of 16 pixels costs 8
@@ -187,7 +189,7 @@ def test_the_query_operator_refuses_rows_that_were_not_released(cloud, tmp_path)
     ledger = PrivacyLedger(COST, path=tmp_path / "ledger.sqlite")
     batch = {"record": np.arange(20), "position": np.arange(20), "x": x.numpy()}
     packed = release_block(batch, ledger=ledger, noise=noise, release_id="r", seed=1)
-    query = CloudQuery(_CloudSpec.of(cloud), ledger, noise, copies=1)
+    query = CloudQuery(_CloudSpec.of(cloud), ledger, noise, copies=1, key=ReleaseKey())
     out = query(packed)
     assert out["answers"].shape == (1, 20, 3) and out["copy_answers"].shape == (1, 20, 3)
     # raw private rows under the released block's names
@@ -253,3 +255,87 @@ def test_secret_noise_ldpkit_on_ray_charges_each_record_once(ray_cluster, cloud,
     with pytest.raises(BudgetExceededError):
         standard_ldp_ray(x, np.arange(150), cloud, ledger, NoiseSpec(epsilon=EPS), progress=False)
     _charged_once(ledger, 150, blocks=3)
+
+
+class _CountingCloud(InProcessCloud):
+    """An in-process cloud that logs every request's row count to a file (the actors
+    run in other processes) and fails -- a dead cloud -- once ``fail_after`` rows were
+    answered."""
+
+    def __init__(self, module, log: str, fail_after: int | None = None) -> None:
+        super().__init__(module)
+        self.log, self.fail_after = log, fail_after
+
+    def _predict(self, data):
+        if self.fail_after is not None and _asked(self.log) >= self.fail_after:
+            raise OSError("the cloud is down")
+        answers = super()._predict(data)
+        with open(self.log, "a") as fh:
+            fh.write(f"{data.shape[0]}\n")
+        return answers
+
+
+def _asked(log) -> int:
+    return sum(int(n) for n in open(log).read().split()) if os.path.exists(log) else 0
+
+
+@pytest.mark.parametrize("secret", [False, True], ids=["seeded", "secret-key"])
+def test_a_resumed_job_asks_only_what_was_not_answered(
+    ray_cluster, cloud, tmp_path, fresh_seeded_streams, secret
+):
+    """The cloud dies mid-job; the job run again with the same names (and key) and the
+    checkpoint folder asks the cloud only for the answers not kept, charges nothing,
+    and ends with the uninterrupted job's results."""
+    ray_cluster.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    x, _ = band_task(200, seed=9)
+    noise = NoiseSpec(epsilon=EPS)
+    key = ReleaseKey() if secret else None
+    kw = dict(noise_copies=1, superimposed=0.5, epochs=1, block_rows=50, workers=1)
+    kw.update(release_id="job-1", key=key) if secret else kw.update(seed=11)
+    total = 200 * 2 + 100  # released rows, one copy each, 100 pairs
+    fresh_seeded_streams()
+    reference = ldpkit_ray(
+        x, np.arange(200), cloud, PrivacyLedger(COST, path=tmp_path / "ref.sqlite"),
+        noise, band_mlp, progress=False, **kw,
+    )  # fmt: skip
+    path, ckpt = tmp_path / "ledger.sqlite", tmp_path / "answers"
+    log = str(tmp_path / "asked.log")
+    dying = _CountingCloud(cloud.module, log, fail_after=230)
+    fresh_seeded_streams()
+    with pytest.raises(CloudQueryError, match="the cloud is down"):
+        ldpkit_ray(
+            x, np.arange(200), dying, PrivacyLedger(COST, path=path), noise, band_mlp,
+            checkpoint=ckpt, progress=False, **kw,
+        )  # fmt: skip
+    first = _asked(log)
+    assert 230 <= first < total and any(ckpt.iterdir())
+    ledger = PrivacyLedger(path=path)
+    _charged_once(ledger, 200, blocks=4)  # the release finished before the cloud died
+    os.remove(log)
+    fresh_seeded_streams()
+    resumed = ldpkit_ray(
+        x, np.arange(200), _CountingCloud(cloud.module, log), ledger, noise, band_mlp,
+        checkpoint=ckpt, progress=False, **kw,
+    )  # fmt: skip
+    assert first + _asked(log) == total  # no answer lost, none asked twice
+    _charged_once(ledger, 200, blocks=4)  # replayed: nothing charged twice
+    assert torch.equal(resumed.aggregated, reference.aggregated)
+    assert torch.equal(resumed.predictions, reference.predictions)
+    assert resumed.release_id == reference.release_id
+    if secret:  # another key cannot resume the release: refused before any noise is drawn
+        with pytest.raises(IdempotencyConflictError, match="another noise key"):
+            ldpkit_ray(
+                x, np.arange(200), cloud, ledger, noise, band_mlp, checkpoint=ckpt,
+                progress=False, **dict(kw, key=ReleaseKey()),
+            )  # fmt: skip
+        _charged_once(ledger, 200, blocks=4)
+
+
+def test_a_checkpoint_that_is_a_file_is_refused(cloud, tmp_path):
+    x, _ = band_task(20, seed=4)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(NotADirectoryError, match="give a folder"):
+        standard_ldp_ray(
+            x, np.arange(20), cloud, PrivacyLedger(COST, path=tmp_path / "l.sqlite"),
+            NoiseSpec(epsilon=EPS), seed=1, checkpoint=tmp_path / "file", progress=False,
+        )  # fmt: skip

@@ -458,3 +458,40 @@ def test_a_spec_beside_noise_keywords_is_refused_before_the_ledger_is_touched():
         add_noise_copies(batch, 2, spec, delta=1e-5)
     with pytest.raises(TypeError, match="add_noise_copies needs noise="):
         add_noise_copies(batch, 2)
+
+
+def test_a_released_batch_is_rebuilt_only_from_the_rows_the_ledger_bound(tmp_path):
+    """released_batch(): the rows of a release, sent to another process as arrays,
+    become a NoisedBatch again only when the ledger confirms every byte."""
+    from noiseforge.ldp import released_batch
+
+    ledger = PrivacyLedger(100.0, path=tmp_path / "l.sqlite")
+    noise = NoiseSpec(Laplace(1.0), lower=0.0, upper=1.0)
+    x = torch.rand(6, 4)
+    out = release(x, np.arange(10, 16), ledger, noise, release_id="r", batch="b")
+    data, records = out.data.numpy().copy(), out.records.numpy().copy()
+    assert ledger.entry("r", "b").seq == out.release.seq and ledger.entry("r", "x") is None
+    other = PrivacyLedger(path=tmp_path / "l.sqlite")  # another handle, as a worker has
+    again = released_batch(other, "r", "b", data, records, noise)
+    assert isinstance(again, NoisedBatch) and again.digest == out.digest
+    assert torch.equal(again.data, out.data) and again.release.seq == out.release.seq
+    cloud = InProcessCloud(torch.nn.Linear(4, 2))
+    assert cloud.predict(again).shape == (6, 2)  # a rebuilt batch may be sent
+    edited = data.copy()
+    edited[2, 1] = np.nextafter(edited[2, 1], 2.0)
+    for args, match in [
+        (("r", "b", x.numpy(), records, noise), "not the rows the ledger says"),  # raw rows
+        (("r", "b", edited, records, noise), "not the rows the ledger says"),  # one ulp
+        (("r", "b", data[::-1].copy(), records[::-1].copy(), noise), "not the rows"),  # order
+        (("r", "b", data, records + 1, noise), "not the records the ledger charged"),
+        (("r", "nobody", data, records, noise), "never released"),
+        (("r", "b", data, records, noise.replace(mechanism=Laplace(2.0))), "was charged eps"),
+    ]:
+        with pytest.raises(ReleaseIntegrityError, match=match):
+            released_batch(other, *args)
+    with pytest.raises(ValueError, match="one id per row"):
+        released_batch(other, "r", "b", data, records[:3], noise)
+    with pytest.raises(TypeError, match="NoiseSpec"):
+        released_batch(other, "r", "b", data, records, {"epsilon": 1.0})
+    with pytest.raises(TypeError, match="strings"):
+        ledger.entry("r", 3)

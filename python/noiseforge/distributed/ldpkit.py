@@ -14,15 +14,17 @@ The stages (each a Ray Data operator; ``workers`` sets the actor pools' size):
    batch name, record ids, positions and noised rows.
 2. **expand + query** (:class:`CloudQuery`, an actor pool of cloud clients:
    an :class:`~noiseforge.ldp.http.HTTPCloud` per actor, or an in-process model
-   per actor): each packed block is first checked against the ledger
-   (:func:`verified_rows`: the entry of its release id and batch exists and
-   its output digest -- bound by ``release`` before the rows were returned --
-   equals the digest of the rows as they arrived); a block that fails is
-   refused with ReleaseIntegrityError and nothing of it is sent. Only then are
-   the layer-2 noise copies drawn (post-processing, free) and the rows asked
-   of the cloud, with the answer checks and retries of
-   :func:`noiseforge.ldp.query_cloud`. A record's rows (its release and its
-   copies) never span blocks, so its answers are aggregated
+   per actor): each packed block first becomes a sealed NoisedBatch again through
+   :func:`noiseforge.ldp.released_batch`, which checks it against the ledger (the
+   entry of its release id and batch exists, holds these records at this charge,
+   and its output digest -- bound by ``release`` before the rows were returned --
+   equals the digest of the rows as they arrived); a block that fails is refused
+   with ReleaseIntegrityError and nothing of it is sent. Only then are the layer-2
+   noise copies drawn (:func:`noiseforge.ldp.postprocess`, free) and the block
+   asked of the cloud through :func:`noiseforge.ldp.query_cloud` itself (its seal
+   check, answer checks and retries; with ``checkpoint=``, one answers file per
+   block, so a resumed job asks only what is missing). A record's rows (its
+   release and its copies) never span blocks, so its answers are aggregated
    (:func:`~noiseforge.ops.soft_label_sum`, bit-identical in any order) in the
    operator.
 3. **superimposition** (:class:`MixedQuery`, actors): the pairs are drawn on
@@ -36,6 +38,9 @@ With ``seed=`` every random draw is the local engine's: the release's noise
 derives from the seed, the release id and the record id; the noise copies use
 the seeded stream at the counters the local engine would use (reserved on the
 driver, offset by each row's position); the pairs come from the same generator.
+Without a seed, the copies and the pairs derive from the release's secret key
+(:func:`copies_context`), so that a job resumed with the same key asks the same
+queries.
 So ``ldpkit_ray(..., seed=s)`` equals ``ldpkit(..., seed=s)`` bit for bit (the
 labels and the aggregated answers), whatever the blocks and workers.
 """
@@ -47,7 +52,7 @@ import gc
 import hashlib
 import itertools
 import math
-import time
+import os
 import traceback
 import uuid
 from collections.abc import Callable
@@ -64,18 +69,13 @@ from noiseforge.distributed.runtime import (
     connect,
     require_ray,
 )
-from noiseforge.ldp.cloud import (
-    CloudAnswerError,
-    CloudModel,
-    CloudQueryError,
-    CloudRequestError,
-    check_answers,
-)
+from noiseforge.ldp.cloud import CloudModel
+from noiseforge.ldp.expand import concat
 from noiseforge.ldp.http import HTTPCloud
-from noiseforge.ldp.ledger import PrivacyLedger, RecordSet
+from noiseforge.ldp.ledger import PrivacyLedger
 from noiseforge.ldp.models import predict_labels, train_classifier
-from noiseforge.ldp.release import release
-from noiseforge.ldp.seal import ReleaseIntegrityError, seal
+from noiseforge.ldp.query import query_cloud
+from noiseforge.ldp.release import NoisedBatch, postprocess, release, released_batch
 from noiseforge.ops import ldp_noise, soft_label_sum
 from noiseforge.ops.noise_spec import NoiseSpec
 from noiseforge.random import ReleaseKey, seeded_generator
@@ -258,51 +258,24 @@ def ray_release(
 
 
 # ----------------------------------------------------------------------------- checks
-class _Entries:
-    """The ledger entries of one release, read once and re-read when a block is new."""
-
-    def __init__(self, ledger: PrivacyLedger) -> None:
-        self.ledger = ledger
-        self.known: dict[tuple[str, str], Any] = {}
-
-    def get(self, release_id: str, batch: str) -> Any:
-        k = (release_id, batch)
-        if k not in self.known:
-            for e in self.ledger.entries(release_id):
-                self.known[(e.release_id, e.batch)] = e
-        return self.known.get(k)
-
-
 def verified_rows(
-    row: dict[str, Any], entries: _Entries
-) -> tuple[str, str, torch.Tensor, torch.Tensor, np.ndarray]:
-    """``(release_id, batch, data, records, positions)`` of a packed block, as fresh
-    tensors checked against the ledger: the entry ``(release_id, batch)`` exists,
-    holds exactly these records, and its bound output digest is the digest of these
-    rows. Raises ReleaseIntegrityError otherwise (nothing of the block is sent)."""
-    rid, name = str(row["release_id"]), str(row["batch"])
-    data = torch.from_numpy(np.array(row["data"], copy=True))
-    records = torch.from_numpy(np.array(row["records"], dtype=np.int64, copy=True)).reshape(-1)
-    positions = np.array(row["positions"], dtype=np.int64, copy=True).reshape(-1)
-    entry = entries.get(rid, name)
-    where = f"block {name!r} of release {rid!r}"
-    if entry is None or entry.output_digest is None:
-        raise ReleaseIntegrityError(
-            f"{where} was never released (no ledger entry binds its rows); refusing to send "
-            "it: only rows released by noiseforge.ldp.release() may leave the client"
-        )
-    try:
-        same_records = np.array_equal(
-            RecordSet.from_ids(records.numpy()).ranges, entry.records.ranges
-        )
-    except (TypeError, ValueError):
-        same_records = False
-    if not same_records or seal(data, records, f"{rid}\0{name}").digest != entry.output_digest:
-        raise ReleaseIntegrityError(
-            f"{where}: its rows are not the rows the ledger says were released (changed, or "
-            "from elsewhere); refusing to send them"
-        )
-    return rid, name, data, records, positions
+    row: dict[str, Any], ledger: PrivacyLedger, noise: NoiseSpec
+) -> tuple[NoisedBatch, np.ndarray]:
+    """``(batch, positions)`` of a packed released block: its rows as a sealed
+    :class:`~noiseforge.ldp.NoisedBatch`, rebuilt by
+    :func:`noiseforge.ldp.released_batch` only after the ledger confirmed them (the
+    entry ``(release_id, batch)`` exists, holds exactly these records, was charged
+    what ``noise`` costs, and its bound output digest is the digest of these rows).
+    Raises ReleaseIntegrityError otherwise (nothing of the block is sent)."""
+    batch = released_batch(
+        ledger,
+        str(row["release_id"]),
+        str(row["batch"]),
+        np.array(row["data"], copy=True),
+        np.array(row["records"], dtype=np.int64, copy=True).reshape(-1),
+        noise,
+    )
+    return batch, np.array(row["positions"], dtype=np.int64, copy=True).reshape(-1)
 
 
 # ----------------------------------------------------------------------------- the cloud
@@ -328,49 +301,33 @@ class _CloudSpec:
         return HTTPCloud(self.url, timeout=self.timeout) if self.url else self.model
 
 
-class _Asker:
-    """The cloud of one actor, asked in batches with query_cloud's checks and retries."""
+@dataclass(frozen=True)
+class _Asking:
+    """How an actor asks the cloud: :func:`noiseforge.ldp.query_cloud`'s batch size,
+    retries and backoff, and the job's checkpoint folder (None: no checkpoints)."""
 
-    def __init__(
-        self,
-        cloud: _CloudSpec,
-        ledger: PrivacyLedger,
-        batch_size: int,
-        retries: int,
-        backoff: float,
-    ) -> None:
-        self.cloud = cloud.open()
-        self.entries = _Entries(ledger)
-        self.batch_size, self.retries, self.backoff = batch_size, retries, backoff
-        self.classes: int | None = None
+    batch_size: int = 1024
+    retries: int = 3
+    backoff: float = 0.5
+    checkpoint: str | None = None
 
-    def ask(self, data: torch.Tensor) -> torch.Tensor:
-        """(M, C) checked answers for the verified rows ``data``."""
-        parts = []
-        for s in range(0, data.shape[0], self.batch_size):
-            part = data[s : s + self.batch_size]
-            answer = self._ask_once(part, s)
-            self.classes = answer.shape[1]
-            parts.append(answer)
-        return torch.cat(parts) if parts else torch.zeros((0, self.classes or 0))
-
-    def _ask_once(self, part: torch.Tensor, first: int) -> torch.Tensor:
-        rows = f"rows {first}..{first + part.shape[0] - 1}"
-        for attempt in range(self.retries + 1):
-            try:
-                return check_answers(self.cloud._predict(part.clone()), part.shape[0], self.classes)
-            except CloudRequestError as exc:
-                raise CloudQueryError(f"the cloud refused {rows} ({exc})") from exc
-            except (OSError, RuntimeError, TimeoutError) as exc:
-                if attempt == self.retries:
-                    kind = (
-                        CloudAnswerError if isinstance(exc, CloudAnswerError) else CloudQueryError
-                    )
-                    raise kind(
-                        f"the cloud failed {self.retries + 1} times on {rows} ({exc})"
-                    ) from exc
-                time.sleep(self.backoff * 2**attempt)
-        raise AssertionError("unreachable")
+    def ask(self, cloud: CloudModel, queries: NoisedBatch, *name: str) -> torch.Tensor:
+        """The checked answers to ``queries``; with a checkpoint folder, kept in the
+        file of ``name`` after every request, and read back (asking only the rest)
+        when a resumed job sends the same query set."""
+        path = None
+        if self.checkpoint is not None:
+            digest = hashlib.sha256("\0".join(name).encode()).hexdigest()[:40]
+            path = os.path.join(self.checkpoint, f"answers-{digest}.pt")
+        return query_cloud(
+            cloud,
+            queries,
+            batch_size=self.batch_size,
+            retries=self.retries,
+            backoff=self.backoff,
+            checkpoint=path,
+            progress=False,
+        )
 
 
 def _rows_of(batch: dict[str, np.ndarray]) -> list[dict[str, Any]]:
@@ -378,15 +335,26 @@ def _rows_of(batch: dict[str, np.ndarray]) -> list[dict[str, Any]]:
     return [{k: v[i] for k, v in batch.items()} for i in range(n)]
 
 
+def copies_context(release_id: str, batch: str) -> str:
+    """The stream context of a secret release's layer-2 noise copies (block ``batch``):
+    they derive from the release's key under this context, so a resumed job draws the
+    same copies and its checkpointed answers still belong to them."""
+    return f"noise copies\0{release_id}\0{batch}"
+
+
 class CloudQuery:
     """Actor of the expand + query stage: verify each packed block against the ledger,
     draw its noise copies, ask the cloud, aggregate per record.
 
     ``copy_stream``: ``(seed, first_counter)`` of seeded copies (the local engine's
-    counters, reserved on the driver), or None for secret copies. Emits one packed
-    row per block: ``positions``, ``records``, ``data`` and ``answers`` of the
-    released rows, ``copy_data`` / ``copy_answers`` (row i's copies adjacent) and
-    ``aggregated`` (the mean answer over each record's rows).
+    counters, reserved on the driver), or None for a secret release, whose copies
+    derive from the release's ``key`` (:func:`copies_context`). The copies are
+    post-processing of the verified block (:func:`noiseforge.ldp.postprocess`), and
+    what is sent is one NoisedBatch asked through :func:`noiseforge.ldp.query_cloud`
+    (its seal checked before every request). Emits one packed row per block:
+    ``positions``, ``records``, ``data`` and ``answers`` of the released rows,
+    ``copy_data`` / ``copy_answers`` (row i's copies adjacent) and ``aggregated``
+    (the mean answer over each record's rows).
     """
 
     def __init__(
@@ -396,19 +364,24 @@ class CloudQuery:
         noise: NoiseSpec,
         copies: int = 0,
         copy_stream: tuple[int, int] | None = None,
-        batch_size: int = 1024,
-        retries: int = 3,
-        backoff: float = 0.5,
+        key: ReleaseKey | None = None,
+        asking: _Asking = _Asking(),
     ) -> None:
-        self.asker = _Asker(cloud, ledger, batch_size, retries, backoff)
-        self.noise, self.copies, self.copy_stream = noise, copies, copy_stream
+        if copies and copy_stream is None and key is None:
+            raise ValueError("secret noise copies need the release's key")
+        self.cloud, self.ledger, self.asking = cloud.open(), ledger, asking
+        self.noise, self.copies, self.copy_stream, self.key = noise, copies, copy_stream, key
 
-    def _noise_copies(self, data: torch.Tensor, positions: np.ndarray) -> torch.Tensor:
+    def _noise_copies(
+        self, data: torch.Tensor, records: torch.Tensor, positions: np.ndarray, context: str
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         k = self.copies
         feature = data.shape[1:]
+        rows = records.repeat_interleave(k)
         if self.copy_stream is None:
-            y = ldp_noise(data, self.noise, copies=k)
-            return y.reshape(data.shape[0] * k, *feature)
+            keys = self.key.stream_keys(records.numpy(), context).view(np.int64)
+            y = ldp_noise(data, self.noise, copies=k, keys=keys)
+            return y.reshape(data.shape[0] * k, *feature), rows
         seed, first = self.copy_stream
         d = math.prod(feature)
         out = []
@@ -418,25 +391,32 @@ class CloudQuery:
             offset = first + int(positions[s]) * k * d
             y = ldp_noise(data[s:e], self.noise, copies=k, seed=seed, offset=offset)
             out.append(y.reshape((e - s) * k, *feature))
-        return torch.cat(out)
+        return torch.cat(out), rows
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         configure_threads()
         outs = []
         for row in _rows_of(batch):
-            _, _, data, records, positions = verified_rows(row, self.asker.entries)
-            m = data.shape[0]
-            copies = self._noise_copies(data, positions) if self.copies else data[:0]
-            answers = self.asker.ask(torch.cat([data, copies]))
+            released, positions = verified_rows(row, self.ledger, self.noise)
+            rid, name = released.release.release_id, released.release.batch
+            m = len(released)
+            queries = released
+            if self.copies:
+                draw = functools.partial(
+                    self._noise_copies, positions=positions, context=copies_context(rid, name)
+                )
+                queries = concat(released, postprocess(released, draw))
+            answers = self.asking.ask(self.cloud, queries, rid, name)
+            data = queries.data
             index = torch.cat([torch.arange(m), torch.arange(m).repeat_interleave(self.copies)])
             aggregated = soft_label_sum(index, answers, m, mean=True)
             outs.append(
                 {
                     "positions": positions,
-                    "records": records.numpy(),
-                    "data": data.numpy(),
+                    "records": released.records.numpy().copy(),
+                    "data": data[:m].numpy().copy(),
                     "answers": answers[:m].numpy(),
-                    "copy_data": copies.numpy(),
+                    "copy_data": data[m:].numpy().copy(),
                     "copy_answers": answers[m:].numpy(),
                     "aggregated": aggregated.numpy(),
                 }
@@ -457,42 +437,40 @@ class MixedQuery:
     """Actor of the superimposition stage: mixes pairs of released rows and asks the cloud.
 
     ``released``: a one-element list holding the ObjectRefs of the released blocks
-    (packed rows); each block is checked against the ledger before its rows are used.
-    Input rows: ``pair`` (index), ``a`` and ``b`` (positions); emits ``pair``,
-    ``data`` (the mixed rows) and ``answers``.
+    (packed rows); each block is checked against the ledger (:func:`verified_rows`)
+    and the mixed rows are post-processing of the verified rows, sent as one
+    NoisedBatch through :func:`noiseforge.ldp.query_cloud`. Input rows: ``pair``
+    (index), ``a`` and ``b`` (positions); emits ``pair``, ``data`` (the mixed rows)
+    and ``answers``.
     """
 
     def __init__(
         self,
         cloud: _CloudSpec,
         ledger: PrivacyLedger,
+        noise: NoiseSpec,
         released: list,
         weight: float,
-        batch_size: int = 1024,
-        retries: int = 3,
-        backoff: float = 0.5,
+        asking: _Asking = _Asking(),
     ) -> None:
-        self.asker = _Asker(cloud, ledger, batch_size, retries, backoff)
+        self.cloud, self.ledger, self.noise, self.asking = cloud.open(), ledger, noise, asking
         self.refs, self.weight = released[0], weight
-        self.table: torch.Tensor | None = None
+        self.table: NoisedBatch | None = None
 
-    def _released(self) -> torch.Tensor:
+    def _released(self) -> NoisedBatch:
+        """Every released row, in position order, as one NoisedBatch (built once)."""
         if self.table is None:
             import ray
             from ray.data.block import BlockAccessor
 
-            pieces: list[tuple[np.ndarray, torch.Tensor]] = []
+            pieces: list[tuple[NoisedBatch, np.ndarray]] = []
             for block in ray.get(list(self.refs)):
                 batch = BlockAccessor.for_block(block).to_batch_format("numpy")
                 for row in _rows_of(batch):
-                    _, _, data, _, positions = verified_rows(row, self.asker.entries)
-                    pieces.append((positions, data))
-            n = 1 + max(int(p.max()) for p, _ in pieces)
-            first = pieces[0][1]
-            table = torch.empty((n, *first.shape[1:]), dtype=first.dtype)
-            for p, d in pieces:
-                table[torch.from_numpy(p)] = d
-            self.table = table
+                    pieces.append(verified_rows(row, self.ledger, self.noise))
+            order = torch.from_numpy(np.argsort(np.concatenate([p for _, p in pieces])))
+            joined = concat(*(b for b, _ in pieces))
+            self.table = postprocess(joined, lambda d, r: (d[order], r[order]))
         return self.table
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -501,14 +479,19 @@ class MixedQuery:
         a = torch.from_numpy(np.asarray(batch["a"], dtype=np.int64))
         b = torch.from_numpy(np.asarray(batch["b"], dtype=np.int64))
         w = self.weight
-        data = table.float()
-        mixed = (w * data[a] + (1.0 - w) * data[b]).to(table.dtype)
-        answers = self.asker.ask(mixed)
-        return {
-            "pair": np.asarray(batch["pair"]),
-            "data": mixed.numpy(),
-            "answers": answers.numpy(),
-        }
+
+        def mix(data: torch.Tensor, records: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            f = data.float()
+            mixed = (w * f[a] + (1.0 - w) * f[b]).to(data.dtype)
+            return mixed, torch.full((len(a),), -1, dtype=torch.int64)
+
+        mixed = postprocess(table, mix)
+        pair = np.asarray(batch["pair"], dtype=np.int64)
+        first, last = (str(int(pair[0])), str(int(pair[-1]))) if len(pair) else ("", "")
+        answers = self.asking.ask(
+            self.cloud, mixed, table.release.release_id, "superimposed", first, last
+        )
+        return {"pair": pair, "data": mixed.data.numpy().copy(), "answers": answers.numpy()}
 
 
 # ----------------------------------------------------------------------------- training
@@ -613,6 +596,30 @@ def _data_context(progress: bool | None = None) -> None:
         ctx.print_on_execution_start = progress
 
 
+def _asking(checkpoint: str | os.PathLike | None, batch_size: int) -> _Asking:
+    """The actors' way of asking, with the checkpoint folder made and checked here."""
+    if checkpoint is None:
+        return _Asking(batch_size=batch_size)
+    folder = os.path.abspath(os.fspath(checkpoint))
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise NotADirectoryError(
+            f"checkpoint {folder} is a file; the ray engine keeps one answers file per block "
+            "in a folder: give a folder"
+        )
+    parent = os.path.dirname(folder)
+    if not os.path.isdir(parent):
+        raise FileNotFoundError(f"the checkpoint's parent folder {parent} does not exist")
+    os.makedirs(folder, exist_ok=True)
+    return _Asking(batch_size=batch_size, checkpoint=folder)
+
+
+def _pairs_seed(key: ReleaseKey, release_id: str) -> int:
+    """The generator seed of a secret release's superimposed pairs: derived from its
+    key, so that a resumed job draws the same pairs (and needs no file of them)."""
+    word = key.stream_keys(np.zeros(1, np.int64), f"superimposed pairs\0{release_id}")[0]
+    return int(word) & (2**63 - 1)
+
+
 @_frees_actors
 def standard_ldp_ray(
     x: Any,
@@ -622,9 +629,11 @@ def standard_ldp_ray(
     noise: NoiseSpec,
     *,
     seed: int | None = None,
+    key: ReleaseKey | None = None,
     batch_size: int = 1024,
     progress: bool = True,
     release_id: str | None = None,
+    checkpoint: str | os.PathLike | None = None,
     workers: int = 2,
     address: str | None = None,
 ) -> torch.Tensor:
@@ -632,19 +641,22 @@ def standard_ldp_ray(
 
     ``batch_size`` rows per released block and per cloud request; ``workers``
     cloud clients; ``address`` the Ray cluster (see
-    :func:`noiseforge.distributed.connect`). Returns (N,) labels in the inputs' order.
+    :func:`noiseforge.distributed.connect`); ``checkpoint``, ``key`` and
+    ``release_id``: resuming a job, as in :func:`ldpkit_ray`. Returns (N,) labels in
+    the inputs' order.
     """
     connect(address)
     _data_context(progress)
+    asking = _asking(checkpoint, batch_size)
     released, _, _ = ray_release(
-        x, records, ledger, noise, release_id=release_id, seed=seed, batch_size=batch_size
+        x, records, ledger, noise, release_id=release_id, seed=seed, key=key, batch_size=batch_size
     )
     answered = released.map_batches(
         CloudQuery,
         batch_size=None,
         batch_format="numpy",
         fn_constructor_kwargs=dict(
-            cloud=_CloudSpec.of(cloud), ledger=ledger, noise=noise, batch_size=batch_size
+            cloud=_CloudSpec.of(cloud), ledger=ledger, noise=noise, asking=asking
         ),
         compute=_pool(workers, _blocks(x, batch_size)),
         num_cpus=ACTOR_CPUS,
@@ -675,8 +687,10 @@ def ldpkit_ray(
     batch_size: int = 128,
     schedule: str = "constant",
     seed: int | None = None,
+    key: ReleaseKey | None = None,
     progress: bool = True,
     release_id: str | None = None,
+    checkpoint: str | os.PathLike | None = None,
     block_rows: int = 1024,
     workers: int = 2,
     address: str | None = None,
@@ -688,6 +702,17 @@ def ldpkit_ray(
     size of the cloud-client and inference actor pools; ``address``: the Ray
     cluster (:func:`noiseforge.distributed.connect`). ``ledger`` must be one that
     workers can open (an SQLite file or a PostgreSQL URL, not in-memory).
+
+    Resuming: ``checkpoint`` is a folder (created if missing; on a cluster, storage
+    that every node sees) where each block's cloud answers are kept after every
+    request, bound to the digest of what was asked. A job that stopped (the cloud
+    failed, the driver died) and is run again with the same ``release_id`` and
+    ``seed`` -- or, for a secret release, the same ``release_id`` and ``key`` (a
+    :class:`~noiseforge.random.ReleaseKey`; it pickles, keep it as private as the
+    data) -- replays every charge (nothing is charged twice), draws the same noise,
+    copies and pairs, and asks the cloud only for the answers not yet kept. Without
+    the same key a secret release cannot be resumed: the ledger refuses its id
+    under another key (IdempotencyConflictError), and no noise is drawn.
     """
     if targets not in ("answers", "aggregated"):
         raise ValueError(f"targets must be 'answers' or 'aggregated', got {targets!r}")
@@ -700,8 +725,9 @@ def ldpkit_ray(
     n = xt.shape[0]
     features = math.prod(xt.shape[1:])
     spec = _CloudSpec.of(cloud)
-    released, release_id, _ = ray_release(
-        xt, records, ledger, noise, release_id=release_id, seed=seed, batch_size=block_rows
+    asking = _asking(checkpoint, block_rows)
+    released, release_id, key = ray_release(
+        xt, records, ledger, noise, release_id=release_id, seed=seed, key=key, batch_size=block_rows
     )
     released = released.materialize()  # charged once here; the later stages read it
     s = None if seed is None else seed + 1
@@ -718,7 +744,8 @@ def ldpkit_ray(
             noise=noise,
             copies=noise_copies,
             copy_stream=copy_stream,
-            batch_size=block_rows,
+            key=key,
+            asking=asking,
         ),
         compute=_pool(workers, _blocks(xt, block_rows)),
         num_cpus=ACTOR_CPUS,
@@ -748,7 +775,7 @@ def ldpkit_ray(
     if pairs:
         if n < 2:
             raise ValueError("superimposition needs at least two released rows")
-        gen = torch.Generator().manual_seed(s) if s is not None else None
+        gen = torch.Generator().manual_seed(s if s is not None else _pairs_seed(key, release_id))
         a = torch.randint(0, n, (pairs,), generator=gen)
         b = (a + torch.randint(1, max(2, n), (pairs,), generator=gen)) % n
         pair_ds = _columns_dataset(
@@ -762,9 +789,10 @@ def ldpkit_ray(
             fn_constructor_kwargs=dict(
                 cloud=spec,
                 ledger=ledger,
+                noise=noise,
                 released=[released.to_arrow_refs()],
                 weight=weight,
-                batch_size=block_rows,
+                asking=asking,
             ),
             compute=_pool(workers, -(-pairs // block_rows)),
             num_cpus=ACTOR_CPUS,

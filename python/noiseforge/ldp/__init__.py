@@ -24,7 +24,7 @@ from noiseforge.ldp.ledger import (
 )
 from noiseforge.ldp.pipeline import LDPKiTResult, NoiseSpec, ldpkit, standard_ldp
 from noiseforge.ldp.query import CloudAnswerError, CloudQueryError, query_cloud
-from noiseforge.ldp.release import NoisedBatch, postprocess, release
+from noiseforge.ldp.release import NoisedBatch, postprocess, release, released_batch
 from noiseforge.ldp.seal import ReleaseIntegrityError
 from noiseforge.ldp.tasks import LDPTask, get_task, task_cloud_model
 from noiseforge.ldp.zest import make_probe, normalized_zest_distance, zest_distance, zest_distances
@@ -63,6 +63,7 @@ __all__ = [
     "postprocess",
     "query_cloud",
     "release",
+    "released_batch",
     "standard_ldp",
     "superimpose",
     "task_cloud_model",

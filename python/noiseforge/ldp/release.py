@@ -343,3 +343,80 @@ def release(
     # data (changed inputs) raises here, and its rows never leave this function.
     ledger.record_output(entry, out.digest)
     return out
+
+
+def released_batch(
+    ledger: PrivacyLedger,
+    release_id: str,
+    batch: str,
+    data: torch.Tensor | np.ndarray,
+    records: Any,
+    noise: NoiseSpec,
+) -> NoisedBatch:
+    """The NoisedBatch of the charged batch ``(release_id, batch)``, rebuilt from its
+    released rows after they crossed a process boundary (a NoisedBatch does not pickle).
+
+    ``data`` and ``records`` are the rows and record ids as :func:`release` returned
+    them (for example ``out.data.numpy()`` and ``out.records.numpy()`` sent to a
+    worker); ``noise`` is the release's NoiseSpec. Nothing is trusted that the
+    ledger does not confirm: the entry must exist and be bound to an output
+    (``release`` binds it before it returns), its record set must be ``records``,
+    its charge must be the charge ``noise`` gives rows of this shape, and the
+    digest of ``data`` and ``records`` must be the bound digest -- so these are
+    exactly the bytes ``release`` produced, in the same order. Only then is the
+    result sealed; it descends from the ledger's entry, like the original.
+
+    Raises ReleaseIntegrityError when the ledger does not confirm the rows (never
+    released, other records, other bytes, another charge), TypeError/ValueError
+    for arguments of the wrong kind.
+    """
+    if not isinstance(ledger, PrivacyLedger):
+        raise TypeError(f"ledger must be a PrivacyLedger, got {type(ledger).__name__}")
+    if not isinstance(noise, NoiseSpec):
+        raise TypeError(f"noise must be a noiseforge.ops.NoiseSpec, got {type(noise).__name__}")
+    x = torch.from_numpy(np.array(data, copy=True)) if isinstance(data, np.ndarray) else data
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"data must be a torch.Tensor or numpy array, got {type(data).__name__}")
+    x = x.detach().cpu().clone()
+    ids = torch.as_tensor(
+        np.array(records.numpy() if isinstance(records, torch.Tensor) else records, copy=True),
+        dtype=torch.int64,
+    ).reshape(-1)
+    if x.dim() < 1 or x.shape[0] != ids.numel():
+        raise ValueError(
+            f"data has {x.shape[0] if x.dim() else 0} rows and records {ids.numel()} ids; "
+            "give one id per row, as release() returned them"
+        )
+    where = f"batch {batch!r} of release {release_id!r}"
+    entry = ledger.entry(release_id, batch)
+    if entry is None or entry.output_digest is None:
+        raise ReleaseIntegrityError(
+            f"{where} was never released (no ledger entry binds its rows); only rows released "
+            "by noiseforge.ldp.release() may leave the client"
+        )
+    try:
+        same_records = np.array_equal(RecordSet.from_ids(ids.numpy()).ranges, entry.records.ranges)
+    except (TypeError, ValueError):
+        same_records = False
+    if not same_records:
+        raise ReleaseIntegrityError(
+            f"{where}: these are not the records the ledger charged for it; refusing them"
+        )
+    cal = plan_ldp_noise(x, noise).calibration
+    if (
+        cal.epsilon_total != entry.epsilon
+        or cal.delta_total != entry.delta
+        or noise.mechanism.name != entry.mechanism
+    ):
+        raise ReleaseIntegrityError(
+            f"{where} was charged eps={entry.epsilon:g}, delta={entry.delta:g} "
+            f"({entry.mechanism}), not the eps={cal.epsilon_total:g}, delta={cal.delta_total:g} "
+            f"({noise.mechanism.name}) of the noise given; pass the release's own NoiseSpec"
+        )
+    out = NoisedBatch._mint(_MINT, x, ids, cal, entry)
+    if out.digest != entry.output_digest:
+        raise ReleaseIntegrityError(
+            f"{where}: its rows are not the rows the ledger says were released (changed, or "
+            "from elsewhere); refusing them"
+        )
+    return out

@@ -294,6 +294,16 @@ class PrivacyLedger:
             rows = tx.entries(release_id)
         return [self._rows.entry(r) for r in rows]
 
+    def entry(self, release_id: str, batch: str) -> Release | None:
+        """The charged batch ``(release_id, batch)``, or None when nothing was charged
+        under those names: one indexed lookup (the names are unique in the store),
+        for workers that check many batches of one release."""
+        if not isinstance(release_id, str) or not isinstance(batch, str):
+            raise TypeError("release_id and batch must be strings")
+        with self._store.transaction(write=False) as tx:
+            row = tx.entry(release_id, batch)
+        return None if row is None else self._rows.entry(row)
+
     def verify(self) -> LedgerAudit:
         """Check every row of the store and that each record's stored total equals
         the total re-derived from the entries; raises LedgerCorruptError naming the
