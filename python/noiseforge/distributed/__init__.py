@@ -18,9 +18,11 @@ from noiseforge.distributed.ldpkit import (
     ldpkit_ray,
     private_dataset,
     ray_release,
+    read_private,
     release_block,
     standard_ldp_ray,
     verified_rows,
+    with_positions,
 )
 from noiseforge.distributed.runtime import (
     ACTOR_CPUS,
@@ -43,8 +45,10 @@ __all__ = [
     "ldpkit_ray",
     "private_dataset",
     "ray_release",
+    "read_private",
     "release_block",
     "self_validation_filter_ray",
     "standard_ldp_ray",
     "verified_rows",
+    "with_positions",
 ]

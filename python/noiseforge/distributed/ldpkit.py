@@ -88,9 +88,11 @@ __all__ = [
     "ldpkit_ray",
     "private_dataset",
     "ray_release",
+    "read_private",
     "release_block",
     "standard_ldp_ray",
     "verified_rows",
+    "with_positions",
 ]
 
 RECORD, POSITION, X = "record", "position", "x"
@@ -118,6 +120,93 @@ def private_dataset(x: Any, records: Any = None, *, block_rows: int = 1024) -> A
         {POSITION: np.arange(n, dtype=np.int64), RECORD: ids, X: np.ascontiguousarray(arr)},
         block_rows,
     )
+
+
+def read_private(
+    path: str | os.PathLike,
+    *,
+    column: str = X,
+    record_column: str = RECORD,
+    block_rows: int = 1024,
+) -> Any:
+    """A Ray Dataset of private inputs, ready for :func:`ldpkit_ray`,
+    :func:`standard_ldp_ray` and :func:`ray_release` (columns ``position``,
+    ``record``, ``x``).
+
+    ``path``: a Parquet file or folder (``column`` holds each record's row -- a
+    fixed-shape tensor or list column -- and ``record_column`` its integer id), read
+    by the workers themselves (on a cluster, from storage every node sees); only the
+    record ids come to the driver (8 bytes a record), whose order sets each row's
+    ``position``, so results come back in record-id order. Or a NumPy ``.npy`` file
+    of (N, ...) rows with ids ``0..N-1``, memory-mapped here and sent in blocks of
+    ``block_rows`` (for data that fits one machine).
+    """
+    ray = require_ray()
+    p = os.fspath(path)
+    if not os.path.exists(p):
+        raise FileNotFoundError(f"no private inputs at {p}")
+    if p.endswith(".npy"):
+        return private_dataset(np.load(p, mmap_mode="r"), block_rows=block_rows)
+    ds = ray.data.read_parquet(p)
+    names = ds.schema().names
+    missing = [c for c in (column, record_column) if c not in names]
+    if missing:
+        raise ValueError(
+            f"{p} has no column {missing[0]!r} (its columns: {', '.join(names)}); name the "
+            "rows with column= and the record ids with record_column="
+        )
+    ds = ds.select_columns([record_column, column])
+    if record_column != RECORD:
+        ds = ds.rename_columns({record_column: RECORD})
+    return with_positions(ds, column)
+
+
+def with_positions(ds: Any, column: str = X) -> Any:
+    """``ds`` (columns ``record`` and ``column``) with a ``position`` column: each
+    row's rank among the record ids, which must be integers, each once. The ids are
+    collected on the driver (8 bytes a record); the rows stay in the workers.
+
+    Blocks: the release stage charges each batch Ray Data forms from this dataset
+    (``block_rows`` rows or fewer, in the files' order: the engine keeps Ray Data's
+    order). A resumed job that reads the same files with the same ``block_rows``
+    forms the same batches and replays their charges; a batch that forms otherwise
+    is a new charge -- refused when it would take a record past its budget, never a
+    release without a charge."""
+    require_ray()
+    if RECORD not in ds.schema().names:
+        raise ValueError(f"the dataset needs a {RECORD!r} column of integer record ids")
+    parts = [
+        np.asarray(b[RECORD])
+        for b in ds.select_columns([RECORD]).iter_batches(batch_size=None, batch_format="numpy")
+    ]
+    ids = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+    if ids.size and not np.issubdtype(ids.dtype, np.integer):
+        raise ValueError(f"record ids must be integers, got {ids.dtype}")
+    ids = np.sort(ids.astype(np.int64))
+    if ids.size > 1 and (dup := ids[1:][ids[1:] == ids[:-1]]).size:
+        raise ValueError(
+            f"record id {int(dup[0])} appears more than once; each private record is one row"
+        )
+    return ds.map_batches(
+        _add_positions,
+        batch_format="numpy",
+        fn_kwargs=dict(ids=ids, column=column),
+        num_cpus=TASK_CPUS,
+    )
+
+
+def _positioned(ds: Any) -> Any:
+    """``ds`` with its ``position`` column (:func:`with_positions` when it has none)."""
+    return ds if POSITION in ds.schema().names else with_positions(ds)
+
+
+def _add_positions(batch: dict[str, np.ndarray], *, ids: np.ndarray, column: str) -> dict:
+    """The UDF of :func:`with_positions` (rows as one (M, ...) array)."""
+    records = np.asarray(batch[RECORD], dtype=np.int64)
+    rows = batch[column]
+    if rows.dtype == object:  # a list column: one array per row
+        rows = np.stack([np.asarray(r) for r in rows]) if len(rows) else rows
+    return {POSITION: np.searchsorted(ids, records), RECORD: records, X: rows}
 
 
 def _columns_dataset(columns: dict[str, np.ndarray], block_rows: int) -> Any:
@@ -591,6 +680,9 @@ def _data_context(progress: bool | None = None) -> None:
 
     ctx = ray.data.DataContext.get_current()
     ctx.raise_original_map_exception = True
+    # blocks keep their order through every stage: the release stage's batches are then
+    # the same record sets on every run, and a resumed job replays its charges
+    ctx.execution_options.preserve_order = True
     if progress is not None:
         ctx.enable_progress_bars = progress
         ctx.print_on_execution_start = progress
@@ -639,7 +731,8 @@ def standard_ldp_ray(
 ) -> torch.Tensor:
     """:func:`noiseforge.ldp.standard_ldp` on Ray: release, ask the cloud, the top answer.
 
-    ``batch_size`` rows per released block and per cloud request; ``workers``
+    ``x``: an (N, ...) array or tensor with its ``records``, or a Ray Dataset as
+    :func:`ldpkit_ray` takes. ``batch_size`` rows per released block and per cloud request; ``workers``
     cloud clients; ``address`` the Ray cluster (see
     :func:`noiseforge.distributed.connect`); ``checkpoint``, ``key`` and
     ``release_id``: resuming a job, as in :func:`ldpkit_ray`. Returns (N,) labels in
@@ -648,6 +741,8 @@ def standard_ldp_ray(
     connect(address)
     _data_context(progress)
     asking = _asking(checkpoint, batch_size)
+    if isinstance(x, require_ray().data.Dataset):
+        x = _positioned(x)
     released, _, _ = ray_release(
         x, records, ledger, noise, release_id=release_id, seed=seed, key=key, batch_size=batch_size
     )
@@ -697,7 +792,9 @@ def ldpkit_ray(
 ) -> RayLDPKiTResult:
     """:func:`noiseforge.ldp.ldpkit` as a Ray job (same arguments, same results with ``seed``).
 
-    ``x``: the private inputs, an (N, ...) array or tensor. ``block_rows``: rows per
+    ``x``: the private inputs, an (N, ...) array or tensor, or a Ray Dataset with
+    columns ``record`` and ``x`` (:func:`read_private` reads Parquet; ``records``
+    is then ignored, and results come in record-id order). ``block_rows``: rows per
     released block (one ledger entry each) and per cloud request; ``workers``: the
     size of the cloud-client and inference actor pools; ``address``: the Ray
     cluster (:func:`noiseforge.distributed.connect`). ``ledger`` must be one that
@@ -721,9 +818,15 @@ def ldpkit_ray(
     connect(address)
     ray = require_ray()
     _data_context(progress)
-    xt = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))
-    n = xt.shape[0]
-    features = math.prod(xt.shape[1:])
+    if isinstance(x, ray.data.Dataset):  # rows read by Ray Data (see read_private)
+        xt = _positioned(x).materialize()
+        n = xt.count()
+        first = xt.take(1)
+        features = math.prod(np.shape(first[0][X])) if first else 0
+    else:
+        xt = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))
+        n = xt.shape[0]
+        features = math.prod(xt.shape[1:])
     spec = _CloudSpec.of(cloud)
     asking = _asking(checkpoint, block_rows)
     released, release_id, key = ray_release(
@@ -828,7 +931,8 @@ def ldpkit_ray(
         )
     )
     model_ref = ray.put(local)
-    predicted = private_dataset(xt, block_rows=block_rows).map_batches(
+    source = xt if isinstance(xt, ray.data.Dataset) else private_dataset(xt, block_rows=block_rows)
+    predicted = source.map_batches(
         _Predict,
         batch_size=None,
         batch_format="numpy",
