@@ -110,3 +110,41 @@ def test_negatives_needed():
     assert negatives_needed(50, 60, 0.5) == 0
     with pytest.raises(ValueError):
         negatives_needed(1, 1, 0)
+
+
+def _exact_search(qvec, tvec, k, exclude):
+    """Brute-force search step: cosine of unit rows, excluded ids never returned, best
+    first with ties by lower id, -1/NaN padding (the HNSW search's contract)."""
+    scores = (qvec.astype(np.float64) @ tvec.astype(np.float64).T).astype(np.float32)
+    ids = np.full((len(qvec), k), -1, dtype=np.int64)
+    out = np.full((len(qvec), k), np.nan, dtype=np.float32)
+    for r, e in enumerate(exclude):
+        ok = np.setdiff1d(np.arange(len(tvec)), e)
+        order = ok[np.lexsort((ok, -scores[r, ok]))][:k]
+        ids[r, : len(order)], out[r, : len(order)] = order, scores[r, order]
+    return ids, out
+
+
+def test_the_search_step_is_pluggable_and_exact_search_gives_the_default_rows(tmp_path):
+    df = _fixture()  # 12 distinct targets: the default HNSW beam covers them, it is exact
+    enc = HashingEncoder(32)
+    calls = []
+
+    def spy(qvec, tvec, k, exclude):
+        calls.append((qvec.shape, tvec.shape, k, len(exclude)))
+        return _exact_search(qvec, tvec, k, exclude)
+
+    kw = dict(rank_window=(1, 30), ratio=2.0, max_per_row=3, cache_dir=tmp_path, progress=False)
+    default = mine_semantic_negatives(df, enc, positive_share=None, **kw)
+    exact = mine_semantic_negatives(df, enc, positive_share=None, search=spy, **kw)
+    n_pos, n_targets = int(df["label"].sum()), df["target"].nunique()
+    assert calls == [((n_pos, 32), (n_targets, 32), min(30, n_targets), n_pos)]
+    assert len(default) > 20
+    pd.testing.assert_frame_equal(exact.drop(columns="score"), default.drop(columns="score"))
+    np.testing.assert_allclose(exact["score"], default["score"], atol=1e-6)
+
+    # a search that finds nothing mines nothing
+    def nothing(qvec, tvec, k, exclude):
+        return np.full((len(qvec), k), -1), np.full((len(qvec), k), np.nan, np.float32)
+
+    assert mine_semantic_negatives(df, enc, positive_share=None, search=nothing, **kw).empty
