@@ -21,12 +21,17 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from noiseforge.distributed.runtime import TASK_CPUS, configure_threads, connect, require_ray
+from noiseforge.distributed.runtime import (
+    TASK_CPUS,
+    configure_threads,
+    connect,
+    gather,
+    require_ray,
+)
 from noiseforge.relevance.filtering import (
     FilterResult,
     flag_votes,
@@ -51,17 +56,6 @@ def fold_proba(
     held = folds == fold
     model = model_factory().fit(df[~held].reset_index(drop=True))
     return np.asarray(model.predict_proba(df[held].reset_index(drop=True)), dtype=np.float64)
-
-
-def _gather(ray: Any, refs: list) -> list[np.ndarray]:
-    """The tasks' results, in order; a failed task raises its own error, not Ray's wrapper."""
-    try:
-        return ray.get(refs)
-    except ray.exceptions.RayTaskError as exc:
-        cause = getattr(exc, "cause", None)
-        if isinstance(cause, Exception):
-            raise cause from None
-        raise
 
 
 def self_validation_filter_ray(
@@ -108,7 +102,7 @@ def self_validation_filter_ray(
                     continue
                 jobs.append((i, seed, j))
                 refs.append(task.remote(df_ref, factory_ref, folds_refs[seed], j))
-    results = dict(zip(jobs, _gather(ray, refs), strict=True))
+    results = dict(zip(jobs, gather(ray, refs), strict=True))
     runs, probas = [], []
     for i in range(len(factories)):
         for seed in seeds:

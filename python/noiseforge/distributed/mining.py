@@ -58,12 +58,12 @@ import pandas as pd
 from noiseforge._common.paths import default_cache_dir
 from noiseforge._progress import progress_bar
 from noiseforge.distributed.embed import EncoderSpec, embed_ray
-from noiseforge.distributed.filtering import _gather  # a failed task raises its own error
 from noiseforge.distributed.runtime import (
     ACTOR_CPUS,
     TASK_CPUS,
     configure_threads,
     connect,
+    gather,
     require_ray,
 )
 from noiseforge.index import HNSWIndex
@@ -276,7 +276,7 @@ def _collect(ray: Any, task: MiningTask, pending: _TaskSearch) -> tuple[np.ndarr
     """The task's merged ``(ids, scores)`` in global target ids, blocks in query order."""
     ids_out, scores_out = [], []
     for block in pending.refs:
-        results = _gather(ray, [ref for _, ref in block])
+        results = gather(ray, [ref for _, ref in block])
         parts = []
         for (s, _), (ids, scores) in zip(block, results, strict=True):
             members = pending.members[s]

@@ -161,3 +161,15 @@ def configure_threads(cpus: float | None = None) -> int:
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     return n
+
+
+def gather(ray: Any, refs: list) -> list[Any]:
+    """``ray.get(refs)``, in order; a failed task raises its own error (a
+    BudgetExceededError, a ValueError naming a bad argument), not Ray's wrapper."""
+    try:
+        return ray.get(refs)
+    except ray.exceptions.RayTaskError as exc:
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, Exception):
+            raise cause from None
+        raise
