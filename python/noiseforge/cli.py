@@ -159,14 +159,15 @@ def _ldp_engine(args: argparse.Namespace):
 
 
 def _relevance_engine(args: argparse.Namespace):
-    """What ``noiseforge relevance filter --engine ray`` filters with (None: the local
-    engine). Built here for the same reason as :func:`_ldp_engine`: ``noiseforge.distributed``
-    builds on ``relevance``, so ``relevance`` cannot import it."""
-    if getattr(args, "relevance_command", None) != "filter" or args.engine != "ray":
+    """Where ``noiseforge relevance augment|mine|filter|run --engine ray`` runs its data
+    steps (None: the local engine). Built here for the same reason as
+    :func:`_ldp_engine`: ``noiseforge.distributed`` builds on ``relevance``, so
+    ``relevance`` cannot import it."""
+    if getattr(args, "engine", "local") != "ray":
         return None
-    from noiseforge.distributed.filtering import filter_engine
+    from noiseforge.distributed.engine import relevance_engine
 
-    return filter_engine(args.ray_address)
+    return relevance_engine(args.ray_address)
 
 
 def main(argv: list[str] | None = None) -> int:

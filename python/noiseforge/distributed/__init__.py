@@ -1,14 +1,24 @@
 """noiseforge on Ray: the batch jobs as distributed Ray Data pipelines.
 
-``runtime`` connects to a cluster and sets every task's threads from its CPUs;
-``ldpkit`` runs LDPKiT and standard eps-LDP with one privacy ledger shared by every
-worker (:func:`ldpkit_ray`, :func:`standard_ldp_ray`); ``engine`` is what
-``noiseforge ldp run|sweep --engine ray`` runs; ``filtering`` is the relevance
-self-validation filter with one task per (model, seed, fold)
-(:func:`self_validation_filter_ray`, what ``noiseforge relevance filter --engine ray`` runs). Needs ``pip install 'noiseforge[ray]'``.
-Nothing else in noiseforge imports this package except the command line.
+- ``runtime``: connect to a cluster, per-task threads, fractional CPUs, ``gather``;
+- ``ldpkit``: LDPKiT and standard eps-LDP with one privacy ledger shared by every
+  worker, resumable from answer checkpoints, over in-memory arrays or inputs read by
+  Ray Data (:func:`ldpkit_ray`, :func:`standard_ldp_ray`, :func:`read_private`);
+- ``augment``: translation augmentation on a translator actor pool
+  (:func:`augment_translations_ray`);
+- ``embed``: embeddings on an encoder actor pool (:func:`embed_ray`);
+- ``mining``: semantic negatives over sharded HNSW indexes
+  (:func:`mine_semantic_negatives_ray`);
+- ``filtering``: self-validation filtering, one task per (model, seed, fold)
+  (:func:`self_validation_filter_ray`);
+- ``engine``: what ``--engine ray`` runs (``ldp_engine``, ``relevance_engine``).
+
+Needs ``pip install 'noiseforge[ray]'``. Nothing else in noiseforge imports this
+package except the command line.
 """
 
+from noiseforge.distributed.augment import augment_translations_ray
+from noiseforge.distributed.embed import embed_ray
 from noiseforge.distributed.filtering import self_validation_filter_ray
 from noiseforge.distributed.ldpkit import (
     CloudQuery,
@@ -23,6 +33,10 @@ from noiseforge.distributed.ldpkit import (
     standard_ldp_ray,
     verified_rows,
     with_positions,
+)
+from noiseforge.distributed.mining import (
+    add_semantic_negatives_ray,
+    mine_semantic_negatives_ray,
 )
 from noiseforge.distributed.runtime import (
     ACTOR_CPUS,
@@ -39,10 +53,14 @@ __all__ = [
     "MixedQuery",
     "RayLDPKiTResult",
     "RayUnavailableError",
+    "add_semantic_negatives_ray",
+    "augment_translations_ray",
     "block_name",
     "configure_threads",
     "connect",
+    "embed_ray",
     "ldpkit_ray",
+    "mine_semantic_negatives_ray",
     "private_dataset",
     "ray_release",
     "read_private",

@@ -1,4 +1,6 @@
-"""The Ray engine of ``noiseforge ldp run|sweep --engine ray``."""
+"""The Ray engines of the batch commands: ``noiseforge ldp run|sweep --engine ray``
+(:func:`ldp_engine`) and ``noiseforge relevance augment|mine|filter|run --engine ray``
+(:func:`relevance_engine`)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from noiseforge.distributed.ldpkit import ldpkit_ray, standard_ldp_ray
 from noiseforge.distributed.runtime import connect
 from noiseforge.ldp.experiment import Engine
 from noiseforge.ldp.ledger import PrivacyLedger
+from noiseforge.relevance.engine import RelevanceEngine
 
 
 class _FileLedgers:
@@ -52,4 +55,36 @@ def ldp_engine(
         standard_ldp=functools.partial(standard_ldp_ray, batch_size=block_rows, **opts),
         ldpkit=functools.partial(ldpkit_ray, block_rows=block_rows, **opts),
         new_ledger=_FileLedgers(ledger_folder),
+    )
+
+
+def relevance_engine(
+    address: str | None = None,
+    *,
+    workers: int = 2,
+    shards: int = 1,
+    num_cpus: int | None = None,
+) -> RelevanceEngine:
+    """The relevance data steps on Ray (connecting now, so that a missing cluster fails
+    before any work): translation by a pool of ``workers`` translator actors
+    (:func:`~noiseforge.distributed.augment.augment_translations_ray`), mining over
+    ``shards`` HNSW shards searched by ``workers`` actors
+    (:func:`~noiseforge.distributed.mining.add_semantic_negatives_ray`), and filtering
+    with one task per (model, seed, fold)
+    (:func:`~noiseforge.distributed.filtering.self_validation_filter_ray`); each gives
+    the local engine's rows. With ``shards=1`` (the default) mining is bit for bit the
+    local engine's; with more shards, the same rows wherever the search is exact
+    (see :func:`~noiseforge.distributed.mining.mine_semantic_negatives_ray`)."""
+    from noiseforge.distributed.augment import augment_translations_ray
+    from noiseforge.distributed.filtering import self_validation_filter_ray
+    from noiseforge.distributed.mining import add_semantic_negatives_ray
+
+    connect(address, num_cpus=num_cpus)
+    return RelevanceEngine(
+        name="ray",
+        augment=functools.partial(augment_translations_ray, workers=workers, address=address),
+        mine=functools.partial(
+            add_semantic_negatives_ray, workers=workers, shards=shards, address=address
+        ),
+        filter=functools.partial(self_validation_filter_ray, address=address),
     )

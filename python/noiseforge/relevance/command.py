@@ -12,9 +12,12 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from noiseforge._common import argtypes
+
+if TYPE_CHECKING:
+    from noiseforge.relevance.engine import RelevanceEngine
 
 #: the file types `relevance` reads and writes
 SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
@@ -120,6 +123,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     argtypes.add_engine(
         p["filter"], "one Ray task per fold on the cluster of --ray-address, the same result"
     )
+    argtypes.add_engine(
+        p["augment"],
+        "distinct queries translated by a pool of translator actors on the cluster of "
+        "--ray-address, the same rows",
+    )
+    argtypes.add_engine(
+        p["mine"],
+        "the targets' HNSW index in shards built and searched by Ray actors on the cluster "
+        "of --ray-address, the same negatives",
+    )
     p["train"].add_argument(
         "--dev",
         nargs="+",
@@ -177,15 +190,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(a causal LM judged by p(yes); LoRA when peft is installed)",
     )
     argtypes.add_seed(r, help=None)
+    argtypes.add_engine(
+        r, "the data rungs (translation, mining, filtering) on the cluster of --ray-address"
+    )
     for name in ("augment", "mine", "filter", "run"):
         argtypes.add_quiet(p[name])
 
 
-def run(args: argparse.Namespace, engine: Callable[..., Any] | None = None) -> int:
-    """Run the parsed command. ``engine``: what ``filter`` runs in place of
-    :func:`~noiseforge.relevance.filtering.self_validation_filter` (same arguments and
-    result); the command line passes the Ray one for ``--engine ray``."""
-    argtypes.check_engine(args, engine, "noiseforge.distributed.filtering.filter_engine()")
+def run(
+    args: argparse.Namespace, engine: RelevanceEngine | Callable[..., Any] | None = None
+) -> int:
+    """Run the parsed command. ``engine``: where ``augment``, ``mine``, ``filter`` and
+    the data rungs of ``run`` run (a :class:`~noiseforge.relevance.engine.RelevanceEngine`;
+    a bare callable is a filter, as before); the command line passes the Ray one for
+    ``--engine ray``."""
+    argtypes.check_engine(args, engine, "noiseforge.distributed.engine.relevance_engine()")
+    from noiseforge.relevance.engine import as_engine
+
+    engine = as_engine(engine)
     if args.relevance_command != "run":
         outputs = [getattr(args, n, None) for n in ("out", "review", "model_out")]
         outputs = [p for p in outputs if p]
@@ -193,14 +215,13 @@ def run(args: argparse.Namespace, engine: Callable[..., Any] | None = None) -> i
             _check_output(path, args)
         if len({Path(p).resolve() for p in outputs}) < len(outputs):
             raise argtypes.UsageError("--out and --review name the same file: give two files")
-    if args.relevance_command == "filter":
-        return _filter(args, engine)
+    if args.relevance_command in ("augment", "mine", "filter", "run"):
+        return {"augment": _augment, "mine": _mine, "filter": _filter, "run": _run}[
+            args.relevance_command
+        ](args, engine)
     return {
-        "augment": _augment,
-        "mine": _mine,
         "train": _train,
         "evaluate": _evaluate,
-        "run": _run,
     }[args.relevance_command](args)
 
 
@@ -281,12 +302,11 @@ def _pairs_text(pairs: list[tuple[str, str]]) -> str:
     return ", ".join(f"{'/'.join(srcs)} -> {tgt}" for tgt, srcs in by_target.items())
 
 
-def _augment(args) -> int:
+def _augment(args, engine: RelevanceEngine) -> int:
     import pandas as pd
 
     from noiseforge.relevance.pipeline import make_translator
     from noiseforge.relevance.translate import (
-        augment_translations,
         install_hint,
         untranslatable_pairs,
     )
@@ -304,7 +324,7 @@ def _augment(args) -> int:
                 "translated"
             )
         print(f"noiseforge relevance augment: --best-effort: {what} ({hint})", file=sys.stderr)
-    new, report = augment_translations(
+    new, report = engine.augment(
         df,
         targets,
         translator,
@@ -322,11 +342,9 @@ def _augment(args) -> int:
     return 0
 
 
-def _mine(args) -> int:
-    from noiseforge.relevance.mining import add_semantic_negatives
-
+def _mine(args, engine: RelevanceEngine) -> int:
     df = _read(args.data)
-    out = add_semantic_negatives(
+    out = engine.mine(
         df, _encoder(args), positive_share=args.positive_share, progress=not args.quiet
     )
     print(f"  {len(out) - len(df)} semantic negatives added to {len(df)} rows")
@@ -334,18 +352,17 @@ def _mine(args) -> int:
     return 0
 
 
-def _filter(args, engine: Callable[..., Any] | None = None) -> int:
-    from noiseforge.relevance.filtering import self_validation_filter
+def _filter(args, engine: RelevanceEngine) -> int:
     from noiseforge.relevance.model import EmbeddingMLP
 
     df = _read(args.data)
     encoder = _encoder(args)
     opts: dict[str, Any] = dict(progress=not args.quiet)
-    if engine is not None:  # workers embed into this process's cache folder
+    if engine.name != "local":  # workers embed into this process's cache folder
         from noiseforge._common.paths import default_cache_dir
 
         opts["cache_dir"] = default_cache_dir() / "embeddings"
-    result = (engine or self_validation_filter)(
+    result = engine.filter(
         df,
         lambda: EmbeddingMLP(encoder=encoder, **opts),
         k=args.folds,
@@ -411,7 +428,7 @@ def _evaluate(args) -> int:
     return 0
 
 
-def _run(args) -> int:
+def _run(args, engine: RelevanceEngine) -> int:
     from noiseforge.relevance.pipeline import RunConfig, Strategies, run
 
     overrides = dict(
@@ -443,7 +460,7 @@ def _run(args) -> int:
     why = argtypes.folder_problem(cfg.out)
     if why:  # found before the work, not after it
         raise argtypes.CommandError(f"cannot write the report: {why}; choose a writable --out")
-    result = run(cfg, progress=not args.quiet)
+    result = run(cfg, progress=not args.quiet, engine=engine)
     print()
     print(result.markdown)
     print("\nEach data rung at its own dev-tuned threshold:\n")

@@ -33,9 +33,8 @@ import numpy as np
 import pandas as pd
 
 from noiseforge.relevance.embed import Encoder
+from noiseforge.relevance.engine import RelevanceEngine, as_engine
 from noiseforge.relevance.evaluate import ablation, format_ablation
-from noiseforge.relevance.filtering import self_validation_filter
-from noiseforge.relevance.mining import add_semantic_negatives
 from noiseforge.relevance.model import RelevanceModel, tune_threshold
 from noiseforge.relevance.pipeline.components import (
     languages,
@@ -47,7 +46,7 @@ from noiseforge.relevance.pipeline.components import (
 )
 from noiseforge.relevance.pipeline.config import RunConfig, RunResult, Strategies
 from noiseforge.relevance.pipeline.report import _per_lang, _write_review, write_report
-from noiseforge.relevance.translate import augment_translations, install_hint
+from noiseforge.relevance.translate import install_hint
 
 
 def run(
@@ -56,8 +55,14 @@ def run(
     model_factory: Callable[[Encoder, int], RelevanceModel] | None = None,
     progress: bool = True,
     echo: Callable[[str], None] = print,
+    engine: RelevanceEngine | None = None,
 ) -> RunResult:
-    """The ablation of ``cfg`` (see the module docstring); writes the report to ``cfg.out``."""
+    """The ablation of ``cfg`` (see the module docstring); writes the report to ``cfg.out``.
+
+    ``engine``: where the data rungs run (translation, mining, filtering; default
+    this process, :data:`~noiseforge.relevance.engine.LOCAL`); the Ray engine gives
+    the same training sets."""
+    engine = as_engine(engine)
     cfg.check()
     out = Path(cfg.out).resolve()
     inside = [p for p in cfg.data if out in Path(p).resolve().parents]
@@ -108,6 +113,7 @@ def run(
             unseen=unseen,
             train_languages=train_langs,
             progress=progress,
+            engine=engine,
         )
         preds = climb_ladder(climb)
         for name, pred in preds.items():
@@ -155,6 +161,8 @@ class Climb:
         The run's unseen and training languages (translation targets and sources).
     progress : bool
         Progress bars in the steps that have them.
+    engine : RelevanceEngine
+        Where the data steps run (default this process).
     """
 
     def __init__(
@@ -171,7 +179,9 @@ class Climb:
         unseen: list[str],
         train_languages: list[str],
         progress: bool,
+        engine: RelevanceEngine | None = None,
     ) -> None:
+        self.engine = as_engine(engine)
         self.cfg, self.task, self.dev, self.test = cfg, task, dev, test
         self.encoder, self.factory, self.echo = encoder, factory, echo
         self.unseen, self.train_languages, self.progress = unseen, train_languages, progress
@@ -260,7 +270,7 @@ def _translate(climb: Climb, system: str) -> None:
     if not climb.unseen:
         climb.steps[system] = {"off": True}
         return
-    new, report = augment_translations(
+    new, report = climb.engine.augment(
         climb.current,
         climb.unseen,
         make_translator(cfg.translator),
@@ -294,7 +304,7 @@ def _translate(climb: Climb, system: str) -> None:
 def _mine(climb: Climb, system: str) -> None:
     """+SNS: add semantic hard negatives until positives are ``cfg.positive_share``."""
     before = len(climb.current)
-    climb.current = add_semantic_negatives(
+    climb.current = climb.engine.mine(
         climb.current,
         climb.encoder,
         positive_share=climb.cfg.positive_share,
@@ -312,9 +322,10 @@ def _filter(climb: Climb, system: str) -> None:
     cfg = climb.cfg
     review = Path(cfg.out) / f"review-{climb.task}.csv"
     review.parent.mkdir(parents=True, exist_ok=True)
-    result = self_validation_filter(
+    factory, encoder, seed = climb.factory, climb.encoder, cfg.seed  # not the whole climb
+    result = climb.engine.filter(
         climb.current,
-        lambda: climb.factory(climb.encoder, cfg.seed),
+        lambda: factory(encoder, seed),
         k=cfg.filter_folds,
         seeds=(cfg.seed,),
         confidence=cfg.filter_confidence,
