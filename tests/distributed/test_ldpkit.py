@@ -339,3 +339,32 @@ def test_a_checkpoint_that_is_a_file_is_refused(cloud, tmp_path):
             x, np.arange(20), cloud, PrivacyLedger(COST, path=tmp_path / "l.sqlite"),
             NoiseSpec(epsilon=EPS), seed=1, checkpoint=tmp_path / "file", progress=False,
         )  # fmt: skip
+
+
+def test_bad_jobs_are_refused_before_anything_is_charged(cloud, tmp_path):
+    """Ids the local release refuses, a resume that would form other blocks, a secret
+    checkpointed job without its key, and arguments the local engine refuses."""
+    from noiseforge.ldp import release
+
+    x, _ = band_task(20, seed=4)
+    noise = NoiseSpec(epsilon=EPS)
+    ledger = PrivacyLedger(3 * COST, path=tmp_path / "l.sqlite")
+    with pytest.raises(TypeError, match="silently rounded"):
+        ray_release(x, np.arange(20) + 0.5, ledger, noise, seed=1)
+    with pytest.raises(ValueError, match="twice"):
+        ray_release(x, np.r_[np.arange(19), 3], ledger, noise, seed=1)
+    key = ReleaseKey()
+    release(x[:10], np.arange(10), ledger, noise, key=key, release_id="r", batch="first-run")
+    with pytest.raises(ValueError, match=r"would not form.*same block size"):
+        ray_release(x, np.arange(20), ledger, noise, key=key, release_id="r", batch_size=5)
+    assert len(ledger.entries()) == 1 and ledger.spent(15) == (0.0, 0.0)
+    kit = dict(cloud=cloud, ledger=ledger, noise=noise, make_local_model=band_mlp, progress=False)
+    with pytest.raises(ValueError, match="needs release_id= and key="):
+        ldpkit_ray(x, np.arange(20), checkpoint=tmp_path / "c", **kit)
+    with pytest.raises(ValueError, match="needs release_id= and key="):
+        standard_ldp_ray(x, np.arange(20), cloud, ledger, noise, checkpoint=tmp_path / "c")
+    with pytest.raises(ValueError, match="weight must be in"):
+        ldpkit_ray(x, np.arange(20), weight=1.5, **kit)
+    with pytest.raises(ValueError, match="noise_copies must be an int"):
+        ldpkit_ray(x, np.arange(20), noise_copies=1.5, **kit)
+    assert len(ledger.entries()) == 1

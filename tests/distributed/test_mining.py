@@ -130,7 +130,8 @@ def test_sharded_exact_search_equals_the_local_engine_and_keeps_the_rules(ray_cl
     _assert_rules(df, ray, enc, kw["rank_window"], kw["ratio"])
     # the shard indexes are kept in the given folder: each holds its hash's targets
     qc = pd.unique(df.loc[df["task"] == "QC", "target"].astype(str))
-    files = sorted(shard_dir.glob("*QC.shard*of3.hnsw"))
+    (job,) = shard_dir.iterdir()  # the job's own folder, kept
+    files = sorted(job.glob("*QC.shard*of3.hnsw"))
     assert len(files) == 3
     sizes = [len(HNSWIndex.load(f)) for f in files]
     assert sizes == np.bincount(shard_of(qc, 3), minlength=3).tolist()

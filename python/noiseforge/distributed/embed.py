@@ -232,12 +232,15 @@ def embed_ray(
             num_cpus=ACTOR_CPUS,
         )
         vectors: np.ndarray | None = None
+        filled = np.zeros(len(distinct), dtype=bool)
         try:
             for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
                 vec = np.asarray(batch["vector"], dtype=np.float32)
                 if vectors is None:
                     vectors = np.empty((len(distinct), vec.shape[1]), dtype=np.float32)
-                vectors[np.asarray(batch["row"], dtype=np.int64)] = vec
+                rows = np.asarray(batch["row"], dtype=np.int64)
+                vectors[rows] = vec
+                filled[rows] = True
         except ray.exceptions.RayActorError as exc:
             if not getattr(exc, "actor_init_failed", False):
                 raise
@@ -249,7 +252,12 @@ def embed_ray(
         # and an error's traceback keeps this frame's dataset alive: drop it here
         ds = None
         gc.collect()
-    assert vectors is not None
+    if vectors is None or not filled.all():
+        missing = int((~filled).sum())
+        raise RuntimeError(
+            f"the embedding job returned no vector for {missing} of {len(distinct)} texts "
+            "(a lost block); run it again"
+        )
     if out is not None:
         write_embeddings(out, distinct, vectors)
     return vectors[codes]

@@ -62,6 +62,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from noiseforge._common.validation import check_int
 from noiseforge.distributed.runtime import (
     ACTOR_CPUS,
     TASK_CPUS,
@@ -72,7 +73,7 @@ from noiseforge.distributed.runtime import (
 from noiseforge.ldp.cloud import CloudModel
 from noiseforge.ldp.expand import concat
 from noiseforge.ldp.http import HTTPCloud
-from noiseforge.ldp.ledger import PrivacyLedger
+from noiseforge.ldp.ledger import PrivacyLedger, RecordSet
 from noiseforge.ldp.models import predict_labels, train_classifier
 from noiseforge.ldp.query import query_cloud
 from noiseforge.ldp.release import NoisedBatch, postprocess, release, released_batch
@@ -196,8 +197,21 @@ def with_positions(ds: Any, column: str = X) -> Any:
 
 
 def _positioned(ds: Any) -> Any:
-    """``ds`` with its ``position`` column (:func:`with_positions` when it has none)."""
-    return ds if POSITION in ds.schema().names else with_positions(ds)
+    """``ds`` with its ``position`` column (:func:`with_positions` when it has none; a
+    column of its own must be the positions ``0..N-1``, each once)."""
+    if POSITION not in ds.schema().names:
+        return with_positions(ds)
+    parts = [
+        np.asarray(b[POSITION])
+        for b in ds.select_columns([POSITION]).iter_batches(batch_size=None, batch_format="numpy")
+    ]
+    got = np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+    if not np.array_equal(got, np.arange(got.size)):
+        raise ValueError(
+            f"the dataset's {POSITION!r} column is not the row positions 0..{got.size - 1}, "
+            "each once; drop it (the engine numbers the rows by record id) or fix it"
+        )
+    return ds
 
 
 def _add_positions(batch: dict[str, np.ndarray], *, ids: np.ndarray, column: str) -> dict:
@@ -223,7 +237,10 @@ def _columns_dataset(columns: dict[str, np.ndarray], block_rows: int) -> Any:
 
 
 def _ids(records: Any) -> np.ndarray:
+    """The record ids as int64, checked as the local release checks them (integers,
+    >= 0, each once: no id is rounded, no record charged twice)."""
     ids = records.numpy() if isinstance(records, torch.Tensor) else np.asarray(records)
+    RecordSet.from_ids(ids)
     return ids.reshape(-1).astype(np.int64)
 
 
@@ -281,6 +298,29 @@ def release_block(
     }
 
 
+def _refuse_other_blocks(
+    ledger: PrivacyLedger, release_id: str, ids: np.ndarray, batch_size: int
+) -> None:
+    """Before anything is charged: a release id that already charged some of ``ids``
+    in blocks this job would not form (another ``batch_size``, other record order) is
+    refused -- the job would charge those records a second time instead of replaying."""
+    if len(ids) == 0:
+        return
+    names = {block_name(ids[s : s + batch_size]) for s in range(0, len(ids), batch_size)}
+    for entry in ledger.entries(release_id):
+        if entry.batch in names:
+            continue
+        mine = np.isin(np.asarray(entry.records.to_numpy()), ids)
+        if mine.any():
+            raise ValueError(
+                f"release {release_id!r} already charged record "
+                f"{int(np.asarray(entry.records.to_numpy())[mine][0])} in a block this job "
+                f"would not form (entry {entry.seq}, batch {entry.batch!r}): a resumed job needs "
+                "the first run's records in the same order and the same block size "
+                "(batch_size / block_rows); a new job needs a new release id"
+            )
+
+
 def ray_release(
     data: Any,
     records: Any,
@@ -327,7 +367,10 @@ def ray_release(
         release_id = release_id or uuid.uuid4().hex
         key = key or ReleaseKey()
     if not isinstance(data, ray.data.Dataset):
-        data = private_dataset(data, records, block_rows=batch_size)
+        n = len(data)
+        ids = np.arange(n, dtype=np.int64) if records is None else _ids(records)
+        _refuse_other_blocks(ledger, release_id, ids, batch_size)
+        data = private_dataset(data, ids, block_rows=batch_size)
     ds = data.map_batches(
         release_block,
         batch_size=batch_size,
@@ -688,6 +731,17 @@ def _data_context(progress: bool | None = None) -> None:
         ctx.print_on_execution_start = progress
 
 
+def _check_resumable(checkpoint: Any, seed: int | None, key: Any, release_id: Any) -> None:
+    """A checkpointed job must be one that can be resumed: seeded, or a secret release
+    whose id and key the caller holds (a fresh id and key would be lost with the job)."""
+    if checkpoint is not None and seed is None and (key is None or release_id is None):
+        raise ValueError(
+            "checkpoint= with secret noise needs release_id= and key= (a ReleaseKey you keep, "
+            "as private as the data): a resumed job must draw the same noise, and the ledger "
+            "refuses its release id under a new key"
+        )
+
+
 def _asking(checkpoint: str | os.PathLike | None, batch_size: int) -> _Asking:
     """The actors' way of asking, with the checkpoint folder made and checked here."""
     if checkpoint is None:
@@ -738,6 +792,7 @@ def standard_ldp_ray(
     ``release_id``: resuming a job, as in :func:`ldpkit_ray`. Returns (N,) labels in
     the inputs' order.
     """
+    _check_resumable(checkpoint, seed, key, release_id)
     connect(address)
     _data_context(progress)
     asking = _asking(checkpoint, batch_size)
@@ -806,15 +861,26 @@ def ldpkit_ray(
     failed, the driver died) and is run again with the same ``release_id`` and
     ``seed`` -- or, for a secret release, the same ``release_id`` and ``key`` (a
     :class:`~noiseforge.random.ReleaseKey`; it pickles, keep it as private as the
-    data) -- replays every charge (nothing is charged twice), draws the same noise,
-    copies and pairs, and asks the cloud only for the answers not yet kept. Without
-    the same key a secret release cannot be resumed: the ledger refuses its id
-    under another key (IdempotencyConflictError), and no noise is drawn.
+    data) -- and the same ``block_rows`` replays every charge (nothing is charged
+    twice), draws the same noise, copies and pairs, and asks the cloud only for the
+    answers not yet kept. Without the same key a secret release cannot be resumed:
+    the ledger refuses its id under another key (IdempotencyConflictError or
+    ReleaseConflictError, whichever block comes first), and no noise is drawn. A
+    seeded resume runs in a new process (the seeded streams of a process continue
+    from call to call, as for the local engine). Blocks are charged one by one: a
+    block refused for budget stops the job, and the blocks charged before it stay
+    charged (their answers kept in the checkpoint), as for separate releases.
     """
     if targets not in ("answers", "aggregated"):
         raise ValueError(f"targets must be 'answers' or 'aggregated', got {targets!r}")
-    if noise_copies < 0 or superimposed < 0:
+    noise_copies = check_int("noise_copies", noise_copies, 0)
+    if not (isinstance(superimposed, int | float) and math.isfinite(superimposed)):
+        raise ValueError(f"superimposed must be a number >= 0, got {superimposed!r}")
+    if superimposed < 0:
         raise ValueError("noise_copies and superimposed must be >= 0")
+    if not (isinstance(weight, int | float) and 0.0 <= weight <= 1.0):
+        raise ValueError(f"weight must be in [0, 1] (a convex mix of two rows), got {weight!r}")
+    _check_resumable(checkpoint, seed, key, release_id)
     connect(address)
     ray = require_ray()
     _data_context(progress)

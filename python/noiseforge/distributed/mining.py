@@ -47,6 +47,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -323,7 +324,8 @@ def mine_semantic_negatives_ray(
         temporary folder on this machine, deleted when the job ends -- right for a
         local Ray instance only. **On a cluster of several nodes give a folder on
         shared storage** (NFS, a mounted bucket) that every node reads and writes;
-        without one the job refuses to start. A given folder is kept.
+        without one the job refuses to start. A given folder is kept: each job
+        writes into its own ``job-<id>`` subfolder of it.
     address: the Ray cluster (:func:`noiseforge.distributed.connect`).
     cache_dir: the embedding cache, as for the local engine (default
         ``default_cache_dir()/embeddings``); the embedding actors read and append
@@ -376,8 +378,11 @@ def mine_semantic_negatives_ray(
     embedded = [embed_task(task, looked_up) for task in plan.tasks]
 
     temporary = shard_dir is None
-    folder = Path(tempfile.mkdtemp(prefix="noiseforge-shards-") if temporary else shard_dir)
-    folder.mkdir(parents=True, exist_ok=True)
+    if temporary:
+        folder = Path(tempfile.mkdtemp(prefix="noiseforge-shards-"))
+    else:  # one folder per job: two jobs sharing shard_dir never overwrite each other
+        folder = Path(shard_dir) / f"job-{uuid.uuid4().hex[:12]}"
+        folder.mkdir(parents=True)
     build = ray.remote(num_cpus=TASK_CPUS)(build_shard)
     searcher = ray.remote(num_cpus=ACTOR_CPUS)(ShardSearcher)
     actors = [searcher.remote(capacity=shards) for _ in range(workers)]
