@@ -79,3 +79,22 @@ def test_no_system_imports_the_command_line(layer):
     """The commands' value types and errors live in ``_common.argtypes``: ``cli`` imports
     the systems' command modules, never the other way round."""
     assert "cli" not in GRAPH.get(layer, set()), GRAPH.get(layer)
+
+
+def test_test_modules_share_helpers_only_through_tests_support():
+    """A helper two test files need lives in ``tests/support``: no test module imports
+    another test module or a conftest (pytest would collect its tests twice)."""
+    tests = Path(__file__).resolve().parent
+    wrong = []
+    for path in tests.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            for name in names:
+                if name.startswith("tests.") and not name.startswith("tests.support"):
+                    wrong.append(f"{path.relative_to(tests)}: {name}")
+    assert not wrong, wrong

@@ -12,14 +12,14 @@ import pytest
 from noiseforge.distributed.augment import (
     TranslatorActor,
     _request_blocks,
-    augment_engine,
     augment_translations_ray,
     translation_requests,
 )
+from noiseforge.distributed.engine import relevance_engine
 from noiseforge.relevance import translate as tr
 from noiseforge.relevance.augment import augment_translations, plan_translations
 from noiseforge.relevance.fixture import make_fixture
-from tests.relevance.test_translate import ENG_DEU, ENG_FRA, FRA_ENG, CountingTranslator, make_dictd
+from tests.support.translation import ENG_DEU, ENG_FRA, FRA_ENG, CountingTranslator, make_dictd
 
 
 class LossyTranslator(tr.Translator):
@@ -171,7 +171,7 @@ def test_an_actors_error_is_the_original_error(ray_cluster, table):
         augment_translations_ray(table, ["de"], FailingTranslator(), progress=False)
     # the failed job freed its actors: the next job (through the command line's engine)
     # gets CPUs and finishes
-    got = augment_engine()(table, ["pl"], LossyTranslator(), progress=False)
+    got = relevance_engine().augment(table, ["pl"], LossyTranslator(), progress=False)
     _assert_same(got, augment_translations(table, ["pl"], LossyTranslator(), progress=False))
 
 

@@ -368,3 +368,18 @@ def test_bad_jobs_are_refused_before_anything_is_charged(cloud, tmp_path):
     with pytest.raises(ValueError, match="noise_copies must be an int"):
         ldpkit_ray(x, np.arange(20), noise_copies=1.5, **kit)
     assert len(ledger.entries()) == 1
+
+
+def test_each_actor_opens_an_http_cloud_with_the_callers_settings():
+    from noiseforge.ldp.http import HTTPCloud
+
+    spec = _CloudSpec.of(HTTPCloud("http://127.0.0.1:9/", timeout=7.5, max_response_bytes=1 << 20))
+    opened = spec.open()
+    assert isinstance(opened, HTTPCloud) and opened is not spec
+    assert (opened.url, opened.timeout, opened.max_response_bytes) == (
+        "http://127.0.0.1:9",
+        7.5,
+        1 << 20,
+    )
+    with pytest.raises(TypeError, match="CloudModel"):
+        _CloudSpec.of(object())

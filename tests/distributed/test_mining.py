@@ -164,12 +164,12 @@ def _assert_rules(df, mined, enc, rank_window, ratio):
 
 
 def test_add_and_the_engine_equal_the_local_ones(ray_cluster, tmp_path):
-    from noiseforge.distributed.mining import mine_engine
+    from noiseforge.distributed.engine import relevance_engine
 
     df = make_fixture("QC", 200, seed=5).drop(columns=["source_id", "strategy"])
     enc = HashingEncoder(32)
     kw = dict(positive_share=0.5, cache_dir=tmp_path / "c", progress=False)
-    engine = mine_engine()  # the running instance
+    engine = relevance_engine().mine  # the running instance
     pd.testing.assert_frame_equal(
         engine(df, enc, shards=2, **kw), add_semantic_negatives(df, enc, **kw), check_exact=True
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import importlib.util
 import shutil
 from pathlib import Path
@@ -13,56 +12,16 @@ import pytest
 
 from noiseforge.relevance import translate as tr
 from noiseforge.relevance.fixture import make_fixture
+from tests.support.translation import (
+    ENG_DEU,
+    ENG_FRA,
+    FRA_ENG,
+    CountingTranslator,
+    b64,
+    make_dictd,
+)
 
 DICTD = Path("/usr/share/dictd")
-
-
-def _b64(n: int) -> str:
-    s = ""
-    while True:
-        s = tr._B64[n % 64] + s
-        n //= 64
-        if n == 0:
-            return s
-
-
-def make_dictd(folder: Path, name: str, entries: dict[str, list[str]]) -> Path:
-    """Write a dictd dictionary (index + gzip-compressed data) like the Debian packages."""
-    body, index = b"", []
-    header = b"00-database-short\nTest dictionary\n"
-    index.append(f"00databaseshort\t{_b64(0)}\t{_b64(len(header))}")
-    body += header
-    for head, senses in entries.items():
-        for text in senses:
-            raw = text.encode()
-            index.append(f"{head}\t{_b64(len(body))}\t{_b64(len(raw))}")
-            body += raw
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"freedict-{name}.index").write_text(
-        "\n".join(sorted(index)) + "\n", encoding="utf-8"
-    )
-    with gzip.open(folder / f"freedict-{name}.dict.dz", "wb") as f:
-        f.write(body)
-    return folder
-
-
-ENG_DEU = {
-    "frying pan": [
-        "frying pan /fɹˈaɪɪŋ pˈan/\nBratpfanne <fem>, Stielpfanne <fem> [cook.]\n   Synonym: {skillet}\n"
-    ],
-    "pan": [
-        "pan /pˈan/\nKameraschwenk <masc>, Schwenk <masc>\n         Note: Film\n",
-        "pan /pˈan/\nPfanne <fem>\n",
-    ],
-    "red": ['red /red/\nI.  <Adj> 1.  rot  [Farbe]\n 2.  rötlich\n      "red wine"  - Rotwein\n'],
-    "tshirt": ["T-shirt\nLeibchen <neut>\n"],
-    "women": ["women\nFrauen <pl>\n"],
-    "de": [
-        "manojo, (de) /m/ <n, m>\nHandvoll <n, f>\n"
-    ],  # indexed under "de" too: not its translation
-}
-ENG_FRA = {"pan": ["pan\npoêle <fem>\n"], "red": ["red\nrouge\n"]}
-FRA_ENG = {"poêle": ["poêle <n, fem>\n1. frying pan, pan\n2. stove\n"], "rouge": ["rouge\nred\n"]}
 
 
 @pytest.fixture
@@ -78,7 +37,7 @@ def test_dictd_numbers_and_keys():
         and tr.dictd_number("BA") == 64
         and tr.dictd_number("FVrr") == 1399531
     )
-    assert all(tr.dictd_number(_b64(n)) == n for n in (0, 1, 63, 64, 4095, 10**9))
+    assert all(tr.dictd_number(b64(n)) == n for n in (0, 1, 63, 64, 4095, 10**9))
     assert (
         tr.dictd_key("T-Shirt") == "tshirt" and tr.dictd_key("  Women's  Shoes ") == "womens shoes"
     )
@@ -118,20 +77,6 @@ def test_freedict_pivot_and_missing_pair(dict_dir):
     assert t.translate(["poêle rouge"], "fr", "de") == ["bratpfanne rot"]
     with pytest.raises(tr.TranslationUnavailable, match="dict-freedict-eng-pol"):
         t.translate(["pan"], "en", "pl")
-
-
-class CountingTranslator(tr.Translator):
-    name, version = "counting", "1"
-
-    def __init__(self):
-        self.calls: list[list[str]] = []
-
-    def pairs(self):
-        return {("en", "de"), ("fr", "de"), ("en", "it")}
-
-    def _translate(self, texts, src, tgt):
-        self.calls.append(list(texts))
-        return [f"{tgt}[{t}]" for t in texts]
 
 
 def test_cache_hits_and_keys(tmp_path):

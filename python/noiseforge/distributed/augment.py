@@ -32,8 +32,7 @@ name or version, e.g. other dictionaries installed) fails the job and says so.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -51,7 +50,6 @@ from noiseforge.relevance.translate import Translator, auto_translator
 
 __all__ = [
     "TranslatorActor",
-    "augment_engine",
     "augment_translations_ray",
     "backend_key",
     "translation_requests",
@@ -269,12 +267,3 @@ def augment_translations_ray(
         return [pair[q] for q in queries]
 
     return join_translations(df, plans, joined)
-
-
-def augment_engine(
-    address: str | None = None, *, num_cpus: int | None = None
-) -> Callable[..., tuple[pd.DataFrame, dict]]:
-    """What ``noiseforge relevance augment --engine ray`` runs: :func:`augment_translations_ray`
-    on the cluster at ``address``, connected now (a missing cluster fails before any work)."""
-    connect(address, num_cpus=num_cpus)
-    return functools.partial(augment_translations_ray, address=address)

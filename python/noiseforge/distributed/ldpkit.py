@@ -417,6 +417,7 @@ class _CloudSpec:
 
     url: str | None = None
     timeout: float = 60.0
+    max_response_bytes: int = 1 << 30
     model: CloudModel | None = None
 
     @classmethod
@@ -426,11 +427,16 @@ class _CloudSpec:
                 f"cloud must be a noiseforge.ldp.CloudModel, got {type(cloud).__name__}"
             )
         if isinstance(cloud, HTTPCloud):
-            return cls(url=cloud.url, timeout=cloud.timeout)
+            # an HTTPCloud's settings travel, not its connection (one per actor)
+            return cls(
+                url=cloud.url, timeout=cloud.timeout, max_response_bytes=cloud.max_response_bytes
+            )
         return cls(model=cloud)
 
     def open(self) -> CloudModel:
-        return HTTPCloud(self.url, timeout=self.timeout) if self.url else self.model
+        if self.url is None:
+            return self.model
+        return HTTPCloud(self.url, timeout=self.timeout, max_response_bytes=self.max_response_bytes)
 
 
 @dataclass(frozen=True)

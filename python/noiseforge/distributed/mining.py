@@ -42,14 +42,12 @@ passes the ratio test).
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
 import shutil
 import tempfile
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +83,6 @@ __all__ = [
     "add_semantic_negatives_ray",
     "build_shard",
     "merge_topk",
-    "mine_engine",
     "mine_semantic_negatives_ray",
     "shard_of",
 ]
@@ -445,13 +442,3 @@ def add_semantic_negatives_ray(
     columns of ``df`` filled as for original rows), as
     :func:`~noiseforge.relevance.mining.add_semantic_negatives`."""
     return append_mined(df, mine_semantic_negatives_ray(df, encoder, **kwargs))
-
-
-def mine_engine(
-    address: str | None = None, *, num_cpus: int | None = None
-) -> Callable[..., pd.DataFrame]:
-    """What ``noiseforge relevance mine --engine ray`` runs in place of
-    ``add_semantic_negatives``: :func:`add_semantic_negatives_ray` on the cluster at
-    ``address``, connected now (a missing cluster fails before any work)."""
-    connect(address, num_cpus=num_cpus)
-    return functools.partial(add_semantic_negatives_ray, address=address)
