@@ -97,6 +97,29 @@ def test_seeded_ray_equals_local_bit_for_bit(ray_cluster, cloud, tmp_path, fresh
     _charged_once(std_ledger, 300, blocks=3)
 
 
+def test_ray_train_workers_train_the_local_engines_model(
+    ray_cluster, cloud, tmp_path, fresh_seeded_streams
+):
+    """train_workers=2: the local model trained data parallel by Ray Train on the soft
+    answers is the local engine's model up to float rounding."""
+    x, _ = band_task(300, seed=1)
+    records = np.arange(300)
+    noise = NoiseSpec(epsilon=EPS)
+    kw = dict(noise_copies=1, superimposed=0.0, epochs=2, seed=9, progress=False)
+    fresh_seeded_streams()
+    local = ldpkit(x, records, cloud, PrivacyLedger(COST), noise, band_mlp, **kw)
+    fresh_seeded_streams()
+    ledger = PrivacyLedger(COST, path=tmp_path / "ledger.sqlite")
+    got = ldpkit_ray(
+        x, records, cloud, ledger, noise, band_mlp, block_rows=100, train_workers=2, **kw
+    )
+    assert torch.equal(got.aggregated, local.aggregated)
+    for name, value in local.local_model.state_dict().items():
+        torch.testing.assert_close(got.local_model.state_dict()[name], value, rtol=0, atol=1e-5)
+    assert int((got.predictions != local.predictions).sum()) <= 3  # a label on a tie may flip
+    _charged_once(ledger, 300, blocks=3)
+
+
 def _released_rows(ds) -> dict[str, np.ndarray]:
     rows = {}
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):

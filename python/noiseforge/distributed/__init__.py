@@ -11,6 +11,7 @@
   (:func:`mine_semantic_negatives_ray`);
 - ``filtering``: self-validation filtering, one task per (model, seed, fold)
   (:func:`self_validation_filter_ray`);
+- ``train``: a local model trained data parallel by Ray Train (:func:`train_ray`);
 - ``engine``: what ``--engine ray`` runs (``ldp_engine``, ``relevance_engine``).
 
 Needs ``pip install 'noiseforge[ray]'``. Nothing else in noiseforge imports this
@@ -45,6 +46,7 @@ from noiseforge.distributed.runtime import (
     configure_threads,
     connect,
 )
+from noiseforge.distributed.train import train_ray
 
 __all__ = [
     "ACTOR_CPUS",
@@ -67,6 +69,7 @@ __all__ = [
     "release_block",
     "self_validation_filter_ray",
     "standard_ldp_ray",
+    "train_ray",
     "verified_rows",
     "with_positions",
 ]

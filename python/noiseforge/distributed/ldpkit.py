@@ -849,6 +849,8 @@ def ldpkit_ray(
     checkpoint: str | os.PathLike | None = None,
     block_rows: int = 1024,
     workers: int = 2,
+    train_workers: int = 1,
+    train_storage: str | os.PathLike | None = None,
     address: str | None = None,
 ) -> RayLDPKiTResult:
     """:func:`noiseforge.ldp.ldpkit` as a Ray job (same arguments, same results with ``seed``).
@@ -860,6 +862,13 @@ def ldpkit_ray(
     size of the cloud-client and inference actor pools; ``address``: the Ray
     cluster (:func:`noiseforge.distributed.connect`). ``ledger`` must be one that
     workers can open (an SQLite file or a PostgreSQL URL, not in-memory).
+
+    Training: ``train_workers=1`` trains the local model in one Ray task (bit for
+    bit the local engine's); more trains it with Ray Train in that many processes,
+    data parallel (:func:`noiseforge.distributed.train.train_ray`: the same steps,
+    equal to one process up to float rounding), with its run kept in
+    ``train_storage`` (default a temporary folder; on several machines, storage
+    every node mounts).
 
     Resuming: ``checkpoint`` is a folder (created if missing; on a cluster, storage
     that every node sees) where each block's cloud answers are kept after every
@@ -887,6 +896,7 @@ def ldpkit_ray(
     if not (isinstance(weight, int | float) and 0.0 <= weight <= 1.0):
         raise ValueError(f"weight must be in [0, 1] (a convex mix of two rows), got {weight!r}")
     _check_resumable(checkpoint, seed, key, release_id)
+    train_workers = check_int("train_workers", train_workers, 1)
     connect(address)
     ray = require_ray()
     _data_context(progress)
@@ -986,22 +996,29 @@ def ldpkit_ray(
         own = n * (1 + noise_copies)
         index = torch.cat([torch.arange(n), torch.arange(n).repeat_interleave(noise_copies)])
         train_targets[:own] = aggregated[index]
-    train = ray.remote(num_cpus=1)(_train)
-    local = ray.get(
-        train.remote(
+    fit = dict(epochs=epochs, batch_size=batch_size, schedule=schedule, seed=seed or 0)
+    if train_workers == 1:
+        train = ray.remote(num_cpus=1)(_train)
+        local = ray.get(
+            train.remote(
+                make_local_model(),
+                queries_x.numpy(),
+                train_targets.numpy(),
+                dict(fit, progress=False, desc="local model"),
+            )
+        )
+    else:
+        from noiseforge.distributed.train import train_ray
+
+        local = train_ray(
             make_local_model(),
             queries_x.numpy(),
             train_targets.numpy(),
-            dict(
-                epochs=epochs,
-                batch_size=batch_size,
-                schedule=schedule,
-                seed=0 if seed is None else seed,
-                progress=False,
-                desc="local model",
-            ),
+            workers=train_workers,
+            storage_path=train_storage,
+            address=address,
+            **fit,
         )
-    )
     model_ref = ray.put(local)
     source = xt if isinstance(xt, ray.data.Dataset) else private_dataset(xt, block_rows=block_rows)
     predicted = source.map_batches(

@@ -59,13 +59,25 @@ def train_classifier(
     seed: int = 0,
     progress: bool = True,
     desc: str = "training",
+    part: tuple[int, int] = (0, 1),
 ) -> list[float]:
     """Adam on cross-entropy. ``targets``: (N,) class ids or (N, C) probabilities
     (soft labels, e.g. aggregated cloud answers). ``schedule``: ``"constant"`` or
     ``"cosine"`` (the learning rate decays to 0 over all steps). Returns the mean
-    loss per epoch."""
+    loss per epoch.
+
+    ``part=(rank, world)``: data-parallel training (``model`` wrapped in
+    DistributedDataParallel, which averages the gradients of the ``world`` processes).
+    Every process draws the same batches and computes the loss of rows
+    ``rank::world`` of each, scaled so that the averaged gradient is the whole batch's
+    mean-loss gradient: the same steps as one process, up to float rounding (a model
+    with batch norm sees only its process's rows). The losses returned are this
+    process's share, scaled the same way."""
     if schedule not in ("constant", "cosine"):
         raise ValueError(f"schedule must be 'constant' or 'cosine', got {schedule!r}")
+    rank, world = part
+    if not (isinstance(world, int) and world >= 1 and isinstance(rank, int) and 0 <= rank < world):
+        raise ValueError(f"part must be (rank, world) with 0 <= rank < world, got {part!r}")
     if x.shape[0] != targets.shape[0]:
         raise ValueError(f"{x.shape[0]} inputs but {targets.shape[0]} targets")
     if x.shape[0] == 0:
@@ -89,12 +101,22 @@ def train_classifier(
         bar.set_postfix_str(f"epoch {epoch + 1}/{epochs}")
         for s in steps:
             idx = order[s : s + batch_size]
-            logits = model(x[idx])
-            t = targets[idx]
-            if soft:
-                loss = -(t * torch.log_softmax(logits, dim=1)).sum(1).mean()
+            if world == 1:
+                logits = model(x[idx])
+                t = targets[idx]
+                if soft:
+                    loss = -(t * torch.log_softmax(logits, dim=1)).sum(1).mean()
+                else:
+                    loss = nn.functional.cross_entropy(logits, t)
             else:
-                loss = nn.functional.cross_entropy(logits, t)
+                mine = idx[rank::world]  # may be empty: the process still joins the step
+                logits = model(x[mine])
+                t = targets[mine]
+                if soft:
+                    summed = -(t * torch.log_softmax(logits, dim=1)).sum()
+                else:
+                    summed = nn.functional.cross_entropy(logits, t, reduction="sum")
+                loss = summed * (world / len(idx))
             opt.zero_grad()
             loss.backward()
             opt.step()
