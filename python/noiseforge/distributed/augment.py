@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from noiseforge._common.validation import check_int
 from noiseforge.distributed.ldpkit import _data_context, _frees_actors, _pool
 from noiseforge.distributed.runtime import ACTOR_CPUS, configure_threads, connect, require_ray
 from noiseforge.relevance.augment import (
@@ -188,12 +189,6 @@ def _checked_translator(translator: Translator | str) -> Translator | None:
     return translator
 
 
-def _positive(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-    return value
-
-
 @_frees_actors
 def augment_translations_ray(
     df: pd.DataFrame,
@@ -229,9 +224,9 @@ def augment_translations_ray(
         From an actor, as the original error (see :class:`TranslatorActor`).
     """
     shipped = _checked_translator(translator)
-    batch_size = _positive("batch_size", batch_size)
-    block_rows = _positive("block_rows", batch_size if block_rows is None else block_rows)
-    workers = _positive("workers", workers)
+    batch_size = check_int("batch_size", batch_size, 1)
+    block_rows = check_int("block_rows", batch_size if block_rows is None else block_rows, 1)
+    workers = check_int("workers", workers, 1)
     connect(address)
     ray = require_ray()
     _data_context(progress)
