@@ -127,6 +127,19 @@ def _settled(ledger, timeout: float = 30.0):
         time.sleep(0.2)
 
 
+def _wait_until_charging(procs, logs, acks: int, timeout: float = 120.0) -> None:
+    """Until each log holds ``acks`` acknowledged charges (a worker that exits first fails)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        counts = [log.read_text().count("\n") if log.exists() else 0 for log in logs]
+        if min(counts) >= acks:
+            return
+        for p in procs:
+            assert p.poll() is None, p.stderr.read()[-3000:]
+        assert time.monotonic() < deadline, f"the workers acknowledged {counts} charges"
+        time.sleep(0.05)
+
+
 def test_kill_9_loses_no_acknowledged_charge(ledger_location, tmp_path):
     ledger = ledger_location.open(epsilon_budget=1e9)
     rng = random.Random(5)
@@ -137,7 +150,10 @@ def test_kill_9_loses_no_acknowledged_charge(ledger_location, tmp_path):
             log = tmp_path / f"r{round_}w{w}.jsonl"
             logs.append(log)
             procs.append(_worker(ledger_location, "loop", str(10 * round_ + w), str(log)))
-        time.sleep(3.0 + rng.random())  # start-up (imports) plus a random stretch of charging
+        # kill only once every worker is charging (start-up takes seconds on a loaded
+        # machine), after a random stretch of it
+        _wait_until_charging(procs, logs[-3:], acks=3)
+        time.sleep(0.2 + rng.random())
         for p in procs:
             os.kill(p.pid, signal.SIGKILL)
         for p in procs:
