@@ -23,7 +23,7 @@ import torch
 
 from noiseforge._common.validation import check_int
 from noiseforge.distributed.runtime import TASK_CPUS, configure_threads, connect, require_ray
-from noiseforge.ldp.models import train_classifier
+from noiseforge.ldp.models import check_training_inputs, train_classifier
 
 #: the file a trained model's state is kept in, in Ray Train's checkpoint
 _STATE = "model.pt"
@@ -80,14 +80,9 @@ def train_ray(
     workers = check_int("workers", workers, 1)
     if not (isinstance(cpus_per_worker, int | float) and cpus_per_worker > 0):
         raise ValueError(f"cpus_per_worker must be a number > 0, got {cpus_per_worker!r}")
-    if schedule not in ("constant", "cosine"):
-        raise ValueError(f"schedule must be 'constant' or 'cosine', got {schedule!r}")
     x = x.numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
     targets = targets.numpy() if isinstance(targets, torch.Tensor) else np.asarray(targets)
-    if x.shape[0] != targets.shape[0]:
-        raise ValueError(f"{x.shape[0]} inputs but {targets.shape[0]} targets")
-    if x.shape[0] == 0:
-        raise ValueError("nothing to train on")
+    check_training_inputs(x, targets, schedule)  # before any worker starts
     connect(address)
     ray = require_ray()
     try:

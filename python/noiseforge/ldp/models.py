@@ -7,6 +7,7 @@ import hashlib
 import os
 import pickle
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -47,6 +48,17 @@ class SmallCNN(nn.Module):
         return self.head(self.features(x.float()))
 
 
+def check_training_inputs(x: Any, targets: Any, schedule: str) -> None:
+    """What :func:`train_classifier` refuses, checked on arrays or tensors alike (a
+    distributed trainer checks it before starting its workers)."""
+    if schedule not in ("constant", "cosine"):
+        raise ValueError(f"schedule must be 'constant' or 'cosine', got {schedule!r}")
+    if x.shape[0] != targets.shape[0]:
+        raise ValueError(f"{x.shape[0]} inputs but {targets.shape[0]} targets")
+    if x.shape[0] == 0:
+        raise ValueError("nothing to train on")
+
+
 def train_classifier(
     model: nn.Module,
     x: torch.Tensor,
@@ -73,15 +85,10 @@ def train_classifier(
     mean-loss gradient: the same steps as one process, up to float rounding (a model
     with batch norm sees only its process's rows). The losses returned are this
     process's share, scaled the same way."""
-    if schedule not in ("constant", "cosine"):
-        raise ValueError(f"schedule must be 'constant' or 'cosine', got {schedule!r}")
+    check_training_inputs(x, targets, schedule)
     rank, world = part
     if not (isinstance(world, int) and world >= 1 and isinstance(rank, int) and 0 <= rank < world):
         raise ValueError(f"part must be (rank, world) with 0 <= rank < world, got {part!r}")
-    if x.shape[0] != targets.shape[0]:
-        raise ValueError(f"{x.shape[0]} inputs but {targets.shape[0]} targets")
-    if x.shape[0] == 0:
-        raise ValueError("nothing to train on")
     soft = targets.is_floating_point()
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
