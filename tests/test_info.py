@@ -22,3 +22,18 @@ def test_console_script_runs_as_module():
     )
     assert done.returncode == 0, done.stderr
     assert "backend" in done.stdout
+
+
+def test_the_command_line_works_without_the_optional_extras():
+    # A plain `pip install noiseforge` has neither the serve extra (starlette, uvicorn, h11)
+    # nor Ray: building the parser and `noiseforge info` must not need them.
+    code = (
+        "import sys\n"
+        "for name in ('starlette', 'uvicorn', 'h11', 'ray', 'pyarrow', 'transformers'):\n"
+        "    sys.modules[name] = None\n"
+        "from noiseforge.cli import main\n"
+        "sys.exit(main(['info']))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "ldp_noise" in done.stdout

@@ -49,7 +49,7 @@ def _model_spec(text: str) -> str:
 
 
 def add_arguments(cloud: argparse.ArgumentParser) -> None:
-    from noiseforge.ldp.server import ServerLimits
+    from noiseforge.ldp.server_limits import ServerLimits
 
     d = ServerLimits()
     cloud_sub = cloud.add_subparsers(dest="cloud_command", required=True)
@@ -137,7 +137,7 @@ def build_cloud_server(args: argparse.Namespace):
 
 
 def _limits(args: argparse.Namespace):
-    from noiseforge.ldp.server import ServerLimits
+    from noiseforge.ldp.server_limits import ServerLimits
 
     given = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(ServerLimits)}
     return ServerLimits(**{k: v for k, v in given.items() if v is not None})
