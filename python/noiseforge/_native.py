@@ -14,10 +14,21 @@ from typing import Any
 
 @functools.cache
 def _load() -> tuple[ModuleType | None, str]:
+    # torch first: a wheel's extension needs libgomp.so.1 and uses the copy torch loads,
+    # so that one process holds one OpenMP runtime (scripts/build_wheels.sh).
+    import torch  # noqa: F401
+
     try:
         from noiseforge import _C  # type: ignore[attr-defined]
     except ImportError as exc:  # pragma: no cover - depends on the build
-        return None, f"the native module noiseforge._C did not import ({exc})"
+        hint = ""
+        if "libgomp" in str(exc):
+            hint = (
+                "; this torch build does not provide libgomp.so.1 (GNU OpenMP): install a "
+                "torch wheel from PyPI or download.pytorch.org, or the system's libgomp1 "
+                "(apt-get install libgomp1)"
+            )
+        return None, f"the native module noiseforge._C did not import ({exc}){hint}"
     return _C, ""
 
 
