@@ -507,6 +507,7 @@ def test_partitioned_path_with_wide_cells(weighted):
 def test_triton_soft_labels_name_the_grid_limit():
     """More than 65535 blocks of 64 classes do not fit the soft-label kernel's grid:
     the triton backend says so instead of failing at launch."""
+    pytest.importorskip("triton", reason="the grid limit is the triton backend's own check")
     from noiseforge.ops import registry
     from noiseforge.ops.aggregate import OP, _AggPlan
 

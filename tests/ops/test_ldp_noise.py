@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from noiseforge.ops import BackendUnavailableError, ldp_noise, ldp_noise_calibration
+from noiseforge.ops import BackendUnavailableError, ldp_noise, ldp_noise_calibration, registry
 from noiseforge.ops.ldp_noise import plan_ldp_noise
 from noiseforge.random import PhiloxGenerator
 from tests.support.backends import (
@@ -203,6 +203,8 @@ def test_per_input_keys_match_reference(backend, device, mechanism, kw, dtype, s
 @pytest.mark.parametrize(("backend", "device"), backend_devices("ldp_noise"))
 def test_an_inputs_noise_depends_on_its_key_only(backend, device):
     require_device(device)
+    op = registry.get_op("ldp_noise")
+    require_backend("ldp_noise", backend, op.example_inputs(torch.device(device)))
     base = (torch.rand(33, 40, generator=torch.Generator().manual_seed(4)) * 3 - 1).to(device).t()
     assert not base.is_contiguous()  # (40, 33) with strides (1, 40)
     x = base.contiguous()

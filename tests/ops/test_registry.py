@@ -137,6 +137,7 @@ def test_select_checks_an_old_callers_device_type():
 
 
 def test_triton_on_cpu_needs_the_interpreter(monkeypatch):
+    pytest.importorskip("triton", reason="the reason checked here is given once triton imports")
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     op = registry.get_op("ldp_noise")
     why = op.why_not("triton", op.example_inputs(torch.device("cpu")))
