@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     problems: list[str] = []
     with zipfile.ZipFile(args.wheel) as zf:
         names = zf.namelist()
+        size = sum(i.file_size for i in zf.infolist())
         extensions = [n for n in names if re.search(r"/_C\..*\.so$", n)]
         bundled = [n for n in names if ".libs/" in n]
         if len(extensions) != 1:
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             problems += [
                 f"{name} needs {lib}"
                 for lib in needed
-                if lib not in ALLOWED_NEEDED and not lib.startswith("libnoiseforge")
+                if lib not in ALLOWED_NEEDED
             ]
             for lib, vers in sorted(versions.items()):
                 print(f"  {lib}: {' '.join(vers)}")
@@ -84,7 +85,6 @@ def main(argv: list[str] | None = None) -> int:
                     elif family == "GLIBC" and re.fullmatch(r"[0-9.]+", number):
                         if _version_key(number) > _version_key(args.max_glibc):
                             problems.append(f"{name} needs {v} (newer than glibc {args.max_glibc})")
-    size = sum(i.file_size for i in zipfile.ZipFile(args.wheel).infolist())
     print(
         f"{os.path.basename(args.wheel)}: {os.path.getsize(args.wheel) / 1e6:.2f} MB ({size / 1e6:.2f} MB unpacked), bundled libraries: {bundled or 'none'}"
     )
