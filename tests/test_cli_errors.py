@@ -447,3 +447,24 @@ def test_a_bad_progress_setting_is_a_usage_error(monkeypatch, capsys, name, valu
     monkeypatch.setenv(name, value)
     assert main(["info"]) == 2
     assert_one_line(capsys.readouterr().err, f"{name}={value!r}", fragment)
+
+
+def test_a_reader_that_goes_away_stops_the_output_quietly(tmp_path):
+    # `noiseforge info | head -1`: the reader closes the pipe; the command stops without an
+    # error message (exit 1, as a broken pipe is not a finished command) and no traceback.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "noiseforge", "info"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_env(tmp_path),
+            timeout=120,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr == "", done.stderr

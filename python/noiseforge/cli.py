@@ -22,6 +22,7 @@ import argparse
 import errno
 import os
 import re
+import select
 import sys
 
 from noiseforge._common.argtypes import (
@@ -138,13 +139,20 @@ def _os_error(exc: OSError) -> str:
 
 
 def _stdout_is_broken() -> bool:
+    """Whether standard output is a pipe whose reader went away (POLLERR on its write end;
+    a second flush cannot tell: the first failed one may have emptied the buffer)."""
     try:
         sys.stdout.flush()
     except BrokenPipeError:
         return True
     except (OSError, ValueError):
         return False
-    return False
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # no fileno (captured), or no poll
+        return False
 
 
 def _ldp_engine(args: argparse.Namespace):
