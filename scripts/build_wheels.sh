@@ -10,7 +10,8 @@
 # references kept at old versions: csrc/compat/) and repaired by auditwheel to the policy
 # given by $NOISEFORGE_PLAT (default auto: the oldest the extension honestly qualifies for,
 # manylinux_2_26 on x86_64 today; torch's own wheels need manylinux_2_28) without bundling libgomp: the extension uses the OpenMP runtime torch loads.
-# The two wheels carry the same name; the CUDA one goes to dist/cuda/.
+# The two wheels carry the same name; the CUDA one goes to dist/cuda/. A build replaces the
+# noiseforge wheels already in its folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
@@ -35,6 +36,7 @@ build_one() {  # build_one <cuda ON|OFF> <out dir>
     "$TOOLS/bin/python" -m build --outdir "$raw" . >"$raw/build.log" 2>&1 ||
     { tail -40 "$raw/build.log" >&2; echo "wheel build failed (log: $raw/build.log)" >&2; exit 1; }
   mkdir -p "$out"
+  rm -f "$out"/noiseforge-*.whl  # an earlier build's wheel of another tag would stay beside it
   PATH="$TOOLS/bin:$PATH" "$TOOLS/bin/auditwheel" repair --plat "$PLAT" --exclude libgomp.so.1 -w "$out" "$raw"/*.whl
   local wheel
   wheel="$(ls -t "$out"/noiseforge-*.whl | head -1)"
