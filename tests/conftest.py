@@ -17,6 +17,50 @@ os.environ.setdefault("TRITON_INTERPRET", "0" if torch.cuda.is_available() else 
 
 import pytest
 
+# `NOISEFORGE_WHEEL=dist/<wheel> bash scripts/run.sh test` (CI) tests an installed wheel: the
+# package under test must then be the installed copy, not the source tree, and no compiler
+# may be reachable (the wheel must need none). A broken set-up stops the run at once.
+_COMPILERS = ("cc", "c++", "gcc", "g++", "clang", "clang++", "nvcc", "ld", "as", "cmake", "ninja")
+
+
+def pytest_sessionstart(session):
+    if os.environ.get("NOISEFORGE_TEST_INSTALLED", "0") != "1":
+        return
+    import shutil
+    from pathlib import Path
+
+    import noiseforge
+
+    source = Path(__file__).resolve().parents[1] / "python"
+    where = Path(noiseforge.__file__).resolve()
+    if where.is_relative_to(source):
+        raise pytest.UsageError(
+            f"NOISEFORGE_TEST_INSTALLED=1 but noiseforge is imported from the source tree "
+            f"({where}); install the wheel into a fresh venv (scripts/run.sh with NOISEFORGE_WHEEL)"
+        )
+    found = {c: shutil.which(c) for c in _COMPILERS if shutil.which(c)}
+    if found or any(os.environ.get(v) for v in ("CC", "CXX", "CUDACXX")):
+        raise pytest.UsageError(
+            f"NOISEFORGE_TEST_INSTALLED=1 but compilers are reachable: {found or 'CC/CXX/CUDACXX'}"
+            "; run the tests through scripts/run.sh, which hides them"
+        )
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Under pytest-xdist (`scripts/run.sh test` runs two workers) a module's tests stay on
+    one worker, so module fixtures are built once, and every Ray test runs on the same worker
+    (they share one session's Ray instance, tests/distributed/conftest.py). A scheduler and
+    not `xdist_group` marks: xdist 3.8's loadgroup cannot rename pytest 9.2's node ids."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "tests/distributed" if module.startswith("tests/distributed/") else module
+
+    return ModuleScheduling(config, log)
+
 
 @pytest.fixture
 def tiny_fashion(tmp_path):

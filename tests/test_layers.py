@@ -9,7 +9,10 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "python" / "noiseforge"
+import noiseforge
+
+# The package under test: the source tree's, or the installed wheel's (NOISEFORGE_WHEEL).
+PACKAGE = Path(noiseforge.__file__).resolve().parent
 
 
 def _layer(module: str) -> str:
