@@ -63,6 +63,7 @@ setup() {
   if [ -n "$WHEEL" ]; then
     [ -f "$WHEEL" ] || { echo "NOISEFORGE_WHEEL=$WHEEL: no such file (build one: bash scripts/build_wheels.sh cpu)" >&2; exit 2; }
     echo "== installing noiseforge from the wheel $WHEEL"
+    # the wheel replaces any same-version build already in the venv; then only its extras
     $pip install -q --force-reinstall --no-deps "$WHEEL"
     $pip install -q "$TRITON_SPEC" "$WHEEL[$EXTRAS]"
   else

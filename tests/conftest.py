@@ -38,7 +38,7 @@ def pytest_sessionstart(session):
             f"NOISEFORGE_TEST_INSTALLED=1 but noiseforge is imported from the source tree "
             f"({where}); install the wheel into a fresh venv (scripts/run.sh with NOISEFORGE_WHEEL)"
         )
-    found = {c: shutil.which(c) for c in _COMPILERS if shutil.which(c)}
+    found = {c: path for c in _COMPILERS if (path := shutil.which(c))}
     if found or any(os.environ.get(v) for v in ("CC", "CXX", "CUDACXX")):
         raise pytest.UsageError(
             f"NOISEFORGE_TEST_INSTALLED=1 but compilers are reachable: {found or 'CC/CXX/CUDACXX'}"
