@@ -81,3 +81,21 @@ def test_torch_peer(benchmark, device, mechanism):
         _sync(device)
 
     benchmark.pedantic(run, rounds=5, warmup_rounds=1)
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+@pytest.mark.parametrize("mechanism", ["laplace", "gaussian", "discrete_laplace"])
+def test_write_limit(benchmark, device, mechanism):
+    """The physical limit in the same run: filling the (N, K, D) output with a
+    constant (torch ``fill_``, all threads). The op's time over this one is the
+    fraction of the fill bandwidth it reaches."""
+    x, copies = _x(device)
+    out = torch.empty((x.shape[0], copies, x.shape[1]), device=device)
+    benchmark.group = f"ldp_noise-{mechanism}-{device}"
+    benchmark.extra_info.update(elements=out.numel(), bytes=out.numel() * 4)
+
+    def run():
+        out.fill_(0.5)
+        _sync(device)
+
+    benchmark.pedantic(run, rounds=10, warmup_rounds=2)

@@ -7,6 +7,8 @@
 // Files are compiled with -ffp-contract=off so no FMA changes the float results.
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
+#include <memory>
 #include <stdexcept>
 
 #include "cpu_kernels.h"
@@ -31,19 +33,219 @@ constexpr int64_t kChunk = 8192;
 // philox_simd.h, which the compiler's vectorization of the fused loop cannot.
 constexpr int kBlock = 256;
 static_assert(kBlock % kPhiloxBatch == 0, "philox_words_split fills whole batches");
+static_assert(kBlock % 4 == 0, "a block of elements starts on a counter");
 
-// Philox words each mechanism reads: Laplace (w0, w1), Gaussian (w0), discrete
-// Laplace (w0, w1, w2). Words that are not needed are not generated.
-template <Mechanism M>
-constexpr int kWordsUsed = M == Mechanism::kDiscreteLaplace ? 3 : (M == Mechanism::kLaplace ? 2 : 1);
+// Walks the flat (N, K, D) output of one parallel chunk as runs of elements of
+// one input: body(input, l, len) for its elements l .. l + len - 1 (l = k * D + d).
+template <typename Body>
+inline void for_input_runs(int64_t e, int64_t end, int64_t kd, Body&& body) {
+  while (e < end) {
+    const int64_t input = e / kd;
+    const int64_t l = e - input * kd;
+    const int64_t len = std::min(kd - l, end - e);
+    body(input, l, len);
+    e += len;
+  }
+}
 
+// laplace and gaussian: four elements per counter (ldp_noise.h), each reading
+// one word, so a block of kBlock elements costs kBlock / 4 (+ 1) Philox calls.
 template <Mechanism M, bool kClamp, typename TIn, typename TOut>
-void ldp_noise_typed(const LdpNoiseArgs& a, int num_threads) {
+void ldp_noise_words4(const LdpNoiseArgs& a, int num_threads) {
   const TIn* x = static_cast<const TIn*>(a.x);
   TOut* out = static_cast<TOut*>(a.out);
   const int64_t D = a.d;
-  const int64_t K = a.copies;
-  const int64_t total = a.n * K * D;
+  const int64_t KD = a.copies * D;
+  const int64_t per_input = (KD + 3) / 4;  // counters of one input
+  const int64_t total = a.n * KD;
+  const int64_t chunks = (total + kChunk - 1) / kChunk;
+  const float* lower = a.lower;
+  const float* upper = a.upper;
+  const float* scale = a.scale;
+  const PhiloxKeySchedule call_keys(a.seed);
+  const uint64_t* row_keys = a.row_keys;
+  const uint64_t offset = a.offset;
+  // a block's first element may sit at any word of its first counter
+  constexpr int kCounters = kBlock / 4 + kPhiloxBatch;
+
+#pragma omp parallel for schedule(static) num_threads(num_threads)
+  for (int64_t c = 0; c < chunks; ++c) {
+    alignas(64) uint32_t words[4 * kCounters];
+    alignas(64) float unit[kBlock];
+    alignas(64) float t_or_mag[kBlock];
+    for_input_runs(c * kChunk, std::min(total, (c + 1) * kChunk), KD,
+                   [&](int64_t input, int64_t l, int64_t len) {
+      // The input's counters: from offset + input * per_input in the call's
+      // stream, or from offset in its own (a key schedule per run is 20 adds).
+      const PhiloxKeySchedule keys = row_keys ? PhiloxKeySchedule(row_keys[input]) : call_keys;
+      const uint64_t base = offset + static_cast<uint64_t>(row_keys ? 0 : input * per_input);
+      const TIn* xin = x + input * D;
+      TOut* oin = out + input * KD;
+      for (int64_t b = 0; b < len; b += kBlock) {
+        const int n = static_cast<int>(std::min<int64_t>(kBlock, len - b));
+        const int64_t lb = l + b;
+        const int skip = static_cast<int>(lb & 3);  // the word of lb in its counter
+        philox_words4_batches(base + static_cast<uint64_t>(lb >> 2), (skip + n + 3) >> 2, keys,
+                              words);
+        const uint32_t* w = words + skip;  // element lb + i takes w[i]
+        // The unit draws, in passes over the block: each transform is one long
+        // chain of dependent float operations (a log; for gaussian then two
+        // polynomials and a root), and a loop body of the whole chain leaves the
+        // core waiting on latency. Short passes let it overlap many elements.
+        // Same operations, so the same results as laplace_unit / gaussian_unit.
+        if constexpr (M == Mechanism::kGaussian) {
+#pragma omp simd
+          for (int i = 0; i < n; ++i) t_or_mag[i] = gaussian_t(w[i]);
+#pragma omp simd
+          for (int i = 0; i < n; ++i) unit[i] = erfinv_w(t_or_mag[i]);
+#pragma omp simd
+          for (int i = 0; i < n; ++i) unit[i] = gaussian_from_t(t_or_mag[i], unit[i]);
+        }
+        // The block's elements as runs of one copy row (features d .. d + seg - 1).
+        int i = 0;
+        int64_t d = lb % D;
+        while (i < n) {
+          const int seg = static_cast<int>(std::min<int64_t>(D - d, n - i));
+          const float* u = unit + i;
+          const uint32_t* wr = w + i;
+          const TIn* xr = xin + d;
+          const float* lo = lower + d;
+          const float* hi = upper + d;
+          const float* sc = scale + d;
+          TOut* o = oin + lb + i;
+#pragma omp simd
+          for (int t = 0; t < seg; ++t) {
+            // laplace's transform (one log) is short enough to fuse into this loop
+            const float un = M == Mechanism::kLaplace ? laplace_unit(wr[t]) : u[t];
+            const float y = noised_from_unit<kClamp>(DTypeIO<TIn>::load(xr[t]), lo[t], hi[t],
+                                                     sc[t], un);
+            o[t] = DTypeIO<TOut>::store(y);
+          }
+          i += seg;
+          d = 0;
+        }
+      }
+    });
+  }
+}
+
+// A faster, exact geometric_magnitude for large calls. The magnitude is a
+// non-increasing step function of the 64-bit uniform U, and its thresholds are
+// (close to) geometric, so on a log scale of U they are evenly spread. Buckets
+// of U by the binary exponent and next 7 bits of V = U >> 11 (relative width
+// 1/128) each hold few thresholds: per bucket, the magnitudes at its two ends
+// bound every magnitude inside it, and a search from the lower bound over
+// `steps` steps (2^steps - 1 >= the widest bucket's spread) finds the exact
+// count. For geometric tables of up to 4096 levels that is 1-2 steps instead
+// of 12-13. V has 53 bits, so it converts to a double exactly, and the bucket is
+// read off the double's bits (one conversion instead of a bit scan, which is
+// slow on some CPUs). U < 2^11 (V = 0, probability 2^-53) is searched directly.
+class MagnitudeBuckets {
+ public:
+  static constexpr int kMantissaBits = 7;
+  static constexpr int kDropped = 11;  // U >> 11 has 53 bits: exact as a double
+  static constexpr int kBuckets = (64 - kDropped) * (1 << kMantissaBits) + 1;  // + V = 0
+  static constexpr uint64_t kDirectBelow = uint64_t{1} << kDropped;
+
+  // The bucket of U: 0 for V = 0, else 1 + exponent(V) * 128 + the 7 bits
+  // below V's leading one.
+  static int bucket(uint64_t u) {
+    const double v = static_cast<double>(static_cast<int64_t>(u >> kDropped));
+    uint64_t bits;
+    std::memcpy(&bits, &v, sizeof bits);
+    const int64_t k = static_cast<int64_t>(bits >> (52 - kMantissaBits)) -
+                      (int64_t{1023} << kMantissaBits) + 1;
+    return k < 1 ? 0 : static_cast<int>(k);
+  }
+
+  MagnitudeBuckets(const uint64_t* table, int table_len, int table_bits)
+      : table_(table), table_len_(table_len), table_bits_(table_bits) {
+    int spread = 0;
+    const auto mag = [&](uint64_t u) {
+      return geometric_magnitude(static_cast<uint32_t>(u), static_cast<uint32_t>(u >> 32), table,
+                                 table_len, table_bits);
+    };
+    // bucket k holds V in [first, last], i.e. U in [first << 11, (last << 11) + 2047]
+    const auto cover = [&](int k, uint64_t first, uint64_t last) {
+      const int top_mag = mag(first << kDropped);  // the magnitude falls as U grows
+      const int low_mag = mag((last << kDropped) | (kDirectBelow - 1));
+      lower_[k] = static_cast<uint16_t>(low_mag);
+      spread = std::max(spread, top_mag - low_mag);
+    };
+    lower_[0] = 0;  // V = 0 is searched directly
+    for (int e = 0; e < 64 - kDropped; ++e) {
+      for (int t = 0; t < (1 << kMantissaBits); ++t) {
+        const int k = e * (1 << kMantissaBits) + t + 1;
+        lower_[k] = 0;
+        if (e < kMantissaBits) {
+          // V < 128: few values, each its own bucket or none
+          const int shift = kMantissaBits - e;
+          if (t % (1 << shift) != 0) continue;  // no V lands here
+          const uint64_t v = (uint64_t{1} << e) + (static_cast<uint64_t>(t) >> shift);
+          cover(k, v, v);
+        } else {
+          const int shift = e - kMantissaBits;
+          const uint64_t first = ((uint64_t{1} << kMantissaBits) + t) << shift;
+          cover(k, first, first + ((uint64_t{1} << shift) - 1));
+        }
+      }
+    }
+    steps_ = 0;
+    while ((1 << steps_) - 1 < spread) ++steps_;
+  }
+
+  // The magnitudes of elements 0 .. n - 1 (n <= kBlock) of a block: the bucket
+  // bounds first, then each search step over the whole block, so that the
+  // elements' short dependent chains (bucket, load, compare) overlap.
+  void magnitudes(const uint32_t* w0, const uint32_t* w1, int n, int32_t* mag) const {
+    alignas(64) uint64_t u[kBlock];
+    bool direct = false;
+    for (int i = 0; i < n; ++i) {
+      u[i] = (static_cast<uint64_t>(w1[i]) << 32) | w0[i];
+      mag[i] = lower_[bucket(u[i])];
+      direct |= u[i] < kDirectBelow;
+    }
+    const uint64_t* table = table_;
+    const int table_len = table_len_;
+    for (int bit = steps_ - 1; bit >= 0; --bit) {
+      const int step = 1 << bit;
+#pragma omp simd
+      for (int i = 0; i < n; ++i) {
+        const int cand = mag[i] + step;
+        const bool inside = cand <= table_len;
+        const uint64_t t = table[(inside ? cand : table_len) - 1];  // cand >= 1
+        mag[i] = inside && u[i] < t ? cand : mag[i];
+      }
+    }
+    if (direct) {
+      for (int i = 0; i < n; ++i) {
+        if (u[i] < kDirectBelow)
+          mag[i] = geometric_magnitude(w0[i], w1[i], table, table_len, table_bits_);
+      }
+    }
+  }
+
+ private:
+  const uint64_t* table_;
+  int table_len_;
+  int table_bits_;
+  int steps_ = 0;
+  uint16_t lower_[kBuckets];
+};
+
+// Calls with at least this many elements build the buckets (~0.2 ms): smaller
+// ones search the table directly (the same magnitudes).
+constexpr int64_t kBucketsFrom = int64_t{1} << 16;
+
+// discrete_laplace: one counter per element (words w0, w1 make the 64-bit
+// uniform, w2 the sign); magnitudes from MagnitudeBuckets in large calls.
+template <typename TIn, typename TOut>
+void ldp_noise_discrete(const LdpNoiseArgs& a, int num_threads) {
+  const TIn* x = static_cast<const TIn*>(a.x);
+  TOut* out = static_cast<TOut*>(a.out);
+  const int64_t D = a.d;
+  const int64_t KD = a.copies * D;
+  const int64_t total = a.n * KD;
   const int64_t chunks = (total + kChunk - 1) / kChunk;
   const float* lower = a.lower;
   const float* upper = a.upper;
@@ -54,50 +256,63 @@ void ldp_noise_typed(const LdpNoiseArgs& a, int num_threads) {
   const PhiloxKeySchedule call_keys(a.seed);
   const uint64_t* row_keys = a.row_keys;
   const uint64_t offset = a.offset;
-  constexpr int kWords = kWordsUsed<M>;
+  std::unique_ptr<MagnitudeBuckets> buckets;
+  if (total >= kBucketsFrom && table_len < (1 << 16))
+    buckets = std::make_unique<MagnitudeBuckets>(table, table_len, table_bits);
+  const MagnitudeBuckets* bk = buckets.get();
 
 #pragma omp parallel for schedule(static) num_threads(num_threads)
   for (int64_t c = 0; c < chunks; ++c) {
     alignas(64) uint32_t w0[kBlock];
     alignas(64) uint32_t w1[kBlock];
     alignas(64) uint32_t w2[kBlock];
-    int64_t e = c * kChunk;
-    const int64_t end = std::min(total, e + kChunk);
-    int64_t row = e / D;
-    int64_t d0 = e - row * D;
-    while (e < end) {
-      // Outputs e .. e + len - 1 are features d0 .. d0 + len - 1 of one row.
-      const int64_t len = std::min(D - d0, end - e);
-      const int64_t input = row / K;
-      // One stream for the call (counter offset + e), or the input's own stream
-      // (counter offset + k * D + d); a key schedule per row is 20 adds.
+    alignas(64) int32_t mag[kBlock];
+    for_input_runs(c * kChunk, std::min(total, (c + 1) * kChunk), KD,
+                   [&](int64_t input, int64_t l, int64_t len) {
       const PhiloxKeySchedule keys = row_keys ? PhiloxKeySchedule(row_keys[input]) : call_keys;
-      const uint64_t first = offset + static_cast<uint64_t>(row_keys ? e - input * K * D : e);
+      const uint64_t base = offset + static_cast<uint64_t>(row_keys ? 0 : input * KD);
+      const TIn* xin = x + input * D;
+      TOut* oin = out + input * KD;
       for (int64_t b = 0; b < len; b += kBlock) {
         const int n = static_cast<int>(std::min<int64_t>(kBlock, len - b));
-        const TIn* xr = x + input * D + d0 + b;
-        TOut* orow = out + e + b;
-        const float* lo = lower + d0 + b;
-        const float* hi = upper + d0 + b;
-        const float* sc = scale + d0 + b;
-        philox_words_split<kWords>(first + static_cast<uint64_t>(b), n, keys, w0, w1, w2);
+        const int64_t lb = l + b;
+        philox_words_split<3>(base + static_cast<uint64_t>(lb), n, keys, w0, w1, w2);
+        if (bk) {
+          bk->magnitudes(w0, w1, n, mag);
+        } else {
+          for (int i = 0; i < n; ++i)
+            mag[i] = geometric_magnitude(w0[i], w1[i], table, table_len, table_bits);
+        }
+        int i = 0;
+        int64_t d = lb % D;
+        while (i < n) {
+          const int seg = static_cast<int>(std::min<int64_t>(D - d, n - i));
+          const TIn* xr = xin + d;
+          const float* lo = lower + d;
+          const float* sc = scale + d;
+          const float* hi = upper + d;
+          TOut* o = oin + lb + i;
 #pragma omp simd
-        for (int i = 0; i < n; ++i) {
-          // All loads happen unconditionally before the math, which keeps the
-          // loop free of conditional memory access and lets GCC vectorize it.
-          // Words that were not generated are passed as 0 (and not read).
-          const float xv = DTypeIO<TIn>::load(xr[i]);
-          const uint32_t v1 = kWords >= 2 ? w1[i] : 0u;
-          const uint32_t v2 = kWords >= 3 ? w2[i] : 0u;
-          const float y = ldp_noise_from_words<M, kClamp>(xv, lo[i], hi[i], sc[i], w0[i], v1, v2,
-                                                          table, table_len, table_bits);
-          orow[i] = DTypeIO<TOut>::store(y);
+          for (int t = 0; t < seg; ++t) {
+            const float xc = clip_f32(DTypeIO<TIn>::load(xr[t]), lo[t], hi[t]);
+            const float y = discrete_from_magnitude(xc, lo[t], sc[t], mag[i + t], w2[i + t],
+                                                    table_len);
+            o[t] = DTypeIO<TOut>::store(y);
+          }
+          i += seg;
+          d = 0;
         }
       }
-      e += len;
-      ++row;
-      d0 = 0;
-    }
+    });
+  }
+}
+
+template <Mechanism M, bool kClamp, typename TIn, typename TOut>
+void ldp_noise_typed(const LdpNoiseArgs& a, int num_threads) {
+  if constexpr (M == Mechanism::kDiscreteLaplace) {
+    ldp_noise_discrete<TIn, TOut>(a, num_threads);
+  } else {
+    ldp_noise_words4<M, kClamp, TIn, TOut>(a, num_threads);
   }
 }
 

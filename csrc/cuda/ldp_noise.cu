@@ -1,5 +1,6 @@
-// CUDA backend of the LDP noise op: one thread per output element of a
-// grid-stride loop, using the same per-element math as the C++ backend
+// CUDA backend of the LDP noise op: grid-stride loops of one thread per Philox
+// counter (four elements, laplace and gaussian) or per element
+// (discrete_laplace), using the same per-element math as the C++ backend
 // (noiseforge/ldp_noise.h). Compiled with --fmad=false so that no a*b+c is
 // contracted into an FMA and the results match the other backends.
 #include <cuda_runtime.h>
@@ -16,15 +17,55 @@ namespace noiseforge::cuda {
 namespace {
 
 // TIdx: int32_t when every index (and index + grid stride) fits, int64_t
-// otherwise -- the two divisions per element are emulated on the GPU, and a
-// 64-bit division costs several times a 32-bit one.
+// otherwise -- the divisions are emulated on the GPU, and a 64-bit division
+// costs several times a 32-bit one.
+//
+// laplace and gaussian: one thread per counter lane g = input * per_input + c,
+// whose four words are elements l = 4 c .. 4 c + 3 (l = k * D + d) of that input.
 template <Mechanism M, bool kClamp, typename TIn, typename TOut, typename TIdx>
-__global__ void ldp_noise_kernel(const TIn* __restrict__ x, TOut* __restrict__ out, TIdx total,
-                                 TIdx D, TIdx K, const float* __restrict__ lower,
-                                 const float* __restrict__ upper, const float* __restrict__ scale,
-                                 const uint64_t* __restrict__ table, int table_len, int table_bits,
-                                 uint64_t seed, uint64_t offset,
-                                 const uint64_t* __restrict__ row_keys) {
+__global__ void ldp_noise_words4_kernel(const TIn* __restrict__ x, TOut* __restrict__ out,
+                                        TIdx lanes, TIdx D, TIdx KD, TIdx per_input,
+                                        const float* __restrict__ lower,
+                                        const float* __restrict__ upper,
+                                        const float* __restrict__ scale, uint64_t seed,
+                                        uint64_t offset, const uint64_t* __restrict__ row_keys) {
+  const TIdx stride = static_cast<TIdx>(gridDim.x) * static_cast<TIdx>(blockDim.x);
+  for (TIdx g = static_cast<TIdx>(blockIdx.x) * static_cast<TIdx>(blockDim.x) + threadIdx.x;
+       g < lanes; g += stride) {
+    const TIdx input = g / per_input;
+    const TIdx c = g - input * per_input;
+    // one stream for the call (input n from counter offset + n * per_input,
+    // i.e. offset + g), or the input's own from counter offset
+    const uint64_t key = row_keys ? row_keys[input] : seed;
+    const PhiloxWords w = philox4x32_10(offset + static_cast<uint64_t>(row_keys ? c : g), key);
+    const uint32_t words[4] = {w.w0, w.w1, w.w2, w.w3};
+    const TIdx l0 = 4 * c;
+    TIdx d = l0 % D;
+    const TIn* xin = x + static_cast<int64_t>(input) * D;
+    TOut* o = out + static_cast<int64_t>(input) * KD + l0;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      if (l0 + j < KD) {
+        const float y = ldp_noise_from_words<M, kClamp>(DTypeIO<TIn>::load(xin[d]), lower[d],
+                                                        upper[d], scale[d], words[j], 0u, 0u,
+                                                        nullptr, 0, 0);
+        o[j] = DTypeIO<TOut>::store(y);
+      }
+      d = d + 1 == D ? 0 : d + 1;
+    }
+  }
+}
+
+// discrete_laplace: one thread per output element e, counter base(input) + l.
+template <typename TIn, typename TOut, typename TIdx>
+__global__ void ldp_noise_discrete_kernel(const TIn* __restrict__ x, TOut* __restrict__ out,
+                                          TIdx total, TIdx D, TIdx K,
+                                          const float* __restrict__ lower,
+                                          const float* __restrict__ upper,
+                                          const float* __restrict__ scale,
+                                          const uint64_t* __restrict__ table, int table_len,
+                                          int table_bits, uint64_t seed, uint64_t offset,
+                                          const uint64_t* __restrict__ row_keys) {
   const TIdx stride = static_cast<TIdx>(gridDim.x) * static_cast<TIdx>(blockDim.x);
   for (TIdx e = static_cast<TIdx>(blockIdx.x) * static_cast<TIdx>(blockDim.x) + threadIdx.x;
        e < total; e += stride) {
@@ -34,11 +75,27 @@ __global__ void ldp_noise_kernel(const TIn* __restrict__ x, TOut* __restrict__ o
     // one stream for the call, or the input's own (counter k * D + d within it)
     const uint64_t key = row_keys ? row_keys[input] : seed;
     const TIdx within = row_keys ? e - input * K * D : e;
-    const float xv = DTypeIO<TIn>::load(x[input * D + d]);
-    const float y = ldp_noise_element<M, kClamp>(xv, lower[d], upper[d], scale[d],
-                                                 offset + static_cast<uint64_t>(within), key,
-                                                 table, table_len, table_bits);
+    const PhiloxWords w = philox4x32_10(offset + static_cast<uint64_t>(within), key);
+    const float y = ldp_noise_from_words<Mechanism::kDiscreteLaplace, true>(
+        DTypeIO<TIn>::load(x[input * D + d]), lower[d], upper[d], scale[d], w.w0, w.w1, w.w2,
+        table, table_len, table_bits);
     out[e] = DTypeIO<TOut>::store(y);
+  }
+}
+
+template <Mechanism M, bool kClamp, typename TIn, typename TOut, typename TIdx>
+void launch_typed(const LdpNoiseArgs& a, int64_t lanes, unsigned grid, cudaStream_t stream) {
+  const TIdx KD = static_cast<TIdx>(a.copies * a.d);
+  if constexpr (M == Mechanism::kDiscreteLaplace) {
+    ldp_noise_discrete_kernel<TIn, TOut, TIdx><<<grid, kThreads, 0, stream>>>(
+        static_cast<const TIn*>(a.x), static_cast<TOut*>(a.out), static_cast<TIdx>(lanes),
+        static_cast<TIdx>(a.d), static_cast<TIdx>(a.copies), a.lower, a.upper, a.scale, a.table,
+        a.table_len, a.table_bits, a.seed, a.offset, a.row_keys);
+  } else {
+    ldp_noise_words4_kernel<M, kClamp, TIn, TOut, TIdx><<<grid, kThreads, 0, stream>>>(
+        static_cast<const TIn*>(a.x), static_cast<TOut*>(a.out), static_cast<TIdx>(lanes),
+        static_cast<TIdx>(a.d), KD, static_cast<TIdx>((a.copies * a.d + 3) / 4), a.lower,
+        a.upper, a.scale, a.seed, a.offset, a.row_keys);
   }
 }
 
@@ -46,17 +103,15 @@ template <Mechanism M, bool kClamp, typename TIn, typename TOut>
 void launch_clamped(const LdpNoiseArgs& a, cudaStream_t stream) {
   const int64_t total = a.n * a.copies * a.d;
   if (total == 0) return;
-  const unsigned grid = grid_for(total);
+  // lanes: an element each for discrete_laplace, a counter each otherwise
+  const int64_t per_input = (a.copies * a.d + elements_per_counter(M) - 1) / elements_per_counter(M);
+  const int64_t lanes = a.n * per_input;
+  const unsigned grid = grid_for(lanes);
   const int64_t stride = static_cast<int64_t>(grid) * kThreads;
-  if (total + stride < (int64_t{1} << 31)) {
-    ldp_noise_kernel<M, kClamp, TIn, TOut, int32_t><<<grid, kThreads, 0, stream>>>(
-        static_cast<const TIn*>(a.x), static_cast<TOut*>(a.out), static_cast<int32_t>(total),
-        static_cast<int32_t>(a.d), static_cast<int32_t>(a.copies), a.lower, a.upper, a.scale,
-        a.table, a.table_len, a.table_bits, a.seed, a.offset, a.row_keys);
+  if (total + 4 * stride < (int64_t{1} << 31)) {
+    launch_typed<M, kClamp, TIn, TOut, int32_t>(a, lanes, grid, stream);
   } else {
-    ldp_noise_kernel<M, kClamp, TIn, TOut, int64_t><<<grid, kThreads, 0, stream>>>(
-        static_cast<const TIn*>(a.x), static_cast<TOut*>(a.out), total, a.d, a.copies, a.lower,
-        a.upper, a.scale, a.table, a.table_len, a.table_bits, a.seed, a.offset, a.row_keys);
+    launch_typed<M, kClamp, TIn, TOut, int64_t>(a, lanes, grid, stream);
   }
   check(cudaGetLastError(), "ldp_noise kernel launch");
 }

@@ -240,17 +240,32 @@ def test_per_input_keys_are_validated():
 # ------------------------------------------------------------------ the random stream
 
 
-def test_calls_advance_the_stream():
-    x = torch.rand(3, 4)
+@pytest.mark.parametrize(
+    ("mechanism", "d", "per_input"),
+    [
+        ("laplace", 4, 2),  # 2 copies x 4 features: 8 elements, 4 per counter
+        ("gaussian", 5, 3),  # 10 elements: the last counter's last two words unused
+        ("discrete_laplace", 4, 8),  # a counter per element
+    ],
+)
+def test_calls_advance_the_stream(mechanism, d, per_input):
+    x = torch.rand(3, d)
+    kw = dict(epsilon=1.0, lower=0.0, upper=1.0, copies=2, mechanism=mechanism)
+    if mechanism == "gaussian":
+        kw["delta"] = 1e-5
     gen = PhiloxGenerator(seed=77)
-    a = ldp_noise(x, epsilon=1.0, lower=0.0, upper=1.0, copies=2, generator=gen)
-    assert gen.offset == 3 * 2 * 4
-    b = ldp_noise(x, epsilon=1.0, lower=0.0, upper=1.0, copies=2, generator=gen)
-    assert gen.offset == 48
+    a = ldp_noise(x, generator=gen, **kw)
+    assert gen.offset == 3 * per_input
+    b = ldp_noise(x, generator=gen, **kw)
+    assert gen.offset == 6 * per_input
     assert not torch.equal(a, b)
-    # the second call used counters 24..47: replay them
-    replay = ldp_noise(x, epsilon=1.0, lower=0.0, upper=1.0, copies=2, seed=77, offset=24)
+    # the second call used the next 3 * per_input counters: replay them
+    replay = ldp_noise(x, seed=77, offset=3 * per_input, **kw)
     assert torch.equal(b, replay)
+    # input n's counters start at offset + n * per_input: one input alone replays its rows
+    for n in range(3):
+        one = ldp_noise(x[n : n + 1], seed=77, offset=(3 + n) * per_input, **kw)
+        assert torch.equal(one[0], b[n])
 
 
 def test_seed_argument_is_reproducible_but_never_repeats_within_a_process():
@@ -271,7 +286,7 @@ def test_default_stream_is_secret():
     x = torch.zeros(2, 3)
     before = gen.offset
     ldp_noise(x, epsilon=1.0, lower=0.0, upper=1.0, copies=5)
-    assert gen.offset == before + 30
+    assert gen.offset == before + 2 * 4  # 15 elements per input: 4 counters of 4 words
 
 
 def test_forked_child_gets_a_fresh_secret_key():
@@ -299,8 +314,8 @@ def test_forked_child_gets_a_fresh_secret_key():
         child_offset, child = pickle.loads(f.read())
     os.waitpid(pid, 0)
     parent = ldp_noise(x, epsilon=1.0, lower=-100.0, upper=100.0, backend="cpu").numpy()
-    assert child_offset == 64  # the child's stream restarted under a new key
-    assert gen.offset == offset + 64
+    assert child_offset == 16  # the child's stream restarted under a new key (64 / 4 counters)
+    assert gen.offset == offset + 16
     assert not np.array_equal(child, parent)
 
 
@@ -781,3 +796,121 @@ def test_the_keyword_defaults_read_as_before():
     assert params["mechanism"].default == "laplace" and params["unit"].default == "feature"
     assert params["clamp"].default == True  # noqa: E712 (the placeholder compares by value)
     assert list(params)[:2] == ["x", "noise"]
+
+
+# ------------------------------------------------------- four elements per counter
+
+
+def _triton_words(seed: int, counters: torch.Tensor) -> torch.Tensor:
+    """(len(counters), 4) words from Triton's own tl.randint4x: the oracle."""
+    triton = pytest.importorskip("triton")
+    import triton.language as tl
+
+    @triton.jit
+    def draw(out_ptr, counters_ptr, seed, BLOCK: tl.constexpr):
+        i = tl.arange(0, BLOCK)
+        c = tl.load(counters_ptr + i)
+        a, b, cc, d = tl.randint4x(seed, c)
+        tl.store(out_ptr + 4 * i, a.to(tl.int32, bitcast=True))
+        tl.store(out_ptr + 4 * i + 1, b.to(tl.int32, bitcast=True))
+        tl.store(out_ptr + 4 * i + 2, cc.to(tl.int32, bitcast=True))
+        tl.store(out_ptr + 4 * i + 3, d.to(tl.int32, bitcast=True))
+
+    block = triton.next_power_of_2(max(len(counters), 1))
+    padded = torch.zeros(block, dtype=torch.int64)
+    padded[: len(counters)] = counters
+    raw = torch.empty((block, 4), dtype=torch.int32)
+    draw[(1,)](raw, padded, seed, BLOCK=block)
+    return (raw.long() & 0xFFFFFFFF)[: len(counters)]
+
+
+def _unit_from_layout(mechanism, n, copies, d, seed, offset, keys=None):
+    """The unit noise of every (n, k, j) element built from the documented layout and
+    Triton's words: element l = k * D + j of input n is word l % 4 of counter
+    base(n) + l // 4, base(n) = offset + n * ceil(K * D / 4) (or offset, stream keys[n])."""
+    from noiseforge.reference.ldp_noise import gaussian_unit, laplace_unit
+
+    per = -(-copies * d // 4)
+    units = []
+    for i in range(n):
+        local = torch.arange(per, dtype=torch.int64) + offset
+        if keys is None:
+            words = _triton_words(seed, local + i * per)
+        else:
+            words = _triton_words(int(keys[i]), local)
+        w = words.reshape(-1)[: copies * d]  # element l: row l // 4, word l % 4
+        unit = laplace_unit(w) if mechanism == "laplace" else gaussian_unit(w)
+        units.append(unit.reshape(copies, d))
+    return torch.stack(units)
+
+
+@pytest.mark.parametrize(("backend", "device"), backend_devices("ldp_noise"))
+@pytest.mark.parametrize("mechanism", ["laplace", "gaussian"])
+@pytest.mark.parametrize("per_input_keys", [False, True], ids=["stream", "keys"])
+def test_four_elements_per_counter_follow_triton_randint4x(
+    backend, device, mechanism, per_input_keys
+):
+    require_device(device)
+    require_backend("ldp_noise", backend, torch.device(device))
+    n, copies, d = 3, 3, 5  # 15 elements per input: 4 counters, the last word unused
+    x = torch.rand((n, d), generator=torch.Generator().manual_seed(5))
+    seed, offset = (1 << 33) + 7, (1 << 32) - 5  # the counters cross 2^32
+    keys = torch.tensor([3, (1 << 62) + 1, -5], dtype=torch.int64) if per_input_keys else None
+    kw = dict(epsilon=1.0, lower=-1e4, upper=1e4, mechanism=mechanism, copies=copies)
+    if mechanism == "gaussian":
+        kw["delta"] = 1e-5
+    scale = plan_ldp_noise(x, **kw).scale
+    call = dict(keys=keys, offset=offset) if per_input_keys else dict(seed=seed, offset=offset)
+    got = ldp_noise(x.to(device), clamp=False, backend=backend, **call, **kw).cpu()
+    unit = _unit_from_layout(mechanism, n, copies, d, seed, offset, keys)
+    want = x.unsqueeze(1) + unit * scale  # the reference's float32 ops: xc = x here
+    assert torch.equal(got, want)
+
+
+def test_laplace_words_of_counter_zero_are_the_known_answer():
+    # Random123's known answer for key 0, counter 0: the four words of the first
+    # four elements of input 0, in order.
+    from noiseforge.reference.ldp_noise import laplace_unit
+
+    kat = torch.tensor([0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8], dtype=torch.int64)
+    x = torch.zeros(1, 4)
+    kw = dict(epsilon=1.0, lower=-1e4, upper=1e4, clamp=False, seed=0, offset=0)
+    scale = plan_ldp_noise(x, epsilon=1.0, lower=-1e4, upper=1e4).scale
+    for backend in ("torch", "cpu"):
+        got = ldp_noise(x, backend=backend, **kw)[0, 0]
+        assert torch.equal(got, laplace_unit(kat) * scale)
+    # bit 0 is the sign, the top 23 bits the magnitude: words 0 and 1 are odd, 2 and 3 even
+    assert (got < 0).tolist() == [True, True, False, False]
+
+
+@pytest.mark.parametrize(("backend", "device"), backend_devices("ldp_noise"))
+@pytest.mark.parametrize(
+    ("epsilon", "levels", "unit"),
+    [
+        (2.0, 256, "feature"),  # the benchmark's case
+        (8.0, 2, "feature"),  # one threshold
+        (40.0, 16, "feature"),  # steep: most draws land on magnitude 0
+        (0.05, 4097, "feature"),  # the most levels, a flat table
+        (3.0, 64, "record"),  # the record's grid: many features share the budget
+    ],
+)
+def test_discrete_laplace_large_calls_match_the_reference(backend, device, epsilon, levels, unit):
+    """Large calls take the C++ backend's bucketed magnitude search (from 2^16
+    elements): every magnitude must still be the reference's exact count."""
+    require_device(device)
+    require_backend("ldp_noise", backend, torch.device(device))
+    x = torch.rand((37, 601), generator=torch.Generator().manual_seed(levels)).to(device)
+    kw = dict(
+        epsilon=epsilon,
+        lower=0.0,
+        upper=1.0,
+        mechanism="discrete_laplace",
+        levels=levels,
+        unit=unit,
+    )
+    kw.update(copies=3, seed=levels, offset=11)  # 66,711 elements
+    got = ldp_noise(x, backend=backend, **kw)
+    want = ldp_noise(x.cpu(), backend="torch", **kw)
+    assert_close_report(got.cpu(), want, 0.0, 0.0)
+    # and the noise is not all zero: the magnitudes span the table
+    assert (got.cpu() != ((x.cpu() * (levels - 1)).round() / (levels - 1)).unsqueeze(1)).any()

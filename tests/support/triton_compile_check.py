@@ -33,6 +33,7 @@ _LDP_SIG = {
     "total": "i64",
     "D": "i32",
     "K": "i32",
+    "per_input": "i32",
     "table_len": "i32",
     "seed": "i64",
     "offset": "i64",

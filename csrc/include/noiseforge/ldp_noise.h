@@ -1,18 +1,27 @@
 // The fused LDP noise op: the contract for one output element.
 //
-// Output element e of the (N, K, D) result (row r = n * K + k, feature d,
-// e = r * D + d) uses counter `offset + e` of the Philox stream `seed` -- or,
-// with per-input keys, counter `offset + k * D + d` of the stream `row_keys[n]`
-// (an input's noise then depends on its key alone, not on its place in the batch):
+// Output element (n, k, d) of the (N, K, D) result is element l = k * D + d of
+// input n. Its random words come from Philox counters of input n, E elements
+// per counter (kElementsPerCounter: 4 for laplace and gaussian, 1 for
+// discrete_laplace, which needs 65 random bits per element):
+//   counter  c = base(n) + l / E,  and, for E = 4, word w = words(c)[l % 4]
+//   base(n)  = offset + n * ceil(K * D / E)   one stream `seed` for the call
+//            = offset                        with per-input keys: the stream row_keys[n]
+// so the words of one counter never serve two inputs (an input's noise is the
+// same whichever batch or shard it is drawn in, given its counters), and a call
+// uses N * ceil(K * D / E) counters. Then
 //   xc = clip(x[n, d], lower[d], upper[d])
-//   laplace          y = xc + laplace_unit(w0, w1) * scale[d]
-//   gaussian         y = xc + gaussian_unit(w0) * scale[d]
+//   laplace          y = xc + laplace_unit(w) * scale[d]
+//   gaussian         y = xc + gaussian_unit(w) * scale[d]
 //   (both)           y = clip(y, lower[d], upper[d]) when clamp is set
 //   discrete_laplace q = floor((xc - lower[d]) / scale[d] + 1/2) on the grid
 //                    {0 .. levels - 1} (scale[d] is the grid step),
-//                    z = +-geometric_magnitude(w0, w1) with the sign from w2,
+//                    z = +-geometric_magnitude(w0, w1) with the sign from w2
+//                    (the words of counter c),
 //                    y = lower[d] + clip(q + z, 0, levels - 1) * scale[d]
 // and y is rounded to the output dtype (round to nearest even).
+// (Up to noiseforge 0.1 every element had a counter of its own: a seeded
+// laplace or gaussian stream replayed from then gives different noise now.)
 #pragma once
 
 #include <cstdint>
@@ -46,6 +55,9 @@ struct LdpNoiseArgs {
   uint64_t offset;
   const uint64_t* row_keys;  // (N,) per-input keys, or null for the one stream `seed`
 };
+
+// Elements that share the four words of one Philox counter.
+constexpr int elements_per_counter(Mechanism m) { return m == Mechanism::kDiscreteLaplace ? 1 : 4; }
 
 inline namespace NF_ISA_TAG {
 
@@ -87,40 +99,43 @@ NF_HD float clip_f32(float v, float lo, float hi) {
   return v > hi ? hi : v;
 }
 
+// discrete_laplace after the draw: the clipped input's grid point q moved by
+// the signed magnitude (sign from the low bit of w2), clipped to the grid.
+NF_HD float discrete_from_magnitude(float xc, float lo, float scale, int mag, uint32_t w2,
+                                    int table_len) {
+  const float v = (xc - lo) / scale + 0.5f;
+  int q = static_cast<int>(v);  // v >= 0, so truncation is floor
+  q = q > table_len ? table_len : q;
+  int y = (w2 & 1u) ? q - mag : q + mag;
+  y = y < 0 ? 0 : (y > table_len ? table_len : y);
+  return lo + static_cast<float>(y) * scale;
+}
+
+// laplace and gaussian from the element's unit draw: clip, add, clip again if
+// kClamp (the last steps of ldp_noise_from_words).
+template <bool kClamp>
+NF_HD float noised_from_unit(float x, float lo, float hi, float scale, float unit) {
+  const float y = clip_f32(x, lo, hi) + unit * scale;
+  if constexpr (kClamp) return clip_f32(y, lo, hi);
+  return y;
+}
+
 // One output element of the op, in float32, before rounding to the output dtype,
-// from the Philox words (w0, w1, w2) of its counter. This is the single
-// definition of the per-element math; backends that generate the words in bulk
-// (the C++ kernels) call it directly, the others through ldp_noise_element.
+// from its Philox words: w0 alone for laplace and gaussian (the element's word of
+// its counter), (w0, w1, w2) of its counter for discrete_laplace. This is the
+// single definition of the per-element math, called by every native backend.
 // kClamp is a template parameter so that loops stay branch-free and vectorize.
 template <Mechanism M, bool kClamp>
 NF_HD float ldp_noise_from_words(float x, float lo, float hi, float scale, uint32_t w0,
                                  uint32_t w1, uint32_t w2, const uint64_t* table, int table_len,
                                  int table_bits) {
-  const float xc = clip_f32(x, lo, hi);
   if constexpr (M == Mechanism::kDiscreteLaplace) {
-    const float v = (xc - lo) / scale + 0.5f;
-    int q = static_cast<int>(v);  // v >= 0, so truncation is floor
-    q = q > table_len ? table_len : q;
     const int mag = geometric_magnitude(w0, w1, table, table_len, table_bits);
-    int y = (w2 & 1u) ? q - mag : q + mag;
-    y = y < 0 ? 0 : (y > table_len ? table_len : y);
-    return lo + static_cast<float>(y) * scale;
+    return discrete_from_magnitude(clip_f32(x, lo, hi), lo, scale, mag, w2, table_len);
   } else {
-    const float unit = M == Mechanism::kLaplace ? laplace_unit(w0, w1) : gaussian_unit(w0);
-    const float y = xc + unit * scale;
-    if constexpr (kClamp) return clip_f32(y, lo, hi);
-    return y;
+    const float unit = M == Mechanism::kLaplace ? laplace_unit(w0) : gaussian_unit(w0);
+    return noised_from_unit<kClamp>(x, lo, hi, scale, unit);
   }
-}
-
-// One output element of the op, drawing the words of `counter` in stream `seed`.
-template <Mechanism M, bool kClamp>
-NF_HD float ldp_noise_element(float x, float lo, float hi, float scale, uint64_t counter,
-                              uint64_t seed, const uint64_t* table, int table_len,
-                              int table_bits) {
-  const PhiloxWords w = philox4x32_10(counter, seed);
-  return ldp_noise_from_words<M, kClamp>(x, lo, hi, scale, w.w0, w.w1, w.w2, table, table_len,
-                                         table_bits);
 }
 
 }  // namespace NF_ISA_TAG

@@ -70,8 +70,12 @@ NF_HD float sqrt_f32(float x) {
 // Inverse error function for x in (-1, 1): the single-precision
 // approximation of M. Giles, "Approximating the erfinv function" (GPU
 // Computing Gems, 2011). Both branches are evaluated and one is selected.
-NF_HD float erfinv_f32(float x) {
-  const float w = -log_f32((1.0f - x) * (1.0f + x));
+// In two steps, so that a kernel may run them as separate passes over a block
+// (shorter dependency chains per loop iteration; the same operations):
+// w = erfinv_w(x), then erfinv_from_w(x, w).
+NF_HD float erfinv_w(float x) { return -log_f32((1.0f - x) * (1.0f + x)); }
+
+NF_HD float erfinv_from_w(float x, float w) {
   const float a = w - 2.5f;
   float p = 2.81022636e-08f;
   p = 3.43273939e-07f + p * a;
@@ -96,17 +100,27 @@ NF_HD float erfinv_f32(float x) {
   return r * x;
 }
 
-// Standard Laplace(0, 1) from two words: magnitude -log(u) (an Exp(1) draw)
-// from w0 and the sign from the low bit of w1.
-NF_HD float laplace_unit(uint32_t w0, uint32_t w1) {
-  const float mag = -log_f32(uniform_open01(w0));
-  return (w1 & 1u) ? -mag : mag;
+NF_HD float erfinv_f32(float x) { return erfinv_from_w(x, erfinv_w(x)); }
+
+// Standard Laplace(0, 1) from one word: magnitude -log(u) (an Exp(1) draw)
+// with u from the top 23 bits of w (uniform_open01) and the sign from its low
+// bit -- disjoint bits of one word, so magnitude and sign are independent.
+NF_HD float laplace_magnitude(uint32_t w) { return -log_f32(uniform_open01(w)); }
+
+NF_HD float signed_by_low_bit(float mag, uint32_t w) { return (w & 1u) ? -mag : mag; }
+
+NF_HD float laplace_unit(uint32_t w) { return signed_by_low_bit(laplace_magnitude(w), w); }
+
+// Standard normal N(0, 1) by inversion: sqrt(2) * erfinv(2u - 1), u from w.
+NF_HD float gaussian_t(uint32_t w) { return uniform_open01(w) * 2.0f - 1.0f; }  // exact
+
+NF_HD float gaussian_from_t(float t, float w) {
+  return 1.41421356237309505f * erfinv_from_w(t, w);
 }
 
-// Standard normal N(0, 1) by inversion: sqrt(2) * erfinv(2u - 1), u from w0.
-NF_HD float gaussian_unit(uint32_t w0) {
-  const float t = uniform_open01(w0) * 2.0f - 1.0f;  // exact
-  return 1.41421356237309505f * erfinv_f32(t);
+NF_HD float gaussian_unit(uint32_t w) {
+  const float t = gaussian_t(w);
+  return gaussian_from_t(t, erfinv_w(t));
 }
 
 // Magnitude of a two-sided geometric draw, capped at table_len, by inversion

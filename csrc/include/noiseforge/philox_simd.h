@@ -247,6 +247,34 @@ inline void philox_words_split(uint64_t first, int n, const PhiloxKeySchedule& k
 #endif
 }
 
+// All four words of counters first .. first + n - 1, interleaved as in
+// philox_words4_interleaved, computed in whole batches: `out` must have room
+// for 4 * (n rounded up to a multiple of kPhiloxBatch) words, and the words past
+// 4 n are those of the following counters. For element loops that consume the
+// words of a block of counters, four elements per counter.
+inline void philox_words4_batches(uint64_t first, int n, const PhiloxKeySchedule& ks,
+                                  uint32_t* out) {
+#if defined(NF_PHILOX_SIMD)
+  using philox_simd_detail::Vec;
+  for (int i = 0; i < n; i += kPhiloxBatch) {
+    const uint64_t c = first + static_cast<uint64_t>(i);
+    Vec::T a0, a1, a2, a3, b0, b1, b2, b3;
+    philox_simd_detail::philox_rounds(Vec::counters(c), ks, a0, a1, a2, a3);
+    philox_simd_detail::philox_rounds(Vec::counters(c + Vec::kLanes), ks, b0, b1, b2, b3);
+    Vec::store_interleaved(out + 4 * i, a0, a1, a2, a3);
+    Vec::store_interleaved(out + 4 * (i + Vec::kLanes), b0, b1, b2, b3);
+  }
+#else
+  for (int i = 0; i < n; ++i) {
+    const PhiloxWords w = philox4x32_10(first + static_cast<uint64_t>(i), ks.seed);
+    out[4 * i + 0] = w.w0;
+    out[4 * i + 1] = w.w1;
+    out[4 * i + 2] = w.w2;
+    out[4 * i + 3] = w.w3;
+  }
+#endif
+}
+
 // All four words of counters first .. first + n - 1, interleaved
 // (out[4 i + j] = w_j of counter first + i). Writes exactly 4 n words: the
 // last n % kPhiloxBatch counters use the scalar generator.

@@ -78,6 +78,7 @@ from noiseforge.ldp.models import predict_labels, train_classifier
 from noiseforge.ldp.query import query_cloud
 from noiseforge.ldp.release import NoisedBatch, postprocess, release, released_batch
 from noiseforge.ops import ldp_noise, soft_label_sum
+from noiseforge.ops.ldp_noise import counters_per_input
 from noiseforge.ops.noise_spec import NoiseSpec
 from noiseforge.random import ReleaseKey, seeded_generator
 
@@ -521,12 +522,13 @@ class CloudQuery:
             y = ldp_noise(data, self.noise, copies=k, keys=keys)
             return y.reshape(data.shape[0] * k, *feature), rows
         seed, first = self.copy_stream
-        d = math.prod(feature)
+        # input n of the local engine's one call starts at counter first + n * per_input
+        per_input = counters_per_input(self.noise.mechanism.name, k, math.prod(feature))
         out = []
         starts = np.flatnonzero(np.diff(positions, prepend=positions[:1] - 2) != 1)
         bounds = [*starts.tolist(), len(positions)]
         for s, e in itertools.pairwise(bounds):
-            offset = first + int(positions[s]) * k * d
+            offset = first + int(positions[s]) * per_input
             y = ldp_noise(data[s:e], self.noise, copies=k, seed=seed, offset=offset)
             out.append(y.reshape((e - s) * k, *feature))
         return torch.cat(out), rows
@@ -918,7 +920,8 @@ def ldpkit_ray(
     s = None if seed is None else seed + 1
     copy_stream = None
     if noise_copies and s is not None:  # the counters the local engine's one call uses
-        copy_stream = seeded_generator(s).reserve(n * noise_copies * features)
+        per_input = counters_per_input(noise.mechanism.name, noise_copies, features)
+        copy_stream = seeded_generator(s).reserve(n * per_input)
     answered = released.map_batches(
         CloudQuery,
         batch_size=None,

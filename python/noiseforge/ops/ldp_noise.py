@@ -48,7 +48,7 @@ from noiseforge.random import (
     default_generator,
     seeded_generator,
 )
-from noiseforge.reference.ldp_noise import ldp_noise_reference
+from noiseforge.reference.ldp_noise import counters_per_input, ldp_noise_reference
 
 OP = "ldp_noise"
 MECHANISMS = {"laplace": 0, "gaussian": 1, "discrete_laplace": 2}
@@ -92,6 +92,17 @@ class LdpNoisePlan:
     @property
     def numel(self) -> int:
         return self.n * self.copies * self.d
+
+    @property
+    def counters_per_input(self) -> int:
+        """Philox counters of one input (``ceil(copies * d / E)``, ``E`` elements per
+        counter: 4 for laplace and gaussian, 1 for discrete_laplace)."""
+        return counters_per_input(self.mechanism, self.copies, self.d)
+
+    @property
+    def counters(self) -> int:
+        """Philox counters the call uses (without keys: from its first counter on)."""
+        return self.n * self.counters_per_input
 
     @property
     def table_len(self) -> int:
@@ -336,7 +347,7 @@ def _run_triton(p: LdpNoisePlan) -> torch.Tensor:
     table = p.table if p.table is not None else torch.zeros(1, dtype=torch.int64, device=x.device)
     keys = p.keys if p.keys is not None else table  # any valid pointer when unused
     block = 1024
-    grid = (B.cdiv(p.numel, block),)
+    grid = (B.cdiv(_triton_lanes(p), block),)
     bf16 = p.out_dtype == torch.bfloat16
     with B.device_guard(p.device):
         _launch_triton(
@@ -359,6 +370,12 @@ def _run_triton(p: LdpNoisePlan) -> torch.Tensor:
 _INDEX64_ENV = "NOISEFORGE_LDP_INDEX64"
 
 
+def _triton_lanes(p: LdpNoisePlan) -> int:
+    """Lanes of the Triton kernel: a counter each for laplace and gaussian (four
+    elements), an element each for discrete_laplace."""
+    return p.numel if p.mechanism == "discrete_laplace" else p.counters
+
+
 def _launch_triton(
     kernel, grid, x, out, p: LdpNoisePlan, table, keys, seed, offset, bf16, block
 ) -> None:
@@ -370,9 +387,10 @@ def _launch_triton(
         p.scale,
         table,
         keys,
-        p.numel,
+        _triton_lanes(p),
         p.d,
         p.copies,
+        p.counters_per_input,
         p.table_len,
         seed,
         offset,
@@ -382,7 +400,7 @@ def _launch_triton(
         ROW_KEYS=p.keys is not None,
         OUT_BF16=bf16,
         BLOCK=block,
-        INDEX32=p.numel + block < 2**31 and os.environ.get(_INDEX64_ENV) != "1",
+        INDEX32=p.numel + 4 * block < 2**31 and os.environ.get(_INDEX64_ENV) != "1",
         **B.triton_launch_options(),
     )
 
@@ -505,9 +523,15 @@ def ldp_noise(
     .. math::
         y_{n,k,j} = \mathrm{clip}\big(\mathrm{clip}(x_{n,j}, l_j, u_j) + s_j\,\xi_{n,k,j},\ l_j, u_j\big)
 
-    with ``xi`` standard Laplace or standard normal, drawn from the Philox4x32-10
-    stream at counter ``offset + (n * K + k) * D + j`` (with per-input ``keys``:
-    the stream ``keys[n]`` at counter ``offset + k * D + j``); the outer clip is
+    with ``xi`` standard Laplace or standard normal from one 32-bit Philox4x32-10
+    word: element ``l = k * D + j`` of input ``n`` takes word ``l % 4`` of counter
+    ``offset + n * ceil(K * D / 4) + l // 4`` (with per-input ``keys``: of counter
+    ``offset + l // 4`` of the stream ``keys[n]``), so a counter's four words never
+    serve two inputs and a call uses ``N * ceil(K * D / 4)`` counters
+    (discrete_laplace, which needs 65 random bits per element: counter
+    ``offset + n * K * D + l``, or ``offset + l`` with keys). Up to noiseforge
+    0.1 every element had a counter of its own: a seeded laplace or gaussian
+    stream replayed from then gives different noise now. The outer clip is
     ``clamp`` (post-processing, free of privacy cost). ``discrete_laplace``
     quantises ``clip(x)`` to ``levels`` grid points and adds two-sided geometric
     integer noise, clamped to the grid.
@@ -556,8 +580,8 @@ def ldp_noise(
         replaying noise on the same data voids the privacy guarantee.
     keys:
         Optional (N,) int64 tensor or int64/uint64 array: input ``n`` draws from
-        its own stream, Philox key ``keys[n]`` (the 64 bits), at counters
-        ``offset + k * D + j`` (``offset`` defaults to 0). The noise of an input
+        its own stream, Philox key ``keys[n]`` (the 64 bits), from counter
+        ``offset`` on (``offset`` defaults to 0; the layout above). The noise of an input
         then depends on its key only, not on the batch it is in or its position
         -- what :func:`noiseforge.ldp.release` uses to derive a record's noise
         from the release and the record id. Excludes ``seed`` and ``generator``;
@@ -647,9 +671,9 @@ def run_plan(
     p = replace(p, keys=row_keys)  # a copy: the caller's plan keeps no keys
     rec = LDP_NOISE.select(backend, p)
     if keys is not None:
-        key, start = 0, _check_offset(0 if offset is None else offset, p.copies * p.d)
+        key, start = 0, _check_offset(0 if offset is None else offset, p.counters_per_input)
     else:
-        key, start = _draw_counters(p.numel, seed, generator, offset)
+        key, start = _draw_counters(p.counters, seed, generator, offset)
     if p.numel:
         rec.run(replace(p, out=out.view(p.n, p.copies, p.d), seed=key, offset=start))
     return out
@@ -678,7 +702,7 @@ def _draw_counters(
 def _check_offset(offset: Any, count: int) -> int:
     offset = check_int("offset", offset, 0)
     if offset + count > MAX_COUNTER:
-        raise ValueError("offset + number of outputs exceeds the 2**63 counter space")
+        raise ValueError("offset + the call's Philox counters exceed the 2**63 counter space")
     return offset
 
 

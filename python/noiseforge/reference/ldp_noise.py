@@ -113,9 +113,10 @@ def erfinv_f32(x: torch.Tensor) -> torch.Tensor:
     return torch.where(w < _f(5.0), p, q) * x
 
 
-def laplace_unit(w0: torch.Tensor, w1: torch.Tensor) -> torch.Tensor:
-    mag = -log_f32(uniform_open01(w0))
-    return torch.where((w1 & 1) == 1, -mag, mag)
+def laplace_unit(w: torch.Tensor) -> torch.Tensor:
+    """Exp(1) magnitude from the top 23 bits of the word, the sign from its low bit."""
+    mag = -log_f32(uniform_open01(w))
+    return torch.where((w & 1) == 1, -mag, mag)
 
 
 def gaussian_unit(w0: torch.Tensor) -> torch.Tensor:
@@ -139,6 +140,49 @@ def geometric_magnitude(
     return (table_len - below_or_equal).reshape(u.shape)
 
 
+#: Output elements that share the four words of one Philox counter: laplace and
+#: gaussian read one 32-bit word per element; discrete_laplace needs 65 random bits
+#: (a 64-bit uniform and a sign), so it keeps a counter per element.
+ELEMENTS_PER_COUNTER = {"laplace": 4, "gaussian": 4, "discrete_laplace": 1}
+
+
+def counters_per_input(mechanism: str, copies: int, features: int) -> int:
+    """Philox counters one input's ``copies x features`` outputs use:
+    ``ceil(copies * features / E)``. A call without keys uses ``N`` times this,
+    input ``n`` from counter ``offset + n * counters_per_input(...)``."""
+    e = ELEMENTS_PER_COUNTER[mechanism]
+    return -(-copies * features // e)
+
+
+def element_words(
+    n: int,
+    copies: int,
+    d: int,
+    mechanism: str,
+    seed: int,
+    offset: int,
+    keys: torch.Tensor | None,
+    device: torch.device | str,
+) -> tuple[torch.Tensor, ...]:
+    """The Philox words of every (n, k, j) output element, as (N, K, D) int64 tensors:
+    one word for laplace and gaussian (word ``l % 4`` of counter ``l // 4``,
+    ``l = k * D + j``), the words (w0, w1, w2) of counter ``l`` for discrete_laplace;
+    counters from ``offset + n * counters_per_input`` of stream ``seed``, or from
+    ``offset`` of stream ``keys[n]``."""
+    e = ELEMENTS_PER_COUNTER[mechanism]
+    per = counters_per_input(mechanism, copies, d)
+    local = torch.arange(per, dtype=torch.int64, device=device).reshape(1, per) + offset
+    if keys is None:
+        inputs = torch.arange(n, dtype=torch.int64, device=device).reshape(n, 1)
+        words = philox4x32_10(local + inputs * per, seed)
+    else:
+        words = philox4x32_10(local.expand(n, per), keys.to(device).reshape(n, 1))
+    if e == 4:
+        w = torch.stack(words, dim=2).reshape(n, per * 4)[:, : copies * d]
+        return (w.reshape(n, copies, d),)
+    return tuple(w.reshape(n, copies, d) for w in words[:3])
+
+
 def ldp_noise_reference(
     x: torch.Tensor,
     *,
@@ -158,8 +202,9 @@ def ldp_noise_reference(
 
     ``lower``, ``upper``, ``scale`` are float32 (D,); ``table`` the int64 view
     of the uint64 thresholds for ``discrete_laplace``; ``keys`` optional (N,)
-    int64 per-input Philox keys (input n: key ``keys[n]``, counters
-    ``offset + k * D + j``; ``seed`` is then unused).
+    int64 per-input Philox keys (input n: stream ``keys[n]`` from counter
+    ``offset``; ``seed`` is then unused). The words of each element:
+    :func:`element_words`.
     """
     n, d = x.shape
     device = x.device
@@ -167,27 +212,20 @@ def ldp_noise_reference(
     upper = upper.to(device=device, dtype=_F32)
     scale = scale.to(device=device, dtype=_F32)
     xf = x.to(_F32).unsqueeze(1).expand(n, copies, d)
-    if keys is None:
-        counters = (
-            torch.arange(n * copies * d, dtype=torch.int64, device=device).reshape(n, copies, d)
-            + offset
-        )
-        w0, w1, w2, _ = philox4x32_10(counters, seed)
-    else:
-        within = torch.arange(copies * d, dtype=torch.int64, device=device).reshape(1, copies, d)
-        counters = (within + offset).expand(n, copies, d)
-        w0, w1, w2, _ = philox4x32_10(counters, keys.to(device).reshape(n, 1, 1))
+    words = element_words(n, copies, d, mechanism, seed, offset, keys, device)
     xc = torch.minimum(torch.maximum(xf, lower), upper)
     if mechanism == "discrete_laplace":
         assert table is not None
         table_len = table.numel()
         v = (xc - lower) / scale + _f(0.5)
         q = torch.clamp(v.to(torch.int64), max=table_len)  # v >= 0: truncation is floor
+        w0, w1, w2 = words
         mag = geometric_magnitude(w0, w1, table.to(device), table_len)
         y = torch.where((w2 & 1) == 1, q - mag, q + mag).clamp(0, table_len)
         result = lower + y.to(_F32) * scale
     else:
-        unit = laplace_unit(w0, w1) if mechanism == "laplace" else gaussian_unit(w0)
+        (w,) = words
+        unit = laplace_unit(w) if mechanism == "laplace" else gaussian_unit(w)
         result = xc + unit * scale
         if clamp:
             result = torch.minimum(torch.maximum(result, lower), upper)
