@@ -259,3 +259,31 @@ def test_release_streams_of_consecutive_records_are_laplace_and_independent():
     # the control: neighbours sharing a key are perfectly correlated, and caught
     shared = torch.from_numpy((records // 2).astype(np.int64))
     assert _neighbour_correlation(_record_noise(shared, n, d, eps)) > 0.2
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("mechanism", ["laplace", "gaussian"])
+def test_the_four_elements_of_a_counter_are_independent(backend, mechanism):
+    """Laplace and Gaussian take four consecutive elements from the four words of
+    one Philox counter, and Laplace takes an element's magnitude and sign from
+    disjoint bits of one word: the values, their magnitudes and (Laplace) sign vs
+    magnitude are uncorrelated, within 5 standard errors. A layout that reused a
+    word for two elements is caught by the same statistic."""
+    kw = {"delta": 1e-5} if mechanism == "gaussian" else {}
+    noise = _noise(mechanism, 1.0, 400_000, backend, seed=404, **kw)
+    groups = noise.reshape(-1, 4)  # 100 features per input: counters start at multiples of 4
+    limit = 5 / math.sqrt(groups.shape[0])
+
+    def corr(a, b):
+        return float(np.corrcoef(a, b)[0, 1])
+
+    for i in range(4):
+        for j in range(i + 1, 4):
+            assert abs(corr(groups[:, i], groups[:, j])) < limit
+            assert abs(corr(np.abs(groups[:, i]), np.abs(groups[:, j]))) < limit
+    if mechanism == "laplace":
+        sign = np.sign(noise)
+        assert abs(corr(sign, np.abs(noise))) < 5 / math.sqrt(noise.size)
+        assert abs(sign.mean()) < 5 / math.sqrt(noise.size)
+    # the control: two elements from one word
+    assert corr(np.abs(groups[:, 0]), np.abs(groups[:, 0]) + 0.1 * np.abs(groups[:, 1])) > 0.2
