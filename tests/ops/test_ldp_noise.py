@@ -214,7 +214,7 @@ def test_an_inputs_noise_depends_on_its_key_only(backend, device):
     perm = torch.randperm(40, generator=torch.Generator().manual_seed(0))
     part = ldp_noise(x[perm[:13]], keys=keys[perm[:13]], **args)
     assert torch.equal(part.cpu(), whole[perm[:13]].cpu()), "position in the batch is irrelevant"
-    # one input alone, at an offset: counters offset + k * D + j of its stream
+    # one input alone: counters from offset (0) of its own stream, as in the batch
     one = ldp_noise(x[5:6], keys=keys[5:6], offset=0, **args)
     assert torch.equal(one.cpu(), whole[5:6].cpu())
     other = ldp_noise(x[5:6], keys=keys[5:6] ^ 1, **args)

@@ -195,7 +195,8 @@ def _discrete_lanes(
     table_len, seed, offset, TABLE_BITS: tl.constexpr, ROW_KEYS: tl.constexpr,
     OUT_BF16: tl.constexpr, BLOCK: tl.constexpr, INDEX32: tl.constexpr,
 ):  # fmt: skip
-    # lane e is output element e = (n * K + k) * D + d, counter base(n) + k * D + d
+    # lane e is output element e = (n * K + k) * D + d: counter base(n) + k * D + d,
+    # base(n) = offset + n * K * D (one counter per element), or offset with keys
     pid = tl.program_id(0).to(tl.int64)
     e = pid * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
     mask = e < total
