@@ -16,6 +16,10 @@
 #include "noiseforge/philox.h"
 #include "noiseforge/philox_simd.h"
 
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
 #ifndef NF_ISA_NAMESPACE
 #error "NF_ISA_NAMESPACE must be defined by the build"
 #endif
@@ -132,18 +136,19 @@ void ldp_noise_words4(const LdpNoiseArgs& a, int num_threads) {
 // A faster, exact geometric_magnitude for large calls. The magnitude is a
 // non-increasing step function of the 64-bit uniform U, and its thresholds are
 // (close to) geometric, so on a log scale of U they are evenly spread. Buckets
-// of U by the binary exponent and next 7 bits of V = U >> 11 (relative width
+// of U by the binary exponent and next 7 bits of V = U >> 12 (relative width
 // 1/128) each hold few thresholds: per bucket, the magnitudes at its two ends
 // bound every magnitude inside it, and a search from the lower bound over
 // `steps` steps (2^steps - 1 >= the widest bucket's spread) finds the exact
 // count. For geometric tables of up to 4096 levels that is 1-2 steps instead
-// of 12-13. V has 53 bits, so it converts to a double exactly, and the bucket is
-// read off the double's bits (one conversion instead of a bit scan, which is
-// slow on some CPUs). U < 2^11 (V = 0, probability 2^-53) is searched directly.
+// of 12-13. V has 52 bits, so it converts to a double exactly (with AVX2 by
+// the 2^52 bit trick), and the bucket is read off the double's bits (instead of
+// a bit scan, slow on some CPUs). U < 2^12 (V = 0, probability 2^-52) is
+// searched directly.
 class MagnitudeBuckets {
  public:
   static constexpr int kMantissaBits = 7;
-  static constexpr int kDropped = 11;  // U >> 11 has 53 bits: exact as a double
+  static constexpr int kDropped = 12;  // U >> 12 has 52 bits: exact as a double
   static constexpr int kBuckets = (64 - kDropped) * (1 << kMantissaBits) + 1;  // + V = 0
   static constexpr uint64_t kDirectBelow = uint64_t{1} << kDropped;
 
@@ -165,7 +170,7 @@ class MagnitudeBuckets {
       return geometric_magnitude(static_cast<uint32_t>(u), static_cast<uint32_t>(u >> 32), table,
                                  table_len, table_bits);
     };
-    // bucket k holds V in [first, last], i.e. U in [first << 11, (last << 11) + 2047]
+    // bucket k holds V in [first, last], i.e. U in [first << 12, (last << 12) + 4095]
     const auto cover = [&](int k, uint64_t first, uint64_t last) {
       const int top_mag = mag(first << kDropped);  // the magnitude falls as U grows
       const int low_mag = mag((last << kDropped) | (kDirectBelow - 1));
@@ -173,6 +178,7 @@ class MagnitudeBuckets {
       spread = std::max(spread, top_mag - low_mag);
     };
     lower_[0] = 0;  // V = 0 is searched directly
+    lower_[kBuckets] = 0;
     for (int e = 0; e < 64 - kDropped; ++e) {
       for (int t = 0; t < (1 << kMantissaBits); ++t) {
         const int k = e * (1 << kMantissaBits) + t + 1;
@@ -198,9 +204,14 @@ class MagnitudeBuckets {
   // bounds first, then each search step over the whole block, so that the
   // elements' short dependent chains (bucket, load, compare) overlap.
   void magnitudes(const uint32_t* w0, const uint32_t* w1, int n, int32_t* mag) const {
-    alignas(64) uint64_t u[kBlock];
+    int i = 0;
     bool direct = false;
-    for (int i = 0; i < n; ++i) {
+#if defined(__AVX2__)
+    for (; i + 4 <= n; i += 4) direct |= magnitudes4(w0 + i, w1 + i, mag + i);
+#endif
+    alignas(64) uint64_t u[kBlock];
+    const int start = i;
+    for (; i < n; ++i) {
       u[i] = (static_cast<uint64_t>(w1[i]) << 32) | w0[i];
       mag[i] = lower_[bucket(u[i])];
       direct |= u[i] < kDirectBelow;
@@ -209,28 +220,67 @@ class MagnitudeBuckets {
     const int table_len = table_len_;
     for (int bit = steps_ - 1; bit >= 0; --bit) {
       const int step = 1 << bit;
-#pragma omp simd
-      for (int i = 0; i < n; ++i) {
-        const int cand = mag[i] + step;
+      for (int j = start; j < n; ++j) {
+        const int cand = mag[j] + step;
         const bool inside = cand <= table_len;
         const uint64_t t = table[(inside ? cand : table_len) - 1];  // cand >= 1
-        mag[i] = inside && u[i] < t ? cand : mag[i];
+        mag[j] = inside && u[j] < t ? cand : mag[j];
       }
     }
     if (direct) {
-      for (int i = 0; i < n; ++i) {
-        if (u[i] < kDirectBelow)
-          mag[i] = geometric_magnitude(w0[i], w1[i], table, table_len, table_bits_);
+      for (int j = 0; j < n; ++j) {
+        const uint64_t uj = (static_cast<uint64_t>(w1[j]) << 32) | w0[j];
+        if (uj < kDirectBelow)
+          mag[j] = geometric_magnitude(w0[j], w1[j], table, table_len, table_bits_);
       }
     }
   }
 
  private:
+#if defined(__AVX2__)
+  // Four elements at once, the same steps as the scalar loop above in 64-bit
+  // lanes (table loads as gathers); returns whether one needs the direct search.
+  bool magnitudes4(const uint32_t* w0, const uint32_t* w1, int32_t* mag) const {
+    const __m256i lo = _mm256_cvtepu32_epi64(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w0)));
+    const __m256i hi = _mm256_cvtepu32_epi64(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w1)));
+    const __m256i u = _mm256_or_si256(_mm256_slli_epi64(hi, 32), lo);
+    // V = U >> 12 < 2^52 as a double: its bits ORed into 2^52's mantissa, minus 2^52
+    const __m256i v = _mm256_srli_epi64(u, kDropped);
+    const __m256d two52 = _mm256_set1_pd(4503599627370496.0);
+    const __m256d vd = _mm256_sub_pd(
+        _mm256_castsi256_pd(_mm256_or_si256(v, _mm256_castpd_si256(two52))), two52);
+    __m256i k = _mm256_add_epi64(_mm256_srli_epi64(_mm256_castpd_si256(vd), 52 - kMantissaBits),
+                                 _mm256_set1_epi64x(1 - (int64_t{1023} << kMantissaBits)));
+    const __m256i zero_v = _mm256_cmpeq_epi64(v, _mm256_setzero_si256());
+    k = _mm256_andnot_si256(zero_v, k);  // V = 0: bucket 0
+    // lower_[k]: 32 bits at 2-byte steps, the low 16 kept
+    const __m128i low16 = _mm_and_si128(
+        _mm256_i64gather_epi32(reinterpret_cast<const int*>(lower_), k, 2), _mm_set1_epi32(0xFFFF));
+    __m256i m = _mm256_cvtepi32_epi64(low16);
+    const __m256i flip = _mm256_set1_epi64x(static_cast<long long>(uint64_t{1} << 63));
+    const __m256i us = _mm256_xor_si256(u, flip);  // signed order = unsigned order of u
+    const __m256i len = _mm256_set1_epi64x(table_len_);
+    const __m256i one = _mm256_set1_epi64x(1);
+    for (int bit = steps_ - 1; bit >= 0; --bit) {
+      const __m256i cand = _mm256_add_epi64(m, _mm256_set1_epi64x(int64_t{1} << bit));
+      const __m256i outside = _mm256_cmpgt_epi64(cand, len);
+      const __m256i idx = _mm256_sub_epi64(_mm256_blendv_epi8(cand, len, outside), one);
+      const __m256i t = _mm256_i64gather_epi64(reinterpret_cast<const long long*>(table_), idx, 8);
+      const __m256i below = _mm256_cmpgt_epi64(_mm256_xor_si256(t, flip), us);  // u < t
+      m = _mm256_blendv_epi8(m, cand, _mm256_andnot_si256(outside, below));
+    }
+    // the low 32 bits of each lane, in order
+    const __m256i packed = _mm256_permutevar8x32_epi32(m, _mm256_setr_epi32(0, 2, 4, 6, 0, 0, 0, 0));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(mag), _mm256_castsi256_si128(packed));
+    return _mm256_movemask_epi8(zero_v) != 0;
+  }
+#endif
+
   const uint64_t* table_;
   int table_len_;
   int table_bits_;
   int steps_ = 0;
-  uint16_t lower_[kBuckets];
+  uint16_t lower_[kBuckets + 1];  // + 1: the AVX2 path loads 32 bits at 16-bit entries
 };
 
 // Calls with at least this many elements build the buckets (~0.2 ms): smaller
