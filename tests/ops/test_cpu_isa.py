@@ -31,6 +31,13 @@ for mech, kw in [("laplace", {{}}), ("gaussian", {{"delta": 1e-5}}), ("discrete_
             a = ldp_noise(x.to(dtype), backend="cpu", **args)
             b = ldp_noise(x.to(dtype), backend="torch", **args)
             assert torch.equal(a, b), (mech, dtype, clamp)
+# a discrete call large enough (>= 2**16 outputs) for the bucketed magnitude search
+x2 = torch.rand(40, 600, generator=g)
+for levels in (256, 4097):
+    args = dict(epsilon=2.0, lower=0.0, upper=1.0, mechanism="discrete_laplace", levels=levels,
+                copies=3, seed=3, offset=7)
+    a = ldp_noise(x2, backend="cpu", **args)
+    assert torch.equal(a, ldp_noise(x2, backend="torch", **args)), levels
 
 # philox_words
 w = philox_words(1001, seed=9, offset=2**32 - 500, backend="cpu")
