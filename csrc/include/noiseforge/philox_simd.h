@@ -213,6 +213,20 @@ constexpr int kPhiloxBatch = 2 * philox_simd_detail::Vec::kLanes;
 constexpr int kPhiloxBatch = 1;
 #endif
 
+#if defined(NF_PHILOX_SIMD)
+namespace philox_simd_detail {
+// The four words of the kPhiloxBatch counters first .. first + kPhiloxBatch - 1,
+// interleaved (out[4 i + j] = w_j of counter first + i).
+inline void batch_interleaved(uint64_t first, const PhiloxKeySchedule& ks, uint32_t* out) {
+  Vec::T a0, a1, a2, a3, b0, b1, b2, b3;
+  philox_rounds(Vec::counters(first), ks, a0, a1, a2, a3);
+  philox_rounds(Vec::counters(first + Vec::kLanes), ks, b0, b1, b2, b3);
+  Vec::store_interleaved(out, a0, a1, a2, a3);
+  Vec::store_interleaved(out + 4 * Vec::kLanes, b0, b1, b2, b3);
+}
+}  // namespace philox_simd_detail
+#endif
+
 // The first kWords (1 to 3) of the words w0, w1, w2 of counters
 // first .. first + n - 1 (mod 2^64) into separate arrays, for the element loops
 // that consume them; the arrays of the other words are not touched. Whole
@@ -255,15 +269,8 @@ inline void philox_words_split(uint64_t first, int n, const PhiloxKeySchedule& k
 inline void philox_words4_batches(uint64_t first, int n, const PhiloxKeySchedule& ks,
                                   uint32_t* out) {
 #if defined(NF_PHILOX_SIMD)
-  using philox_simd_detail::Vec;
-  for (int i = 0; i < n; i += kPhiloxBatch) {
-    const uint64_t c = first + static_cast<uint64_t>(i);
-    Vec::T a0, a1, a2, a3, b0, b1, b2, b3;
-    philox_simd_detail::philox_rounds(Vec::counters(c), ks, a0, a1, a2, a3);
-    philox_simd_detail::philox_rounds(Vec::counters(c + Vec::kLanes), ks, b0, b1, b2, b3);
-    Vec::store_interleaved(out + 4 * i, a0, a1, a2, a3);
-    Vec::store_interleaved(out + 4 * (i + Vec::kLanes), b0, b1, b2, b3);
-  }
+  for (int i = 0; i < n; i += kPhiloxBatch)
+    philox_simd_detail::batch_interleaved(first + static_cast<uint64_t>(i), ks, out + 4 * i);
 #else
   for (int i = 0; i < n; ++i) {
     const PhiloxWords w = philox4x32_10(first + static_cast<uint64_t>(i), ks.seed);
@@ -282,15 +289,8 @@ inline void philox_words4_interleaved(uint64_t first, int64_t n, const PhiloxKey
                                       uint32_t* out) {
   int64_t done = 0;
 #if defined(NF_PHILOX_SIMD)
-  using philox_simd_detail::Vec;
-  for (; done + kPhiloxBatch <= n; done += kPhiloxBatch) {
-    const uint64_t c = first + static_cast<uint64_t>(done);
-    Vec::T a0, a1, a2, a3, b0, b1, b2, b3;
-    philox_simd_detail::philox_rounds(Vec::counters(c), ks, a0, a1, a2, a3);
-    philox_simd_detail::philox_rounds(Vec::counters(c + Vec::kLanes), ks, b0, b1, b2, b3);
-    Vec::store_interleaved(out + 4 * done, a0, a1, a2, a3);
-    Vec::store_interleaved(out + 4 * (done + Vec::kLanes), b0, b1, b2, b3);
-  }
+  for (; done + kPhiloxBatch <= n; done += kPhiloxBatch)
+    philox_simd_detail::batch_interleaved(first + static_cast<uint64_t>(done), ks, out + 4 * done);
 #endif
   // The tail, and the whole range in the baseline build.
 #pragma omp simd
